@@ -1,0 +1,200 @@
+"""Generate CustomResourceDefinitions from the pydantic models (``make crds``; a test fails when crds/ is stale).
+
+pydantic's JSON Schema is not a Kubernetes structural schema: refs are inlined, ``anyOf [X, null]`` becomes X
+(the apiserver prunes nulls), titles and null defaults go, ``const`` becomes ``enum``. CEL rules written on the
+models (``x-kubernetes-validations``) pass through unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from agentid.api import v1alpha1
+
+JsonObject = dict[str, Any]
+_DROP_KEYS = {"title", "additionalProperties", "$defs"}
+
+
+@dataclass(frozen=True)
+class CrdDefinition:
+    group: str
+    version: str
+    kind: str
+    plural: str
+    singular: str
+    scope: str
+    spec_model: type[BaseModel]
+    status_model: type[BaseModel]
+    short_names: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    printer_columns: tuple[JsonObject, ...] = ()
+    root_rules: tuple[JsonObject, ...] = ()
+    spec_required: bool = True
+
+    @property
+    def name(self) -> str:
+        return f"{self.plural}.{self.group}"
+
+    @property
+    def filename(self) -> str:
+        """kubebuilder's naming: <group>_<plural>.yaml."""
+        return f"{self.group}_{self.plural}.yaml"
+
+
+def structural(schema: JsonObject, *, keep_defaults: bool) -> JsonObject:
+    """Turn ``model_json_schema()`` output into a structural schema the apiserver accepts."""
+    definitions: JsonObject = schema.get("$defs", {})
+
+    def resolve(node: JsonObject) -> JsonObject:
+        """Inline a $ref and collapse ``anyOf [X, null]`` to X (keeping sibling keys such as defaults)."""
+        if "$ref" in node:
+            target = copy.deepcopy(definitions[node["$ref"].rsplit("/", 1)[-1]])
+            return resolve({**target, **{k: v for k, v in node.items() if k != "$ref"}})
+        if "anyOf" in node:
+            options = [option for option in node["anyOf"] if option.get("type") != "null"]
+            if len(options) == 1:
+                return resolve({**options[0], **{k: v for k, v in node.items() if k != "anyOf"}})
+        return node
+
+    def convert(raw: JsonObject) -> JsonObject:
+        node = resolve(raw)
+        out: JsonObject = {"type": node["type"]} if "type" in node else {}
+        for key, value in node.items():
+            if key in _DROP_KEYS and not (key == "additionalProperties" and isinstance(value, dict)):
+                continue
+            if key == "default":
+                if keep_defaults and value not in (None, [], {}):
+                    out[key] = _prune_empty(value)
+            elif key == "const":
+                out["enum"] = [value]
+            elif key == "properties":
+                out[key] = {name: convert(child) for name, child in value.items()}
+            elif key in ("items", "additionalProperties"):
+                out[key] = convert(value)
+            elif key != "type":
+                out[key] = value
+        if "enum" in out or out.get("format") == "date-time":
+            out = {"type": "string", **out}
+        return out
+
+    return convert({k: v for k, v in schema.items() if k != "$defs"})
+
+
+def _prune_empty(value: Any) -> Any:
+    """Defaults are written without empty lists/maps, so stored objects stay as small as the user wrote them."""
+    if isinstance(value, dict):
+        return {k: _prune_empty(v) for k, v in value.items() if v not in ([], {}, None)}
+    return value
+
+
+def build(definition: CrdDefinition) -> JsonObject:
+    spec_schema = structural(
+        definition.spec_model.model_json_schema(by_alias=True, mode="validation"), keep_defaults=True
+    )
+    status_schema = structural(
+        definition.status_model.model_json_schema(by_alias=True, mode="serialization"), keep_defaults=False
+    )
+    root: JsonObject = {
+        "type": "object",
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": spec_schema,
+            "status": status_schema,
+        },
+    }
+    if definition.spec_required:
+        root["required"] = ["spec"]
+    if definition.root_rules:
+        root["x-kubernetes-validations"] = list(definition.root_rules)
+    names: JsonObject = {
+        "kind": definition.kind,
+        "listKind": f"{definition.kind}List",
+        "plural": definition.plural,
+        "singular": definition.singular,
+    }
+    if definition.short_names:
+        names["shortNames"] = list(definition.short_names)
+    if definition.categories:
+        names["categories"] = list(definition.categories)
+    version: JsonObject = {
+        "name": definition.version,
+        "served": True,
+        "storage": True,
+        "subresources": {"status": {}},
+        "schema": {"openAPIV3Schema": root},
+    }
+    if definition.printer_columns:
+        version["additionalPrinterColumns"] = list(definition.printer_columns)
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": definition.name,
+            "labels": {"app.kubernetes.io/part-of": "agentid"},
+        },
+        "spec": {"group": definition.group, "names": names, "scope": definition.scope, "versions": [version]},
+    }
+
+
+AGENT_IDENTITY = CrdDefinition(
+    group=v1alpha1.GROUP,
+    version=v1alpha1.VERSION,
+    kind=v1alpha1.KIND,
+    plural=v1alpha1.PLURAL,
+    singular="agentidentity",
+    scope="Namespaced",
+    spec_model=v1alpha1.AgentIdentitySpec,
+    status_model=v1alpha1.AgentIdentityStatus,
+    short_names=("agentid", "agentids"),
+    categories=("agentid",),
+    printer_columns=(
+        {"name": "Owner", "type": "string", "jsonPath": ".spec.owner.name"},
+        {"name": "Mode", "type": "string", "jsonPath": ".spec.supervision.mode"},
+        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+        {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ),
+    root_rules=(
+        {
+            "rule": "self.metadata.name.size() <= 63",
+            "message": "an AgentIdentity name must be at most 63 characters (it is used as a label value)",
+        },
+    ),
+)
+
+DEFINITIONS: tuple[CrdDefinition, ...] = (AGENT_IDENTITY,)
+
+
+def render(definition: CrdDefinition) -> str:
+    header = "# Generated by `make crds` from agentid.api (pydantic models). Do not edit.\n"
+    return header + yaml.safe_dump(build(definition), sort_keys=False, width=120)
+
+
+def write_all(directory: Path) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for definition in DEFINITIONS:
+        path = directory / definition.filename
+        path.write_text(render(definition))
+        written.append(path)
+    return written
+
+
+def main(argv: list[str]) -> int:
+    target = Path(argv[0] if argv else "crds")
+    for path in write_all(target):
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,69 @@
+"""Go-style durations ("720h", "1h30m", "15m"), the format Kubernetes users already write.
+
+Used by the API models (validation) and by the domain (rotation and token lifetimes). The apiserver checks
+the same grammar with CEL's ``duration()`` so the two never disagree.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, core_schema
+
+PATTERN = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$"
+_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ns|us|ms|s|m|h)")
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse(text: str) -> dt.timedelta:
+    """Parse a Go duration string; raises ValueError with the offending text."""
+    if not re.fullmatch(PATTERN, text):
+        raise ValueError(f"invalid duration {text!r}: use Go syntax such as 720h, 1h30m or 15m")
+    seconds = sum(float(number) * _UNIT_SECONDS[unit] for number, unit in _PART.findall(text))
+    return dt.timedelta(seconds=seconds)
+
+
+def format_duration(value: dt.timedelta) -> str:
+    """The shortest Go-style spelling of a whole-second duration (for messages and defaults)."""
+    seconds = int(value.total_seconds())
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "") + (f"{secs}s" if secs else "")
+    return text or "0s"
+
+
+@dataclass(frozen=True)
+class DurationRange:
+    """Annotated metadata: bounds a duration string in Python and, via CEL, in the apiserver."""
+
+    minimum: dt.timedelta | None = None
+    maximum: dt.timedelta | None = None
+
+    def check(self, text: str) -> str:
+        value = parse(text)
+        if self.minimum is not None and value < self.minimum:
+            raise ValueError(f"{text} is shorter than the minimum {format_duration(self.minimum)}")
+        if self.maximum is not None and value > self.maximum:
+            raise ValueError(f"{text} is longer than the maximum {format_duration(self.maximum)}")
+        return text
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.no_info_after_validator_function(self.check, handler(source))
+
+    def __get_pydantic_json_schema__(self, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        json_schema = handler(schema)
+        rules = []
+        if self.minimum is not None:
+            low = format_duration(self.minimum)
+            rules.append({"rule": f"duration(self) >= duration('{low}')", "message": f"must be at least {low}"})
+        if self.maximum is not None:
+            high = format_duration(self.maximum)
+            rules.append({"rule": f"duration(self) <= duration('{high}')", "message": f"must be at most {high}"})
+        if rules:
+            json_schema["x-kubernetes-validations"] = rules
+        return json_schema

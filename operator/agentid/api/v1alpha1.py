@@ -1,0 +1,327 @@
+"""AgentIdentity v1alpha1: the user-facing contract (../shared/design/api.md), as pydantic models.
+
+Everything that reads an AgentIdentity goes through ``AgentIdentity.from_body`` (the reconciler, the admission
+webhook, the token service, the CLI), so the spec is parsed in exactly one place. The CRD in ``crds/`` is
+generated from these models by ``agentid.api.crdgen``: limits and CEL rules written here are enforced by the
+apiserver before the operator ever sees an object.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from agentid.api.durations import PATTERN as DURATION_PATTERN
+from agentid.api.durations import DurationRange, parse
+
+GROUP = "agentid.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "AgentIdentity"
+PLURAL = "agentidentities"
+
+READ_VERBS = frozenset({"get", "list", "watch"})
+
+# Limits: every string and list is bounded so a hostile manifest is refused by the apiserver, not by us.
+NAME_MAX = 253
+TEXT_MAX = 1024
+PURPOSE_MAX = 512
+ATTRIBUTES_MAX = 32
+ATTRIBUTE_VALUE_MAX = 256
+RULES_MAX = 64
+CLUSTER_ROLE_REFS_MAX = 16
+AUDIENCES_MAX = 16
+ACTORS_MAX = 16
+AGENT_NAME_MAX = 63  # the agent's name is a label value (agentid.dev/agent) and part of child names
+
+ShortText = Annotated[str, Field(max_length=128)]
+Name = Annotated[str, Field(min_length=1, max_length=NAME_MAX)]
+
+
+def _rules(*pairs: tuple[str, str]) -> dict[str, Any]:
+    return {"x-kubernetes-validations": [{"rule": rule, "message": message} for rule, message in pairs]}
+
+
+class ApiModel(BaseModel):
+    """camelCase on the wire, snake_case in Python; unknown fields are refused (the schema is strict too)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+
+class SupervisionMode(StrEnum):
+    AUTONOMOUS = "Autonomous"
+    SUPERVISED = "Supervised"
+    SUSPENDED = "Suspended"
+
+
+class KeyAlgorithm(StrEnum):
+    ED25519 = "Ed25519"
+    ES256 = "ES256"
+    RS256 = "RS256"
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    ACTIVE = "Active"
+    SUPERVISED = "Supervised"
+    SUSPENDED = "Suspended"
+    REVOKED = "Revoked"
+    EXPIRED = "Expired"
+    FAILED = "Failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (Phase.REVOKED, Phase.EXPIRED)
+
+
+class Owner(ApiModel):
+    """The accountable human (or group): every token and event names them."""
+
+    kind: Literal["User", "Group"] = "User"
+    name: Name
+
+
+class AgentInfo(ApiModel):
+    framework: ShortText | None = None
+    model: ShortText | None = None
+    version: ShortText | None = None
+
+
+class Supervision(ApiModel):
+    mode: SupervisionMode = SupervisionMode.SUPERVISED
+    reason: Annotated[str, Field(max_length=TEXT_MAX)] | None = None
+
+
+ApiGroup = Annotated[str, Field(max_length=NAME_MAX, pattern=r"^(\*|[a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$")]
+Resource = Annotated[str, Field(min_length=1, max_length=NAME_MAX, pattern=r"^[a-z0-9*][-a-z0-9.*]*(/[-a-z0-9.*]+)?$")]
+Verb = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^(\*|[a-z][a-zA-Z]*)$")]
+
+
+class PolicyRule(ApiModel):
+    """A namespaced RBAC rule for the agent. Wildcards are refused: an agent's access is always enumerated."""
+
+    api_groups: Annotated[
+        list[ApiGroup],
+        Field(
+            min_length=1,
+            max_length=16,
+            json_schema_extra=_rules(
+                ("!self.exists(g, g == '*')", "apiGroups must not contain '*': name the API groups")
+            ),
+        ),
+    ]
+    resources: Annotated[
+        list[Resource],
+        Field(
+            min_length=1,
+            max_length=32,
+            json_schema_extra=_rules(
+                (
+                    "!self.exists(r, r.contains('*'))",
+                    "resources must not contain '*': list the resources the agent needs",
+                )
+            ),
+        ),
+    ]
+    verbs: Annotated[
+        list[Verb],
+        Field(
+            min_length=1,
+            max_length=16,
+            json_schema_extra=_rules(
+                ("!self.exists(v, v == '*')", "verbs must not contain '*': list the verbs the agent needs")
+            ),
+        ),
+    ]
+    resource_names: Annotated[list[Annotated[str, Field(min_length=1, max_length=NAME_MAX)]], Field(max_length=64)] = []
+
+
+RotationPeriod = Annotated[
+    str, Field(pattern=DURATION_PATTERN, max_length=32), DurationRange(minimum=dt.timedelta(hours=1))
+]
+TokenTTL = Annotated[
+    str,
+    Field(pattern=DURATION_PATTERN, max_length=32),
+    DurationRange(minimum=dt.timedelta(minutes=1), maximum=dt.timedelta(hours=24)),
+]
+Audience = Annotated[str, Field(min_length=1, max_length=512)]
+
+
+class Credentials(ApiModel):
+    key_algorithm: KeyAlgorithm = KeyAlgorithm.ED25519
+    rotation_period: RotationPeriod = "720h"
+    token_ttl: TokenTTL = Field(default="15m", alias="tokenTTL")
+    audiences: Annotated[list[Audience], Field(max_length=AUDIENCES_MAX)] = []
+
+    @property
+    def rotation(self) -> dt.timedelta:
+        return parse(self.rotation_period)
+
+    @property
+    def ttl(self) -> dt.timedelta:
+        return parse(self.token_ttl)
+
+
+class ActorRef(ApiModel):
+    name: Annotated[str, Field(min_length=1, max_length=AGENT_NAME_MAX)]
+    namespace: Annotated[str, Field(min_length=1, max_length=63)] | None = None
+
+    def resolve(self, default_namespace: str) -> tuple[str, str]:
+        return (self.namespace or default_namespace, self.name)
+
+
+class Delegation(ApiModel):
+    allowed_actors: Annotated[list[ActorRef], Field(max_length=ACTORS_MAX)] = []
+    max_depth: Annotated[int, Field(ge=1, le=5)] = 1
+
+
+AttributeValue = Annotated[str, Field(max_length=ATTRIBUTE_VALUE_MAX)]
+
+
+class AgentIdentitySpec(ApiModel):
+    display_name: Annotated[str, Field(max_length=NAME_MAX)] | None = None
+    purpose: Annotated[str, Field(min_length=1, max_length=PURPOSE_MAX)]
+    owner: Owner
+    agent: AgentInfo | None = None
+    attributes: Annotated[
+        dict[str, AttributeValue],
+        Field(
+            max_length=ATTRIBUTES_MAX,
+            json_schema_extra=_rules(
+                (
+                    "self.all(k, k.size() <= 63 && k.matches('^[A-Za-z0-9][-A-Za-z0-9_.]*$'))",
+                    "attribute keys must be 1-63 characters of letters, digits, '-', '_' or '.'",
+                )
+            ),
+        ),
+    ] = {}
+    supervision: Supervision = Supervision()
+    permissions: Annotated[list[PolicyRule], Field(max_length=RULES_MAX)] = []
+    cluster_role_refs: Annotated[list[Name], Field(max_length=CLUSTER_ROLE_REFS_MAX)] = []
+    credentials: Credentials = Credentials()
+    delegation: Delegation = Delegation()
+    expires_at: dt.datetime | None = None
+    revoked: bool = False
+    revocation_reason: Annotated[str, Field(max_length=TEXT_MAX)] | None = None
+
+    model_config = ConfigDict(
+        json_schema_extra=_rules(
+            (
+                "!has(oldSelf.revoked) || !oldSelf.revoked || (has(self.revoked) && self.revoked)",
+                "revoked is terminal: once true it can never be set back to false",
+            )
+        )
+    )
+
+
+class KeyState(StrEnum):
+    ACTIVE = "Active"
+    RETIRING = "Retiring"
+
+
+class KeyStatus(ApiModel):
+    """Public information about one of the agent's signing keys (never the private key)."""
+
+    key_id: str = Field(alias="keyID", max_length=128)
+    algorithm: KeyAlgorithm
+    created_at: dt.datetime
+    state: KeyState
+    retires_at: dt.datetime | None = None
+    public_jwk: Annotated[dict[str, str], Field(max_length=16)]
+
+
+class Condition(ApiModel):
+    """metav1.Condition."""
+
+    type: Annotated[str, Field(max_length=316)]
+    status: Literal["True", "False", "Unknown"]
+    reason: Annotated[str, Field(max_length=1024)]
+    message: Annotated[str, Field(max_length=32768)] = ""
+    observed_generation: int | None = None
+    last_transition_time: dt.datetime
+
+
+class Attribution(ApiModel):
+    """Who made a decision about the agent and when (filled from admission requests)."""
+
+    username: Annotated[str, Field(max_length=NAME_MAX)]
+    groups: Annotated[list[Annotated[str, Field(max_length=NAME_MAX)]], Field(max_length=64)] = []
+    time: dt.datetime
+
+
+class AgentIdentityStatus(ApiModel):
+    observed_generation: int | None = None
+    phase: Phase = Phase.PENDING
+    agent_id: str | None = Field(default=None, alias="agentID")
+    service_account_name: str | None = None
+    service_account_uid: str | None = Field(default=None, alias="serviceAccountUID")
+    supervision: SupervisionMode | None = None
+    keys: list[KeyStatus] = []
+    revoked_key_ids: list[str] = Field(default=[], alias="revokedKeyIDs")
+    last_rotation_time: dt.datetime | None = None
+    next_rotation_time: dt.datetime | None = None
+    granted_rules: int = 0
+    granted_cluster_roles: list[str] = []
+    revoked_at: dt.datetime | None = None
+    revocation_reason: str | None = None
+    created_by: Attribution | None = None
+    last_changed_by: Attribution | None = None
+    conditions: list[Condition] = []
+
+
+class ObjectMeta(BaseModel):
+    """The few metadata fields agentid reads (the rest is Kubernetes' business)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True, alias_generator=to_camel)
+
+    name: str
+    namespace: str
+    uid: str
+    generation: int = 0
+    resource_version: str | None = None
+    deletion_timestamp: dt.datetime | None = None
+    labels: dict[str, str] = {}
+    annotations: dict[str, str] = {}
+
+
+class AgentIdentity(BaseModel):
+    """A parsed AgentIdentity: metadata, spec and (operator-written) status."""
+
+    model_config = ConfigDict(frozen=True)
+
+    KIND: ClassVar[str] = KIND
+    metadata: ObjectMeta
+    spec: AgentIdentitySpec
+    status: AgentIdentityStatus = AgentIdentityStatus()
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> AgentIdentity:
+        """Parse an object as served by the apiserver (or an admission request). Raises pydantic.ValidationError."""
+        return cls.model_validate(
+            {
+                "metadata": body.get("metadata", {}),
+                "spec": body.get("spec", {}),
+                "status": _operator_status(body.get("status")),
+            }
+        )
+
+    @property
+    def namespace(self) -> str:
+        return self.metadata.namespace
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+
+def _operator_status(status: Any) -> dict[str, Any]:
+    """Only the fields this model knows: foreign status keys (e.g. from older versions) are ignored."""
+    if not isinstance(status, Mapping):
+        return {}
+    known = {field.alias or name for name, field in AgentIdentityStatus.model_fields.items()}
+    return {key: value for key, value in status.items() if key in known}

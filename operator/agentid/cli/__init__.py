@@ -1,0 +1,1 @@
+"""The ``agentid`` command (also installed as the kubectl plugin ``kubectl-agentid``)."""

@@ -1,0 +1,1 @@
+"""Kopf registrations only: each handler unpacks Kopf's arguments and awaits one function."""

@@ -1,0 +1,1 @@
+"""One level-triggered reconciliation pass for an agent: gather, plan, apply, observe, write status."""

@@ -1,0 +1,1 @@
+"""Admission: validating (and attributing) AgentIdentity writes, with the same parser as the reconciler."""
