@@ -1,0 +1,185 @@
+"""The one asynchronous door to the API server, on ``kubernetes.aio`` (its config loading, auth, TLS, pool).
+
+Called by every other ``kube`` adapter. Requests go by REST path with plain-dict bodies: no discovery, no model
+deserialisation (fast at thousands of agents, and the dicts are what Kopf and the domain builders use). Retries
+429/5xx honouring Retry-After, bounds the requests in flight, and counts requests by verb (metrics, benchmarks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import os
+import random
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes.aio import client as aio_client
+from kubernetes.aio import config as aio_config
+
+from agentid.kube import errors
+from agentid.kube.resources import Resource
+
+JsonObject = dict[str, Any]
+APPLY_PATCH = "application/apply-patch+yaml"
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+_RETRIES = 5
+
+
+async def load_configuration(kubeconfig: str | None = None, context: str | None = None) -> aio_client.Configuration:
+    """In-cluster credentials when running in a Pod (and no kubeconfig is named), else the kubeconfig."""
+    configuration = aio_client.Configuration()
+    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
+        aio_config.load_incluster_config(client_configuration=configuration)
+    else:
+        await aio_config.load_kube_config(
+            config_file=kubeconfig or os.environ.get("KUBECONFIG"),
+            context=context,
+            client_configuration=configuration,
+            persist_config=False,
+        )
+    return configuration
+
+
+class KubeClient:
+    """Plain-dict REST access to the API server. One per process; close it on shutdown."""
+
+    def __init__(self, configuration: aio_client.Configuration, *, field_manager: str, max_in_flight: int = 64) -> None:
+        configuration.connection_pool_maxsize = max_in_flight
+        self.configuration = configuration
+        self.api = aio_client.ApiClient(configuration)
+        self.field_manager = field_manager
+        self._in_flight = asyncio.Semaphore(max_in_flight)
+        self.requests: collections.Counter[str] = collections.Counter()
+
+    @classmethod
+    async def connect(cls, kubeconfig: str | None = None, *, field_manager: str, max_in_flight: int = 64) -> KubeClient:
+        return cls(await load_configuration(kubeconfig), field_manager=field_manager, max_in_flight=max_in_flight)
+
+    async def close(self) -> None:
+        await self.api.close()
+
+    # -- raw ------------------------------------------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        query: Mapping[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> JsonObject:
+        """Send one request; retry throttling and server errors; raise ``errors.ApiError`` otherwise."""
+        attempt = 0
+        while True:
+            try:
+                return await self._request_once(method, path, body=body, query=query, content_type=content_type)
+            except (errors.Throttled, errors.Unavailable) as error:
+                attempt += 1
+                if attempt >= _RETRIES:
+                    raise
+                delay = error.retry_after if error.retry_after is not None else min(0.1 * 2**attempt, 5.0)
+                await asyncio.sleep(delay + random.uniform(0, 0.1))  # noqa: S311 - jitter, not crypto
+
+    async def _request_once(
+        self, method: str, path: str, *, body: Any, query: Mapping[str, str] | None, content_type: str
+    ) -> JsonObject:
+        headers = {"Content-Type": content_type, "Accept": "application/json"}
+        _, url, headers, _, _ = await self.api.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=list((query or {}).items()),
+            header_params=headers,
+            auth_settings=["BearerToken"],
+        )
+        async with self._in_flight:  # the REST layer JSON-encodes dict bodies for json and apply-patch types
+            self.requests[method] += 1
+            response = await self.api.call_api(method, url, header_params=headers, body=body)
+            payload = await response.read()
+        if not 200 <= response.status < 300:
+            raise errors.from_response(response.status, payload, response.headers)
+        if not payload:
+            return {}
+        document = json.loads(payload)
+        return document if isinstance(document, dict) else {"items": document}
+
+    # -- typed conveniences -----------------------------------------------------------------------------------
+
+    async def get(self, resource: Resource, name: str, namespace: str | None = None) -> JsonObject | None:
+        try:
+            return await self.request("GET", resource.path(namespace, name))
+        except errors.NotFound:
+            return None
+
+    async def list(
+        self, resource: Resource, namespace: str | None = None, *, label_selector: str | None = None
+    ) -> list[JsonObject]:
+        query = {"labelSelector": label_selector} if label_selector else None
+        items: list[JsonObject] = []
+        continue_token: str | None = None
+        while True:
+            page_query = dict(query or {}, limit="500")
+            if continue_token:
+                page_query["continue"] = continue_token
+            page = await self.request("GET", resource.path(namespace), query=page_query)
+            items.extend(page.get("items", []))
+            continue_token = page.get("metadata", {}).get("continue")
+            if not continue_token:
+                return items
+
+    async def create(self, resource: Resource, body: JsonObject, namespace: str | None = None) -> JsonObject:
+        return await self.request("POST", resource.path(namespace), body=body)
+
+    async def apply(self, resource: Resource, manifest: JsonObject, *, force: bool = True) -> JsonObject:
+        """Server-side apply as this client's field manager (force: the operator owns what it applies)."""
+        metadata = manifest["metadata"]
+        query = {"fieldManager": self.field_manager, "force": "true" if force else "false"}
+        return await self.request(
+            "PATCH",
+            resource.path(metadata.get("namespace"), metadata["name"]),
+            body=manifest,
+            query=query,
+            content_type=APPLY_PATCH,
+        )
+
+    async def patch(
+        self,
+        resource: Resource,
+        name: str,
+        patch: Any,
+        namespace: str | None = None,
+        *,
+        subresource: str | None = None,
+        content_type: str = MERGE_PATCH,
+    ) -> JsonObject:
+        return await self.request(
+            "PATCH",
+            resource.path(namespace, name, subresource),
+            body=patch,
+            query={"fieldManager": self.field_manager},
+            content_type=content_type,
+        )
+
+    async def delete(
+        self, resource: Resource, name: str, namespace: str | None = None, *, uid: str | None = None
+    ) -> bool:
+        """Delete (background propagation); False if it was already gone. ``uid`` guards against a newer twin."""
+        body: JsonObject = {"propagationPolicy": "Background"}
+        if uid is not None:
+            body["preconditions"] = {"uid": uid}
+        try:
+            await self.request("DELETE", resource.path(namespace, name), body=body)
+        except errors.NotFound:
+            return False
+        except errors.Conflict:
+            return False  # the precondition failed: a different object of that name exists now
+        return True
+
+    async def create_review(self, resource: Resource, spec: JsonObject) -> JsonObject:
+        """POST a review object (TokenReview, SubjectAccessReview, SelfSubjectReview) and return its status."""
+        review = await self.create(resource, {"apiVersion": resource.api_version, "kind": resource.kind, "spec": spec})
+        status = review.get("status", {})
+        return status if isinstance(status, dict) else {}
