@@ -10,6 +10,7 @@ import kubernetes
 import pytest
 
 from agentid.devcluster.cluster import LocalCluster
+from tests.support.cluster_setup import configure_local_cluster
 from tests.support.clusters import ClusterHandle, external_kubeconfig
 
 
@@ -20,6 +21,7 @@ def cluster() -> Iterator[ClusterHandle]:
         yield ClusterHandle(kubeconfig=kubeconfig)
         return
     local = LocalCluster()
+    configure_local_cluster(local)
     local.start()
     try:
         yield ClusterHandle(kubeconfig=local.kubeconfig, local=local)
