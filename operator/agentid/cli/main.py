@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from agentid import __version__
-from agentid.cli import dev
+from agentid.cli import dev, run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,6 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"agentid {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     dev.register(subparsers)
+    run.register(subparsers)
     return parser
 
 

@@ -30,6 +30,7 @@ CONTROLLERS = (
     "serviceaccount-controller",
     "serviceaccount-token-controller",
     "root-ca-certificate-publisher-controller",
+    "clusterrole-aggregation-controller",  # fills the built-in view/edit/admin ClusterRoles
 )
 
 # Metadata for everything; enough for "which agent did what" without logging request bodies (tokens, keys).

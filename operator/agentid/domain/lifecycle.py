@@ -1,0 +1,321 @@
+"""One reconciliation pass as pure functions: terminal state, object plan, status, Events, next wake-up.
+
+Called by ``agentid.reconcile.agents`` with what it gathered from the cluster. Nothing here does I/O or reads a
+clock: ``now`` and observations come in, decisions come out, so every rule of api.md is unit-tested here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentid.api.v1alpha1 import (
+    AgentIdentity,
+    AgentIdentityStatus,
+    Attribution,
+    KeyStatus,
+    Phase,
+    SupervisionMode,
+)
+from agentid.domain import desired, naming, reasons
+from agentid.domain.conditions import Status, find, set_condition
+from agentid.domain.keyring import KeyAction, ObservedKey, earliest_retirement, next_rotation
+from agentid.domain.supervision import Access
+
+Manifest = dict[str, Any]
+# Deletion order: access paths first (RBAC applies within a second), then the keys, then the identity itself.
+DELETE_ORDER = ("RoleBinding", "Role", "Secret", "ServiceAccount")
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    kind: str
+    name: str
+    uid: str | None = None
+
+
+@dataclass(frozen=True)
+class Observed:
+    """The agent's objects as the cluster holds them (public parts only), keyed by (kind, name)."""
+
+    objects: Mapping[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
+    key: ObservedKey | None = None
+
+    def get(self, kind: str, name: str) -> Mapping[str, Any] | None:
+        return self.objects.get((kind, name))
+
+
+@dataclass(frozen=True)
+class ObjectPlan:
+    applies: tuple[Manifest, ...] = ()
+    deletes: tuple[ObjectRef, ...] = ()
+    repaired: tuple[str, ...] = ()  # "RoleBinding x (deleted)", for the DriftRepaired Event
+
+    @property
+    def empty(self) -> bool:
+        return not self.applies and not self.deletes
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+    action: str
+
+
+def terminal_phase(agent: AgentIdentity, now: dt.datetime) -> Phase | None:
+    """Revoked and Expired are terminal: once recorded in status they stay, whatever the spec says later."""
+    if agent.status.phase.terminal:
+        return agent.status.phase
+    if agent.spec.revoked:
+        return Phase.REVOKED
+    if agent.spec.expires_at is not None and agent.spec.expires_at <= now:
+        return Phase.EXPIRED
+    return None
+
+
+def contains(observed: Any, wanted: Any) -> bool:
+    """Desired ⊆ observed: maps by subset, lists and scalars by equality (server-side apply semantics)."""
+    if isinstance(wanted, Mapping):
+        return isinstance(observed, Mapping) and all(
+            key in observed and contains(observed[key], value) for key, value in wanted.items()
+        )
+    return bool(observed == wanted)
+
+
+def _describe(kind: str, name: str, how: str) -> str:
+    return f"{kind} {name} ({how})"
+
+
+def plan_objects(
+    agent: AgentIdentity, observed: Observed, *, access: Access, agent_id: str, terminal: bool
+) -> ObjectPlan:
+    """What to apply and delete so the cluster holds exactly the agent's declared access."""
+    wanted: list[Manifest] = [] if terminal else [desired.service_account(agent, agent_id)]
+    if not terminal:
+        wanted += desired.access_objects(agent, access)
+    wanted_keys = {(manifest["kind"], manifest["metadata"]["name"]) for manifest in wanted}
+    provisioned_before = agent.status.phase is not Phase.PENDING
+    spec_unchanged = agent.status.observed_generation == agent.metadata.generation
+
+    applies: list[Manifest] = []
+    repaired: list[str] = []
+    for manifest in wanted:
+        kind, name = manifest["kind"], manifest["metadata"]["name"]
+        current = observed.get(kind, name)
+        if current is not None and contains(current, manifest):
+            continue
+        applies.append(manifest)
+        if provisioned_before and spec_unchanged:
+            repaired.append(_describe(kind, name, "missing" if current is None else "modified"))
+
+    deletes = [
+        ObjectRef(kind, name, str(body.get("metadata", {}).get("uid") or "") or None)
+        for (kind, name), body in observed.objects.items()
+        if (kind, name) not in wanted_keys and (kind != "Secret" or terminal)
+    ]
+    deletes.sort(key=lambda ref: (DELETE_ORDER.index(ref.kind) if ref.kind in DELETE_ORDER else 0, ref.name))
+    return ObjectPlan(applies=tuple(applies), deletes=tuple(deletes), repaired=tuple(repaired))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the pass produced, for status and Events."""
+
+    phase: Phase
+    access: Access
+    keys: tuple[KeyStatus, ...]
+    key: ObservedKey | None
+    service_account_uid: str | None
+    key_action: KeyAction = KeyAction.KEEP
+    repaired: tuple[str, ...] = ()
+    revoked_key_ids: tuple[str, ...] = ()
+
+
+def phase_for(agent: AgentIdentity, access: Access, terminal: Phase | None) -> Phase:
+    if terminal is not None:
+        return terminal
+    if access.problems:
+        return Phase.FAILED
+    return {
+        SupervisionMode.AUTONOMOUS: Phase.ACTIVE,
+        SupervisionMode.SUPERVISED: Phase.SUPERVISED,
+        SupervisionMode.SUSPENDED: Phase.SUSPENDED,
+    }[agent.spec.supervision.mode]
+
+
+def _access_message(access: Access) -> str:
+    parts = [f"{len(access.rules)} rule(s)"]
+    if access.cluster_roles:
+        parts.append("ClusterRoles: " + ", ".join(access.cluster_roles))
+    message = "; ".join(parts)
+    if access.withheld:
+        message += ". Withheld: " + "; ".join(item.message for item in access.withheld)
+    return message
+
+
+def compute_status(agent: AgentIdentity, outcome: Outcome, *, agent_id: str, now: dt.datetime) -> AgentIdentityStatus:
+    """The full status for this pass (written only if it differs from what the object has)."""
+    generation = agent.metadata.generation
+    previous = agent.status
+    terminal = outcome.phase.terminal
+    conditions = list(previous.conditions)
+
+    def condition(type_: str, status: Status, reason: str, message: str) -> None:
+        nonlocal conditions
+        conditions = set_condition(
+            conditions, type_=type_, status=status, reason=reason, message=message, generation=generation, now=now
+        )
+
+    key = outcome.key
+    if terminal:
+        terminal_reason = reasons.EXPIRED if outcome.phase is Phase.EXPIRED else reasons.REVOKED_BY_USER
+        terminal_message = _terminal_message(agent, outcome.phase)
+        condition(reasons.REVOKED, "True", terminal_reason, terminal_message)
+        condition(reasons.CREDENTIALS_READY, "False", reasons.KEYS_REMOVED, "keys deleted and recorded as revoked")
+        condition(reasons.ACCESS_READY, "False", terminal_reason, "all bindings and the ServiceAccount removed")
+        condition(reasons.READY, "False", terminal_reason, terminal_message)
+    else:
+        condition(reasons.REVOKED, "False", reasons.NOT_REVOKED, "the agent is not revoked")
+        if key is not None:
+            rotation = next_rotation(key, agent.spec.credentials).isoformat()
+            condition(
+                reasons.CREDENTIALS_READY, "True", reasons.KEY_ACTIVE,
+                f"key {key.key_id} ({key.algorithm.value}) is active; next rotation at {rotation}",
+            )  # fmt: skip
+        problems = outcome.access.problems
+        suspended = agent.spec.supervision.mode is SupervisionMode.SUSPENDED
+        if problems:
+            condition(reasons.ACCESS_READY, "False", problems[0].reason, _access_message(outcome.access))
+            condition(reasons.READY, "False", problems[0].reason, problems[0].message)
+        elif suspended:
+            condition(reasons.ACCESS_READY, "True", reasons.SUSPENDED, "Suspended: no access is granted")
+            condition(reasons.READY, "True", reasons.SUSPENDED, "the agent is suspended; resuming restores its access")
+        else:
+            condition(reasons.ACCESS_READY, "True", reasons.GRANTED, _access_message(outcome.access))
+            condition(
+                reasons.READY, "True", reasons.PROVISIONED,
+                f"{agent.spec.supervision.mode.value}: identity, keys and access are in place",
+            )  # fmt: skip
+
+    revoked_at = previous.revoked_at
+    if terminal and revoked_at is None:
+        revoked_at = agent.spec.expires_at if outcome.phase is Phase.EXPIRED and agent.spec.expires_at else now
+    return AgentIdentityStatus(
+        observed_generation=generation,
+        phase=outcome.phase,
+        agent_id=agent_id,
+        service_account_name=naming.service_account(agent.name),
+        service_account_uid=outcome.service_account_uid if not terminal else previous.service_account_uid,
+        supervision=agent.spec.supervision.mode if not terminal else previous.supervision,
+        keys=[] if terminal else list(outcome.keys),
+        revoked_key_ids=list(outcome.revoked_key_ids) if terminal else list(previous.revoked_key_ids),
+        last_rotation_time=key.created_at if key is not None and not terminal else None,
+        next_rotation_time=next_rotation(key, agent.spec.credentials) if key is not None and not terminal else None,
+        granted_rules=0 if terminal else len(outcome.access.rules),
+        granted_cluster_roles=[] if terminal else list(outcome.access.cluster_roles),
+        revoked_at=revoked_at if terminal else None,
+        revocation_reason=_terminal_message(agent, outcome.phase) if terminal else None,
+        created_by=previous.created_by,
+        last_changed_by=previous.last_changed_by,
+        conditions=conditions,
+    )
+
+
+def _terminal_message(agent: AgentIdentity, phase: Phase) -> str:
+    if phase is Phase.EXPIRED:
+        expiry = agent.spec.expires_at.isoformat() if agent.spec.expires_at else "its expiry time"
+        return f"expired at {expiry}"
+    if agent.status.revocation_reason and agent.status.phase.terminal:
+        return agent.status.revocation_reason
+    return agent.spec.revocation_reason or "revoked"
+
+
+def next_wakeup(agent: AgentIdentity, status: AgentIdentityStatus) -> dt.datetime | None:
+    """The next moment something changes by the clock alone: expiry, rotation, a key's retirement."""
+    if status.phase.terminal:
+        return None
+    candidates = [status.next_rotation_time, earliest_retirement(status.keys), agent.spec.expires_at]
+    present = [moment for moment in candidates if moment is not None]
+    return min(present) if present else None
+
+
+def _by(actor: Attribution | None) -> str:
+    return f" by {actor.username}" if actor is not None else ""
+
+
+def transition_events(
+    agent: AgentIdentity, new: AgentIdentityStatus, outcome: Outcome, *, actor: Attribution | None
+) -> list[EventSpec]:
+    """Events for what changed between the object's status and the new one, each naming who caused it."""
+    old = agent.status
+    events: list[EventSpec] = []
+    by = _by(actor)
+    if new.phase.terminal and not old.phase.terminal:
+        reason = reasons.EVENT_EXPIRED if new.phase is Phase.EXPIRED else reasons.EVENT_REVOKED
+        events.append(EventSpec("Warning", reason, f"{new.revocation_reason}{'' if new.phase is Phase.EXPIRED else by}; "
+                                f"bindings, keys and ServiceAccount removed", "Revoke"))  # fmt: skip
+        return events
+    if new.phase.terminal:
+        return events
+    if old.phase is Phase.PENDING:
+        events.append(EventSpec("Normal", reasons.EVENT_PROVISIONED,
+                                f"ServiceAccount {new.service_account_name}, key {_active_kid(new)}, "
+                                f"{new.supervision.value if new.supervision else ''} access{by}", "Provision"))  # fmt: skip
+    elif old.supervision is not None and new.supervision is not None and old.supervision != new.supervision:
+        transition = f"{old.supervision.value} -> {new.supervision.value}{by}"
+        if agent.spec.supervision.reason:
+            transition += f": {agent.spec.supervision.reason}"
+        if new.supervision is SupervisionMode.SUSPENDED:
+            events.append(EventSpec("Warning", reasons.EVENT_SUSPENDED, transition, "Suspend"))
+        elif old.supervision is SupervisionMode.SUSPENDED:
+            events.append(EventSpec("Normal", reasons.EVENT_RESUMED, transition, "Resume"))
+        else:
+            events.append(EventSpec("Normal", reasons.EVENT_SUPERVISION_CHANGED, transition, "ChangeSupervision"))
+    if outcome.key_action in (KeyAction.ROTATE, KeyAction.CHANGE_ALGORITHM):
+        events.append(EventSpec("Normal", reasons.EVENT_KEY_ROTATED,
+                                f"new key {_active_kid(new)} active; {_retiring(new)}", "RotateKey"))  # fmt: skip
+    elif outcome.key_action is KeyAction.REPLACE_LOST:
+        events.append(EventSpec("Warning", reasons.EVENT_KEY_REGENERATED,
+                                f"the key Secret was missing or unreadable; new key {_active_kid(new)} "
+                                f"generated; {_retiring(new)}", "RegenerateKey"))  # fmt: skip
+    if outcome.repaired:
+        events.append(EventSpec("Warning", reasons.EVENT_DRIFT_REPAIRED, "restored " + ", ".join(outcome.repaired),
+                                "RepairDrift"))  # fmt: skip
+    old_ready = find(old.conditions, reasons.READY)
+    new_ready = find(new.conditions, reasons.READY)
+    if (
+        new_ready is not None
+        and new_ready.status == "False"
+        and (old_ready is None or old_ready.reason != new_ready.reason)
+    ):
+        events.append(EventSpec("Warning", new_ready.reason, new_ready.message, "Reconcile"))
+    return events
+
+
+def _active_kid(status: AgentIdentityStatus) -> str:
+    return next((key.key_id for key in status.keys if key.state.value == "Active"), "-")
+
+
+def _retiring(status: AgentIdentityStatus) -> str:
+    retiring = [key for key in status.keys if key.state.value == "Retiring"]
+    if not retiring:
+        return "no key retiring"
+    return ", ".join(
+        f"{key.key_id} retiring until {key.retires_at.isoformat() if key.retires_at else '?'}" for key in retiring
+    )
+
+
+def status_patch(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A JSON merge patch turning ``old`` status into ``new`` (None when they are equal)."""
+    old = old or {}
+    if old == new:
+        return None
+    patch: dict[str, Any] = dict(new)
+    for key in old:
+        if key not in new:
+            patch[key] = None
+    return patch

@@ -1,0 +1,84 @@
+"""Reduce watched objects to what the reconciler compares: managed fields only, never key material.
+
+Called by the Kopf index functions (every watch event of an owned object) and by the reconciler after its own
+writes. A Secret is reduced to its public key information; the private key is parsed only to prove it matches
+the key ID it claims, then dropped.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+from agentid.api.v1alpha1 import KeyAlgorithm
+from agentid.domain import keys, naming
+from agentid.domain.keyring import ObservedKey
+from agentid.domain.supervision import ClusterRoleInfo, is_read_only
+
+_METADATA_FIELDS = ("name", "namespace", "uid", "resourceVersion", "labels", "annotations", "ownerReferences")
+_BODY_FIELDS = {"Role": ("rules",), "RoleBinding": ("roleRef", "subjects"), "ServiceAccount": (), "Secret": ("type",)}
+
+
+def summary(kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    """kind + the metadata and spec-like fields agentid manages (what ``desired`` builds)."""
+    metadata = body.get("metadata", {})
+    reduced: dict[str, Any] = {"kind": kind, "metadata": {k: metadata[k] for k in _METADATA_FIELDS if k in metadata}}
+    for name in _BODY_FIELDS.get(kind, ()):
+        if name in body:
+            reduced[name] = body[name]
+    if kind == "Secret":
+        reduced["metadata"]["annotations"] = dict(metadata.get("annotations") or {})
+    return reduced
+
+
+def agent_key(body: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(namespace, agent name) of an owned object, from its labels."""
+    metadata = body.get("metadata", {})
+    agent = (metadata.get("labels") or {}).get(naming.AGENT_LABEL)
+    namespace = metadata.get("namespace")
+    return (namespace, agent) if agent and namespace else None
+
+
+def observed_key(secret: Mapping[str, Any]) -> ObservedKey | None:
+    """The public side of the agent's key Secret, or None if the Secret is unusable (wrong type, unreadable
+    key, key not matching its declared ID or algorithm): an unusable Secret is replaced, never trusted."""
+    if secret.get("type") != naming.KEY_SECRET_TYPE:
+        return None
+    data = secret.get("data") or {}
+    annotations = (secret.get("metadata") or {}).get("annotations") or {}
+    try:
+        algorithm = KeyAlgorithm(_decode(data.get(naming.KEY_SECRET_ALGORITHM)).decode())
+        signing_key = keys.load_pem(_decode(data.get(naming.KEY_SECRET_PRIVATE_KEY)), algorithm)
+        created_at = dt.datetime.fromisoformat(annotations[naming.KEY_CREATED_ANNOTATION])
+    except (ValueError, KeyError, UnicodeDecodeError, binascii.Error):
+        return None
+    declared = annotations.get(naming.KEY_ID_ANNOTATION)
+    if declared != signing_key.key_id or _decode(data.get(naming.KEY_SECRET_KEY_ID)).decode() != signing_key.key_id:
+        return None
+    return ObservedKey(key_id=signing_key.key_id, algorithm=algorithm, created_at=created_at, jwk=dict(signing_key.jwk))
+
+
+def _decode(value: object) -> bytes:
+    if not isinstance(value, str):
+        raise ValueError("missing field")
+    return base64.b64decode(value, validate=True)
+
+
+def cluster_role_info(body: Mapping[str, Any]) -> ClusterRoleInfo:
+    return ClusterRoleInfo(
+        name=str(body.get("metadata", {}).get("name")), read_only=is_read_only(body.get("rules") or [])
+    )
+
+
+def changed_by_others(body: Mapping[str, Any], event_type: str | None) -> bool:
+    """Whether an owned object's event may be drift: a deletion, or a change last written by another manager."""
+    if event_type == "DELETED":
+        return True
+    entries = (body.get("metadata") or {}).get("managedFields") or []
+    if not entries:
+        return True
+    latest = max(entries, key=lambda entry: str(entry.get("time") or ""))
+    return latest.get("manager") != naming.FIELD_MANAGER

@@ -1,0 +1,91 @@
+"""Supervision mode -> the access an agent actually holds. The one place that owns these semantics (api.md).
+
+Called by the reconciler (what to grant), the webhook (to explain), and the CLI (describe).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from agentid.api.v1alpha1 import READ_VERBS, AgentIdentitySpec, PolicyRule, SupervisionMode
+
+
+@dataclass(frozen=True)
+class ClusterRoleInfo:
+    """What the reconciler knows about a referenced ClusterRole (from the cluster)."""
+
+    name: str
+    read_only: bool
+
+
+@dataclass(frozen=True)
+class Withheld:
+    """Something declared but not granted, and why. ``problem``: the spec cannot be honoured (Ready=False);
+    otherwise it is the supervision mode working as intended."""
+
+    reason: str
+    message: str
+    problem: bool = False
+
+
+@dataclass(frozen=True)
+class Access:
+    """The effective grant: rules for the agent's Role and ClusterRoles bound in its namespace."""
+
+    rules: tuple[PolicyRule, ...] = ()
+    cluster_roles: tuple[str, ...] = ()
+    withheld: tuple[Withheld, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not self.rules and not self.cluster_roles
+
+    @property
+    def problems(self) -> tuple[Withheld, ...]:
+        return tuple(item for item in self.withheld if item.problem)
+
+
+NO_ACCESS = Access()
+
+
+def read_only(rule: PolicyRule) -> PolicyRule | None:
+    """The read verbs of a rule, or None if it has none."""
+    verbs = [verb for verb in rule.verbs if verb in READ_VERBS]
+    return rule.model_copy(update={"verbs": verbs}) if verbs else None
+
+
+def effective_access(spec: AgentIdentitySpec, cluster_roles: Mapping[str, ClusterRoleInfo | None]) -> Access:
+    """Apply the supervision mode to the declared permissions and ClusterRole refs.
+
+    ``cluster_roles`` maps each referenced name to what the cluster says (None: it does not exist). A missing
+    ClusterRole is never bound (binding a name that does not exist yet would grant whatever appears later).
+    """
+    mode = spec.supervision.mode
+    if mode is SupervisionMode.SUSPENDED:
+        return NO_ACCESS
+    withheld: list[Withheld] = []
+    rules: Sequence[PolicyRule] = spec.permissions
+    if mode is SupervisionMode.SUPERVISED:
+        rules = [narrowed for rule in spec.permissions if (narrowed := read_only(rule)) is not None]
+    granted_roles: list[str] = []
+    for name in dict.fromkeys(spec.cluster_role_refs):  # de-duplicated, order kept
+        info = cluster_roles.get(name)
+        if info is None:
+            withheld.append(Withheld("ClusterRoleNotFound", f"ClusterRole {name!r} does not exist", problem=True))
+        elif mode is SupervisionMode.SUPERVISED and not info.read_only:
+            withheld.append(
+                Withheld("ClusterRoleNotReadOnly", f"ClusterRole {name!r} is not read-only; withheld while Supervised")
+            )
+        else:
+            granted_roles.append(name)
+    return Access(rules=tuple(rules), cluster_roles=tuple(granted_roles), withheld=tuple(withheld))
+
+
+def is_read_only(rules: Sequence[Mapping[str, object]]) -> bool:
+    """True if a ClusterRole's rules only read (get/list/watch), including non-resource URLs."""
+    for rule in rules:
+        verbs = rule.get("verbs") or []
+        if not isinstance(verbs, list) or any(verb not in READ_VERBS for verb in verbs):
+            return False
+    return True

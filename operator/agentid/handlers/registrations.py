@@ -1,0 +1,102 @@
+"""Kopf registrations of the operator: thin functions that unpack Kopf's arguments and await one call.
+
+Built into an explicit registry by ``agentid.handlers.runtime`` (``agentid run`` and the tests use the same
+function). Owned objects are watched through indexes (no create/update handlers, no annotations written on
+them; Secrets are reduced to public key information). AgentIdentities get only an event handler: the
+reconciler is level-triggered, manages its own finalizer and writes status itself, so Kopf writes nothing on
+the agents either, and a restarted operator with nothing to do writes nothing at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from agentid.api import v1alpha1
+from agentid.domain import naming, projections
+from agentid.handlers.state import Runtime
+from agentid.reconcile.view import Indexes
+
+MANAGED = {naming.MANAGED_BY_LABEL: naming.MANAGED_BY}
+OWNED_RESOURCES = {
+    "ServiceAccount": ("", "v1", "serviceaccounts"),
+    "Secret": ("", "v1", "secrets"),
+    "Role": ("rbac.authorization.k8s.io", "v1", "roles"),
+    "RoleBinding": ("rbac.authorization.k8s.io", "v1", "rolebindings"),
+}
+AGENTS = (v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL)
+
+
+def _runtime(memo: Any) -> Runtime:
+    runtime = memo.runtime
+    assert isinstance(runtime, Runtime)  # noqa: S101 - wiring invariant, set by runtime.run_operator
+    return runtime
+
+
+def register(registry: kopf.OperatorRegistry) -> None:
+    """Register every handler of the operator into ``registry``."""
+
+    @kopf.on.login(registry=registry)
+    async def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
+        return _runtime(memo).connection_info()
+
+    @kopf.on.startup(registry=registry)
+    async def startup(memo: kopf.Memo, **indices: Any) -> None:
+        _runtime(memo).view.indexes = Indexes(
+            agents=indices["agents"],
+            owned={kind: indices[_index_id(kind)] for kind in OWNED_RESOURCES},
+            cluster_roles=indices["clusterroles"],
+        )
+
+    @kopf.on.probe(id="agents", registry=registry)
+    async def agents_probe(memo: kopf.Memo, **_: Any) -> int:
+        return len(_runtime(memo).view.indexes.agents)
+
+    # -- indexes: the reconciler's read side ----------------------------------------------------------------
+
+    @kopf.index(*AGENTS, id="agents", registry=registry)
+    async def agents(body: kopf.Body, **_: Any) -> dict[tuple[str, str], Mapping[str, Any]]:
+        return {(body.metadata.namespace or "", body.metadata.name or ""): dict(body)}
+
+    @kopf.index("rbac.authorization.k8s.io", "v1", "clusterroles", id="clusterroles", registry=registry)
+    async def clusterroles(body: kopf.Body, **_: Any) -> dict[str, Any]:
+        return {body.metadata.name or "": projections.cluster_role_info(body)}
+
+    for kind, resource in OWNED_RESOURCES.items():
+        _register_owned(registry, kind, resource)
+
+    # -- reconciliation triggers ----------------------------------------------------------------------------
+
+    @kopf.on.event(*AGENTS, registry=registry)
+    async def agent_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:  # noqa: A002
+        if type != "DELETED":
+            await _runtime(memo).reconciler.reconcile(dict(body))
+
+    @kopf.on.event("rbac.authorization.k8s.io", "v1", "clusterroles", registry=registry)
+    async def clusterrole_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:  # noqa: A002
+        if type is not None:  # not the initial listing: agents reconcile on their own listing
+            await _runtime(memo).reconcile_agents_referencing(body.metadata.name or "")
+
+
+def _index_id(kind: str) -> str:
+    return f"owned-{kind.lower()}s"
+
+
+def _register_owned(registry: kopf.OperatorRegistry, kind: str, resource: tuple[str, str, str]) -> None:
+    @kopf.index(*resource, labels=MANAGED, id=_index_id(kind), registry=registry)
+    async def index(body: kopf.Body, **_: Any) -> dict[tuple[str, str], Any] | None:
+        owner = projections.agent_key(body)
+        if owner is None:
+            return None
+        summary = projections.summary(kind, body)
+        if kind == "Secret":
+            return {owner: {"summary": summary, "key": projections.observed_key(body)}}
+        return {owner: summary}
+
+    @kopf.on.event(*resource, labels=MANAGED, id=f"drift-{kind.lower()}", registry=registry)
+    async def drift(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:  # noqa: A002
+        owner = projections.agent_key(body)
+        if owner is not None and type in ("DELETED", "MODIFIED") and projections.changed_by_others(body, type):
+            await _runtime(memo).reconcile_agent(*owner)

@@ -1,0 +1,97 @@
+"""Run the operator: load credentials, build the registry and Kopf settings, wire the reconciler, run Kopf.
+
+Called by ``agentid run`` and by the test suite (in a thread, with the same configuration object), so tests
+exercise exactly what production runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from agentid.domain import naming
+from agentid.domain.settings import OperatorSettings
+from agentid.handlers import registrations
+from agentid.handlers.state import Runtime
+from agentid.kube.client import KubeClient, load_configuration
+from agentid.kube.events import EventRecorder
+from agentid.reconcile.agents import AgentReconciler
+from agentid.reconcile.scheduler import Scheduler
+from agentid.reconcile.view import ClusterView
+
+PERSISTENCE_PREFIX = "agentid.dev"
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    kubeconfig: str | None = None
+    namespaces: Sequence[str] = ()  # Kopf patterns, e.g. "team-*"; empty with all_namespaces=False: all
+    all_namespaces: bool = True
+    liveness_endpoint: str | None = None
+    settings: OperatorSettings = field(default_factory=OperatorSettings)
+    max_in_flight: int = 64
+    instance: str = field(default_factory=lambda: os.environ.get("POD_NAME") or socket.gethostname())
+
+
+def kopf_settings() -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    # Own prefixes from day one (changing them later would make Kopf reprocess everything).
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PERSISTENCE_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=PERSISTENCE_PREFIX, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{PERSISTENCE_PREFIX}/kopf"  # never used: no handler needs Kopf's finalizer
+    settings.posting.enabled = False  # agentid posts its own Events, with its own reasons
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.inactivity_timeout = 400
+    settings.networking.request_timeout = 60
+    settings.networking.enforce_retry_after = True
+    return settings
+
+
+async def build_runtime(config: OperatorConfig) -> Runtime:
+    configuration = await load_configuration(config.kubeconfig)
+    client = KubeClient(configuration, field_manager=naming.FIELD_MANAGER, max_in_flight=config.max_in_flight)
+    view = ClusterView()
+    scheduler = Scheduler()
+    reconciler = AgentReconciler(
+        client=client,
+        view=view,
+        events=EventRecorder(client, instance=config.instance),
+        scheduler=scheduler,
+        settings=config.settings,
+    )
+    return Runtime(configuration=configuration, client=client, view=view, scheduler=scheduler, reconciler=reconciler)
+
+
+async def run_operator(
+    config: OperatorConfig,
+    *,
+    stop_flag: Any = None,  # threading.Event / asyncio.Event / Future: set it to stop the operator
+    ready_flag: Any = None,  # set by Kopf once the operator is up
+) -> None:
+    runtime = await build_runtime(config)
+    registry = kopf.OperatorRegistry()
+    registrations.register(registry)
+    logging.getLogger(__name__).info("agentid operator starting (instance %s)", config.instance)
+    try:
+        await kopf.operator(
+            registry=registry,
+            settings=kopf_settings(),
+            memo=kopf.Memo(runtime=runtime),
+            standalone=True,
+            clusterwide=config.all_namespaces and not config.namespaces,
+            namespaces=list(config.namespaces),
+            liveness_endpoint=config.liveness_endpoint,
+            stop_flag=stop_flag,
+            ready_flag=ready_flag,
+        )
+    finally:
+        await runtime.close()

@@ -1,0 +1,345 @@
+"""The level-triggered reconciliation of one AgentIdentity: gather -> plan -> apply -> observe -> status.
+
+Called by the Kopf handlers (every watch event of an agent, drift seen on an owned object, a ClusterRole
+change) and by its own scheduler (rotation, retirement, expiry, periodic resync with jitter, retries). Create,
+resume, update, timers and drift repair are all this one path. Passes for one agent never overlap (a lock per
+agent UID); passes for different agents run concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import random
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pydantic
+
+from agentid import audit
+from agentid.api.v1alpha1 import AgentIdentity, KeyAlgorithm
+from agentid.domain import desired, keyring, keys, lifecycle, naming, projections, reasons
+from agentid.domain.keyring import KeyAction, ObservedKey
+from agentid.domain.lifecycle import DELETE_ORDER, ObjectPlan, ObjectRef, Observed
+from agentid.domain.settings import OperatorSettings
+from agentid.domain.supervision import NO_ACCESS, effective_access
+from agentid.kube import errors, resources
+from agentid.kube.client import KubeClient
+from agentid.kube.events import EventRecorder
+from agentid.reconcile.scheduler import Scheduler
+from agentid.reconcile.view import ClusterView
+
+logger = logging.getLogger(__name__)
+Body = Mapping[str, Any]
+
+
+def utc_now() -> dt.datetime:
+    """Whole seconds: status timestamps stay readable and compare equal after a round trip."""
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+class AgentReconciler:
+    def __init__(
+        self,
+        *,
+        client: KubeClient,
+        view: ClusterView,
+        events: EventRecorder,
+        scheduler: Scheduler,
+        settings: OperatorSettings,
+        clock: Callable[[], dt.datetime] = utc_now,
+    ) -> None:
+        self.client = client
+        self.view = view
+        self.events = events
+        self.scheduler = scheduler
+        self.settings = settings
+        self.clock = clock
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._failures: dict[str, int] = {}
+        self._random = random.Random()  # noqa: S311 - jitter, not crypto
+
+    # -- entry points ---------------------------------------------------------------------------------------
+
+    async def reconcile(self, body: Body) -> None:
+        metadata = body["metadata"]
+        uid = metadata["uid"]
+        async with self._locks.setdefault(uid, asyncio.Lock()):
+            try:
+                wakeup = await self._pass(body)
+            except errors.ApiError as error:
+                wakeup = await self._failed(body, error)
+            else:
+                self._failures.pop(uid, None)
+        if metadata.get("deletionTimestamp") and wakeup is None:
+            self._forget(body)
+        else:
+            self._schedule(body, wakeup)
+
+    async def wake(self, namespace: str, name: str, uid: str) -> None:
+        body = self.view.agent_body(namespace, name)
+        if body is not None and body["metadata"]["uid"] == uid:
+            await self.reconcile(body)
+
+    # -- one pass -------------------------------------------------------------------------------------------
+
+    async def _pass(self, body: Body) -> dt.datetime | None:
+        try:
+            agent = AgentIdentity.from_body(body)
+        except pydantic.ValidationError as error:
+            await self._write_status(body, _invalid_status(body, error, self.clock()))
+            return None
+        if agent.metadata.deletion_timestamp is not None:
+            await self._finalize(agent, body)
+            return None
+        await self._ensure_finalizer(body)
+        now = self.clock()
+        agent_id = naming.agent_id(self.settings.trust_domain, agent.namespace, agent.name)
+        terminal = lifecycle.terminal_phase(agent, now)
+        observed = self.view.observe(agent)
+        access = NO_ACCESS
+        key, action = observed.key, KeyAction.KEEP
+        if terminal is None:
+            access = effective_access(agent.spec, self.view.cluster_roles(agent.spec.cluster_role_refs))
+            key, action = await self._ensure_key(agent, observed.key, now)
+        plan = lifecycle.plan_objects(agent, observed, access=access, agent_id=agent_id, terminal=terminal is not None)
+        if terminal is not None and not agent.status.phase.terminal:
+            plan = _with_well_known_deletes(agent, plan)
+        service_account_uid = await self._execute(agent, plan, observed)
+        outcome = lifecycle.Outcome(
+            phase=lifecycle.phase_for(agent, access, terminal),
+            access=access,
+            keys=tuple(self._key_statuses(agent, key, now)) if key is not None and terminal is None else (),
+            key=key if terminal is None else None,
+            service_account_uid=service_account_uid,
+            key_action=action,
+            repaired=plan.repaired,
+            revoked_key_ids=tuple(
+                keyring.revoked_key_ids(
+                    agent.status.revoked_key_ids, agent.status.keys, [observed.key.key_id] if observed.key else []
+                )
+            ),
+        )
+        status = lifecycle.compute_status(agent, outcome, agent_id=agent_id, now=now)
+        await self._write_status(body, status.model_dump(mode="json", by_alias=True, exclude_none=True))
+        await self._announce(agent, body, lifecycle.transition_events(agent, status, outcome, actor=status.last_changed_by),
+                             agent_id=agent_id, now=now)  # fmt: skip
+        return lifecycle.next_wakeup(agent, status)
+
+    def _key_statuses(self, agent: AgentIdentity, key: ObservedKey, now: dt.datetime) -> list[Any]:
+        window = keyring.retirement_window(agent.spec.credentials, self.settings.timings.key_overlap_allowance)
+        return keyring.key_statuses(agent.status.keys, key, now=now, window=window)
+
+    # -- keys -----------------------------------------------------------------------------------------------
+
+    async def _ensure_key(
+        self, agent: AgentIdentity, observed: ObservedKey | None, now: dt.datetime
+    ) -> tuple[ObservedKey, KeyAction]:
+        credentials = agent.spec.credentials
+        action = keyring.key_action(credentials, observed, had_keys=bool(agent.status.keys), now=now)
+        if action in (KeyAction.CREATE, KeyAction.REPLACE_LOST):
+            # The index may lag or the Secret may have lost its labels: never mint a second key on hearsay.
+            live = await self.client.get(resources.SECRETS, naming.key_secret(agent.name), agent.namespace)
+            recovered = projections.observed_key(live) if live is not None else None
+            if recovered is not None:
+                await self._apply_key_secret(agent, live, recovered)  # puts labels and owner back if removed
+                observed = recovered
+                action = keyring.key_action(credentials, observed, had_keys=True, now=now)
+        if action is KeyAction.KEEP and observed is not None:
+            return observed, action
+        signing_key = keys.generate(credentials.key_algorithm)
+        created = ObservedKey(signing_key.key_id, credentials.key_algorithm, now, dict(signing_key.jwk))
+        manifest = desired.key_secret(
+            agent,
+            private_pem=signing_key.private_pem(),
+            key_id=signing_key.key_id,
+            algorithm=credentials.key_algorithm.value,
+            created_at=now.isoformat(),
+        )
+        written = await self.client.apply(resources.SECRETS, manifest)
+        self.view.record_written((agent.namespace, agent.name), "Secret", written, created)
+        return created, action
+
+    async def _apply_key_secret(self, agent: AgentIdentity, live: Body, key: ObservedKey) -> None:
+        data = live.get("data") or {}
+        manifest = desired.key_secret(agent, private_pem=b"", key_id=key.key_id, algorithm=key.algorithm.value,
+                                      created_at=key.created_at.isoformat())  # fmt: skip
+        manifest["data"] = dict(data)  # the live key material, unchanged
+        if lifecycle.contains(live, manifest):
+            return
+        written = await self.client.apply(resources.SECRETS, manifest)
+        self.view.record_written((agent.namespace, agent.name), "Secret", written, key)
+
+    # -- writes ---------------------------------------------------------------------------------------------
+
+    async def _execute(self, agent: AgentIdentity, plan: ObjectPlan, observed: Observed) -> str | None:
+        """Deletes first (access shrinks before anything grows), stage by stage; then SA and Role, then bindings."""
+        owner = (agent.namespace, agent.name)
+        for kind in DELETE_ORDER:
+            stage = [ref for ref in plan.deletes if ref.kind == kind]
+            await asyncio.gather(*(self._delete(owner, agent.namespace, ref) for ref in stage))
+        service_account = observed.get("ServiceAccount", naming.service_account(agent.name))
+        uid = str(service_account["metadata"].get("uid")) if service_account else None
+        for kinds in (("ServiceAccount", "Role"), ("RoleBinding",)):
+            stage = [manifest for manifest in plan.applies if manifest["kind"] in kinds]
+            written = await asyncio.gather(*(self.client.apply(resources.BY_KIND[m["kind"]], m) for m in stage))
+            for manifest, body in zip(stage, written, strict=True):
+                self.view.record_written(owner, manifest["kind"], body)
+                if manifest["kind"] == "ServiceAccount":
+                    uid = str(body["metadata"]["uid"])
+        deleted_service_account = any(ref.kind == "ServiceAccount" for ref in plan.deletes)
+        return None if deleted_service_account else uid
+
+    async def _delete(self, owner: tuple[str, str], namespace: str, ref: ObjectRef) -> None:
+        await self.client.delete(resources.BY_KIND[ref.kind], ref.name, namespace, uid=ref.uid)
+        self.view.record_deleted(owner, ref.kind, ref.name)
+
+    async def _ensure_finalizer(self, body: Body) -> None:
+        metadata = body["metadata"]
+        finalizers = list(metadata.get("finalizers") or [])
+        if naming.FINALIZER in finalizers:
+            return
+        patch = {
+            "metadata": {"finalizers": [*finalizers, naming.FINALIZER], "resourceVersion": metadata["resourceVersion"]}
+        }
+        await self.client.patch(resources.AGENT_IDENTITIES, metadata["name"], patch, metadata["namespace"])
+
+    async def _write_status(self, body: Body, status: dict[str, Any]) -> None:
+        patch = lifecycle.status_patch(body.get("status"), status)
+        if patch is None:
+            return
+        metadata = body["metadata"]
+        await self.client.patch(
+            resources.AGENT_IDENTITIES, metadata["name"], {"status": patch}, metadata["namespace"], subresource="status"
+        )
+
+    # -- deletion -------------------------------------------------------------------------------------------
+
+    async def _finalize(self, agent: AgentIdentity, body: Body) -> None:
+        metadata = body["metadata"]
+        finalizers = list(metadata.get("finalizers") or [])
+        if naming.FINALIZER not in finalizers:
+            return
+        observed = self.view.observe(agent)
+        plan = _with_well_known_deletes(
+            agent, lifecycle.plan_objects(agent, observed, access=NO_ACCESS, agent_id="", terminal=True)
+        )
+        await self._execute(agent, plan, observed)
+        now = self.clock()
+        await self._announce(
+            agent,
+            body,
+            [
+                lifecycle.EventSpec(
+                    "Normal", reasons.EVENT_DELETED, "deleted: bindings, keys and ServiceAccount removed", "Delete"
+                )
+            ],  # fmt: skip
+            agent_id=agent.status.agent_id or "",
+            now=now,
+        )
+        remaining = [name for name in finalizers if name != naming.FINALIZER]
+        patch = {"metadata": {"finalizers": remaining, "resourceVersion": metadata["resourceVersion"]}}
+        try:
+            await self.client.patch(resources.AGENT_IDENTITIES, metadata["name"], patch, metadata["namespace"])
+        except errors.NotFound:
+            return
+
+    def _forget(self, body: Body) -> None:
+        metadata = body["metadata"]
+        self.scheduler.cancel(metadata["uid"])
+        self._locks.pop(metadata["uid"], None)
+        self._failures.pop(metadata["uid"], None)
+        self.view.forget((metadata["namespace"], metadata["name"]))
+
+    # -- failure, scheduling, announcements -----------------------------------------------------------------
+
+    async def _failed(self, body: Body, error: errors.ApiError) -> dt.datetime:
+        metadata = body["metadata"]
+        failures = self._failures[metadata["uid"]] = self._failures.get(metadata["uid"], 0) + 1
+        timings = self.settings.timings
+        delay = min(timings.retry_initial * 2 ** min(failures - 1, 16), timings.retry_max)
+        logger.warning("reconcile of %s/%s failed (attempt %d, retry in %s): %s",
+                       metadata["namespace"], metadata["name"], failures, delay, error)  # fmt: skip
+        if not error.retryable and not metadata.get("deletionTimestamp"):
+            status = dict(body.get("status") or {})
+            condition = {
+                "type": reasons.READY, "status": "False", "reason": reasons.APPLY_FAILED,
+                "message": str(error)[:1024], "observedGeneration": metadata.get("generation", 0),
+                "lastTransitionTime": self.clock().isoformat().replace("+00:00", "Z"),
+            }  # fmt: skip
+            old = [c for c in status.get("conditions", []) if c.get("type") == reasons.READY]
+            if not old or old[0].get("reason") != reasons.APPLY_FAILED or old[0].get("message") != condition["message"]:
+                status["conditions"] = [c for c in status.get("conditions", []) if c.get("type") != reasons.READY]
+                status["conditions"].append(condition)
+                try:
+                    await self._write_status(body, status)
+                except errors.ApiError as status_error:
+                    logger.warning("could not record the failure in status: %s", status_error)
+                await self.events.post(body, type_="Warning", reason=reasons.EVENT_RECONCILE_FAILED,
+                                       note=str(error), action="Reconcile", now=self.clock())  # fmt: skip
+        return self.clock() + delay
+
+    def _schedule(self, body: Body, wakeup: dt.datetime | None) -> None:
+        metadata = body["metadata"]
+        timings = self.settings.timings
+        jitter = self._random.uniform(0, timings.resync_jitter.total_seconds())
+        delay = timings.resync_interval.total_seconds() + jitter
+        if wakeup is not None:
+            delay = min(delay, (wakeup - self.clock()).total_seconds() + 0.05)
+        namespace, name, uid = metadata["namespace"], metadata["name"], metadata["uid"]
+        self.scheduler.schedule(uid, delay, lambda: self.wake(namespace, name, uid))
+
+    async def _announce(
+        self, agent: AgentIdentity, body: Body, events: list[lifecycle.EventSpec], *, agent_id: str, now: dt.datetime
+    ) -> None:
+        actor = agent.status.last_changed_by
+        for event in events:
+            audit.record(
+                event.reason,
+                agent_id=agent_id,
+                namespace=agent.namespace,
+                name=agent.name,
+                uid=agent.metadata.uid,
+                owner=f"{agent.spec.owner.kind}:{agent.spec.owner.name}",
+                actor=actor.username if actor else None,
+                supervision=agent.spec.supervision.mode.value,
+                message=event.message,
+            )
+            await self.events.post(body, type_=event.type, reason=event.reason, note=event.message,
+                                   action=event.action, now=now)  # fmt: skip
+
+
+def _with_well_known_deletes(agent: AgentIdentity, plan: ObjectPlan) -> ObjectPlan:
+    """Revocation and deletion also delete by name: an object that lost its labels must not survive."""
+    refs = {(ref.kind, ref.name): ref for ref in plan.deletes}
+    well_known = [
+        ("RoleBinding", naming.role_binding(agent.name)),
+        *(("RoleBinding", naming.cluster_role_binding(agent.name, role)) for role in agent.spec.cluster_role_refs),
+        ("Role", naming.role(agent.name)),
+        ("Secret", naming.key_secret(agent.name)),
+        ("ServiceAccount", naming.service_account(agent.name)),
+    ]
+    for kind, name in well_known:
+        refs.setdefault((kind, name), ObjectRef(kind, name))
+    ordered = sorted(refs.values(), key=lambda ref: (DELETE_ORDER.index(ref.kind), ref.name))
+    return ObjectPlan(applies=(), deletes=tuple(ordered), repaired=plan.repaired)
+
+
+def _invalid_status(body: Body, error: pydantic.ValidationError, now: dt.datetime) -> dict[str, Any]:
+    """A spec the API server accepted but agentid cannot parse (e.g. a newer schema): say so, grant nothing new."""
+    first = error.errors()[0] if error.errors() else {"loc": (), "msg": str(error)}
+    where = ".".join(str(part) for part in first.get("loc", ()))
+    status = dict(body.get("status") or {})
+    status["conditions"] = [c for c in status.get("conditions", []) if c.get("type") != reasons.READY] + [
+        {
+            "type": reasons.READY, "status": "False", "reason": "InvalidSpec",
+            "message": f"{where}: {first.get('msg')}"[:1024],
+            "observedGeneration": body["metadata"].get("generation", 0),
+            "lastTransitionTime": now.isoformat().replace("+00:00", "Z"),
+        }
+    ]  # fmt: skip
+    return status
+
+
+__all__ = ["AgentReconciler", "KeyAlgorithm", "utc_now"]

@@ -1,0 +1,130 @@
+"""The reconciler's read side: owned objects from the operator's watch indexes, corrected by its own writes.
+
+Kopf's indexes (registered in ``agentid.handlers``) hold a summary of every object the operator manages, kept
+current by watches, so a reconcile pass reads nothing from the API server. Right after a write the watch may
+lag by milliseconds; the overlay remembers what was just written (by resourceVersion) so the next pass does
+not write it again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentid.api.v1alpha1 import AgentIdentity
+from agentid.domain import projections
+from agentid.domain.keyring import ObservedKey
+from agentid.domain.lifecycle import Observed
+from agentid.domain.supervision import ClusterRoleInfo
+
+AgentKey = tuple[str, str]  # (namespace, agent name)
+IndexLike = Mapping[Any, Iterable[Any]]
+OVERLAY_TTL = 60.0
+
+OWNED_KINDS = ("ServiceAccount", "Secret", "Role", "RoleBinding")
+
+
+@dataclass
+class Indexes:
+    """Live read-only views handed over by Kopf at startup (same objects handlers receive as kwargs)."""
+
+    agents: IndexLike = field(default_factory=dict)  # (ns, name) -> [AgentIdentity body]
+    owned: Mapping[str, IndexLike] = field(default_factory=dict)  # kind -> (ns, agent) -> [summary]
+    cluster_roles: IndexLike = field(default_factory=dict)  # name -> [ClusterRoleInfo]
+
+
+@dataclass(frozen=True)
+class _Written:
+    summary: dict[str, Any] | None  # None: deleted
+    resource_version: int
+    at: float
+    key: ObservedKey | None = None
+
+
+def _rv(summary: Mapping[str, Any] | None) -> int:
+    try:
+        return int((summary or {}).get("metadata", {}).get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
+class ClusterView:
+    def __init__(self, indexes: Indexes | None = None) -> None:
+        self.indexes = indexes or Indexes()
+        self._overlay: dict[AgentKey, dict[tuple[str, str], _Written]] = {}
+
+    # -- agents ---------------------------------------------------------------------------------------------
+
+    def agent_body(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        bodies = list(self.indexes.agents.get((namespace, name), ()))
+        return bodies[0] if bodies else None
+
+    def agents_referencing(self, cluster_role: str) -> list[Mapping[str, Any]]:
+        found = []
+        for bodies in self.indexes.agents.values():
+            for body in bodies:
+                if cluster_role in ((body.get("spec") or {}).get("clusterRoleRefs") or []):
+                    found.append(body)
+        return found
+
+    # -- owned objects --------------------------------------------------------------------------------------
+
+    def observe(self, agent: AgentIdentity) -> Observed:
+        """Owned objects of this agent (this incarnation's and leftovers of older ones with the same name)."""
+        key: AgentKey = (agent.namespace, agent.name)
+        objects: dict[tuple[str, str], Mapping[str, Any]] = {}
+        observed_key: ObservedKey | None = None
+        for kind in OWNED_KINDS:
+            for value in self.indexes.owned.get(kind, {}).get(key, ()):
+                summary = value["summary"] if kind == "Secret" else value
+                objects[(kind, summary["metadata"]["name"])] = summary
+                if kind == "Secret":
+                    observed_key = value.get("key")
+        return Observed(objects=objects, key=self._apply_overlay(key, objects, observed_key))
+
+    def _apply_overlay(
+        self, agent: AgentKey, objects: dict[tuple[str, str], Mapping[str, Any]], key: ObservedKey | None
+    ) -> ObservedKey | None:
+        written_objects = self._overlay.get(agent)
+        if not written_objects:
+            return key
+        now = time.monotonic()
+        for (kind, name), written in list(written_objects.items()):
+            current = objects.get((kind, name))
+            caught_up = _rv(current) >= written.resource_version if written.summary else current is None
+            if caught_up or now - written.at > OVERLAY_TTL:
+                del written_objects[(kind, name)]
+            elif written.summary is None:
+                objects.pop((kind, name), None)
+                key = None if kind == "Secret" else key
+            else:
+                objects[(kind, name)] = written.summary
+                key = written.key if kind == "Secret" else key
+        if not written_objects:
+            del self._overlay[agent]
+        return key
+
+    def record_written(
+        self, agent: AgentKey, kind: str, body: Mapping[str, Any], key: ObservedKey | None = None
+    ) -> None:
+        """Remember an object this operator just applied (the API server's response body)."""
+        summary = projections.summary(kind, body)
+        entry = _Written(summary, _rv(summary), time.monotonic(), key)
+        self._overlay.setdefault(agent, {})[(kind, summary["metadata"]["name"])] = entry
+
+    def record_deleted(self, agent: AgentKey, kind: str, name: str) -> None:
+        self._overlay.setdefault(agent, {})[(kind, name)] = _Written(None, 0, time.monotonic())
+
+    def forget(self, agent: AgentKey) -> None:
+        self._overlay.pop(agent, None)
+
+    # -- cluster roles --------------------------------------------------------------------------------------
+
+    def cluster_roles(self, names: Iterable[str]) -> dict[str, ClusterRoleInfo | None]:
+        found: dict[str, ClusterRoleInfo | None] = {}
+        for name in names:
+            infos = list(self.indexes.cluster_roles.get(name, ()))
+            found[name] = infos[0] if infos else None
+        return found
