@@ -232,7 +232,7 @@ class KeyStatus(ApiModel):
     created_at: dt.datetime
     state: KeyState
     retires_at: dt.datetime | None = None
-    public_jwk: Annotated[dict[str, str], Field(max_length=16)]
+    jwk: Annotated[dict[str, str], Field(max_length=16)]
 
 
 class Condition(ApiModel):

@@ -25,7 +25,11 @@ _BODY_FIELDS = {"Role": ("rules",), "RoleBinding": ("roleRef", "subjects"), "Ser
 def summary(kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
     """kind + the metadata and spec-like fields agentid manages (what ``desired`` builds)."""
     metadata = body.get("metadata", {})
-    reduced: dict[str, Any] = {"kind": kind, "metadata": {k: metadata[k] for k in _METADATA_FIELDS if k in metadata}}
+    reduced: dict[str, Any] = {
+        "apiVersion": body.get("apiVersion", ""),
+        "kind": kind,
+        "metadata": {k: metadata[k] for k in _METADATA_FIELDS if k in metadata},
+    }
     for name in _BODY_FIELDS.get(kind, ()):
         if name in body:
             reduced[name] = body[name]
@@ -81,4 +85,4 @@ def changed_by_others(body: Mapping[str, Any], event_type: str | None) -> bool:
     if not entries:
         return True
     latest = max(entries, key=lambda entry: str(entry.get("time") or ""))
-    return latest.get("manager") != naming.FIELD_MANAGER
+    return bool(latest.get("manager") != naming.FIELD_MANAGER)

@@ -18,7 +18,7 @@ from typing import Any
 import pydantic
 
 from agentid import audit
-from agentid.api.v1alpha1 import AgentIdentity, KeyAlgorithm
+from agentid.api.v1alpha1 import AgentIdentity
 from agentid.domain import desired, keyring, keys, lifecycle, naming, projections, reasons
 from agentid.domain.keyring import KeyAction, ObservedKey
 from agentid.domain.lifecycle import DELETE_ORDER, ObjectPlan, ObjectRef, Observed
@@ -31,6 +31,7 @@ from agentid.reconcile.scheduler import Scheduler
 from agentid.reconcile.view import ClusterView
 
 logger = logging.getLogger(__name__)
+DELETED_NOTE = "deleted: bindings, keys and ServiceAccount removed"
 Body = Mapping[str, Any]
 
 
@@ -58,6 +59,7 @@ class AgentReconciler:
         self.clock = clock
         self._locks: dict[str, asyncio.Lock] = {}
         self._failures: dict[str, int] = {}
+        self._latest: dict[str, Body] = {}  # the agent as our own last write returned it
         self._random = random.Random()  # noqa: S311 - jitter, not crypto
 
     # -- entry points ---------------------------------------------------------------------------------------
@@ -66,6 +68,7 @@ class AgentReconciler:
         metadata = body["metadata"]
         uid = metadata["uid"]
         async with self._locks.setdefault(uid, asyncio.Lock()):
+            body = self._freshest(body)
             try:
                 wakeup = await self._pass(body)
             except errors.ApiError as error:
@@ -76,6 +79,18 @@ class AgentReconciler:
             self._forget(body)
         else:
             self._schedule(body, wakeup)
+
+    def _freshest(self, body: Body) -> Body:
+        """Events queued before our own writes carry older bodies; what our last write returned is newer."""
+        latest = self._latest.get(body["metadata"]["uid"])
+        if latest is not None and _resource_version(latest) > _resource_version(body):
+            return latest
+        self._latest.pop(body["metadata"]["uid"], None)
+        return body
+
+    def _remember(self, written: Body) -> Body:
+        self._latest[written["metadata"]["uid"]] = written
+        return written
 
     async def wake(self, namespace: str, name: str, uid: str) -> None:
         body = self.view.agent_body(namespace, name)
@@ -93,7 +108,7 @@ class AgentReconciler:
         if agent.metadata.deletion_timestamp is not None:
             await self._finalize(agent, body)
             return None
-        await self._ensure_finalizer(body)
+        body = await self._ensure_finalizer(body)
         now = self.clock()
         agent_id = naming.agent_id(self.settings.trust_domain, agent.namespace, agent.name)
         terminal = lifecycle.terminal_phase(agent, now)
@@ -123,8 +138,8 @@ class AgentReconciler:
         )
         status = lifecycle.compute_status(agent, outcome, agent_id=agent_id, now=now)
         await self._write_status(body, status.model_dump(mode="json", by_alias=True, exclude_none=True))
-        await self._announce(agent, body, lifecycle.transition_events(agent, status, outcome, actor=status.last_changed_by),
-                             agent_id=agent_id, now=now)  # fmt: skip
+        events = lifecycle.transition_events(agent, status, outcome, actor=status.last_changed_by)
+        await self._announce(agent, body, events, agent_id=agent_id, now=now)
         return lifecycle.next_wakeup(agent, status)
 
     def _key_statuses(self, agent: AgentIdentity, key: ObservedKey, now: dt.datetime) -> list[Any]:
@@ -142,7 +157,7 @@ class AgentReconciler:
             # The index may lag or the Secret may have lost its labels: never mint a second key on hearsay.
             live = await self.client.get(resources.SECRETS, naming.key_secret(agent.name), agent.namespace)
             recovered = projections.observed_key(live) if live is not None else None
-            if recovered is not None:
+            if live is not None and recovered is not None:
                 await self._apply_key_secret(agent, live, recovered)  # puts labels and owner back if removed
                 observed = recovered
                 action = keyring.key_action(credentials, observed, had_keys=True, now=now)
@@ -177,8 +192,8 @@ class AgentReconciler:
         """Deletes first (access shrinks before anything grows), stage by stage; then SA and Role, then bindings."""
         owner = (agent.namespace, agent.name)
         for kind in DELETE_ORDER:
-            stage = [ref for ref in plan.deletes if ref.kind == kind]
-            await asyncio.gather(*(self._delete(owner, agent.namespace, ref) for ref in stage))
+            refs = [ref for ref in plan.deletes if ref.kind == kind]
+            await asyncio.gather(*(self._delete(owner, agent.namespace, ref) for ref in refs))
         service_account = observed.get("ServiceAccount", naming.service_account(agent.name))
         uid = str(service_account["metadata"].get("uid")) if service_account else None
         for kinds in (("ServiceAccount", "Role"), ("RoleBinding",)):
@@ -195,24 +210,27 @@ class AgentReconciler:
         await self.client.delete(resources.BY_KIND[ref.kind], ref.name, namespace, uid=ref.uid)
         self.view.record_deleted(owner, ref.kind, ref.name)
 
-    async def _ensure_finalizer(self, body: Body) -> None:
+    async def _ensure_finalizer(self, body: Body) -> Body:
+        """Our finalizer goes on before any owned object exists, so deletion always runs the cleanup."""
         metadata = body["metadata"]
         finalizers = list(metadata.get("finalizers") or [])
         if naming.FINALIZER in finalizers:
-            return
+            return body
         patch = {
             "metadata": {"finalizers": [*finalizers, naming.FINALIZER], "resourceVersion": metadata["resourceVersion"]}
         }
-        await self.client.patch(resources.AGENT_IDENTITIES, metadata["name"], patch, metadata["namespace"])
+        written = await self.client.patch(resources.AGENT_IDENTITIES, metadata["name"], patch, metadata["namespace"])
+        return self._remember(written)
 
     async def _write_status(self, body: Body, status: dict[str, Any]) -> None:
         patch = lifecycle.status_patch(body.get("status"), status)
         if patch is None:
             return
         metadata = body["metadata"]
-        await self.client.patch(
+        written = await self.client.patch(
             resources.AGENT_IDENTITIES, metadata["name"], {"status": patch}, metadata["namespace"], subresource="status"
         )
+        self._remember(written)
 
     # -- deletion -------------------------------------------------------------------------------------------
 
@@ -226,18 +244,8 @@ class AgentReconciler:
             agent, lifecycle.plan_objects(agent, observed, access=NO_ACCESS, agent_id="", terminal=True)
         )
         await self._execute(agent, plan, observed)
-        now = self.clock()
-        await self._announce(
-            agent,
-            body,
-            [
-                lifecycle.EventSpec(
-                    "Normal", reasons.EVENT_DELETED, "deleted: bindings, keys and ServiceAccount removed", "Delete"
-                )
-            ],  # fmt: skip
-            agent_id=agent.status.agent_id or "",
-            now=now,
-        )
+        deleted = lifecycle.EventSpec("Normal", reasons.EVENT_DELETED, DELETED_NOTE, "Delete")
+        await self._announce(agent, body, [deleted], agent_id=agent.status.agent_id or "", now=self.clock())
         remaining = [name for name in finalizers if name != naming.FINALIZER]
         patch = {"metadata": {"finalizers": remaining, "resourceVersion": metadata["resourceVersion"]}}
         try:
@@ -250,6 +258,7 @@ class AgentReconciler:
         self.scheduler.cancel(metadata["uid"])
         self._locks.pop(metadata["uid"], None)
         self._failures.pop(metadata["uid"], None)
+        self._latest.pop(metadata["uid"], None)
         self.view.forget((metadata["namespace"], metadata["name"]))
 
     # -- failure, scheduling, announcements -----------------------------------------------------------------
@@ -262,23 +271,36 @@ class AgentReconciler:
         logger.warning("reconcile of %s/%s failed (attempt %d, retry in %s): %s",
                        metadata["namespace"], metadata["name"], failures, delay, error)  # fmt: skip
         if not error.retryable and not metadata.get("deletionTimestamp"):
-            status = dict(body.get("status") or {})
-            condition = {
-                "type": reasons.READY, "status": "False", "reason": reasons.APPLY_FAILED,
-                "message": str(error)[:1024], "observedGeneration": metadata.get("generation", 0),
-                "lastTransitionTime": self.clock().isoformat().replace("+00:00", "Z"),
-            }  # fmt: skip
-            old = [c for c in status.get("conditions", []) if c.get("type") == reasons.READY]
-            if not old or old[0].get("reason") != reasons.APPLY_FAILED or old[0].get("message") != condition["message"]:
-                status["conditions"] = [c for c in status.get("conditions", []) if c.get("type") != reasons.READY]
-                status["conditions"].append(condition)
-                try:
-                    await self._write_status(body, status)
-                except errors.ApiError as status_error:
-                    logger.warning("could not record the failure in status: %s", status_error)
-                await self.events.post(body, type_="Warning", reason=reasons.EVENT_RECONCILE_FAILED,
-                                       note=str(error), action="Reconcile", now=self.clock())  # fmt: skip
-        return self.clock() + delay
+            await self._record_failure(body, str(error)[:1024])
+        retry_at: dt.datetime = self.clock() + delay
+        return retry_at
+
+    async def _record_failure(self, body: Body, message: str) -> None:
+        """Ready=False/ApplyFailed with the apiserver's message (and one Event per distinct message)."""
+        status = dict(body.get("status") or {})
+        conditions = [c for c in status.get("conditions", []) if c.get("type") != reasons.READY]
+        previous: dict[str, Any] = next((c for c in status.get("conditions", []) if c.get("type") == reasons.READY), {})
+        if previous.get("reason") == reasons.APPLY_FAILED and previous.get("message") == message:
+            return
+        status["conditions"] = [
+            *conditions,
+            {
+                "type": reasons.READY,
+                "status": "False",
+                "reason": reasons.APPLY_FAILED,
+                "message": message,
+                "observedGeneration": body["metadata"].get("generation", 0),
+                "lastTransitionTime": _json_time(self.clock()),
+            },
+        ]
+        try:
+            await self._write_status(body, status)
+        except errors.ApiError as status_error:
+            logger.warning("could not record the failure in status: %s", status_error)
+        now = self.clock()
+        await self.events.post(
+            body, type_="Warning", reason=reasons.EVENT_RECONCILE_FAILED, note=message, action="Reconcile", now=now
+        )
 
     def _schedule(self, body: Body, wakeup: dt.datetime | None) -> None:
         metadata = body["metadata"]
@@ -331,15 +353,24 @@ def _invalid_status(body: Body, error: pydantic.ValidationError, now: dt.datetim
     first = error.errors()[0] if error.errors() else {"loc": (), "msg": str(error)}
     where = ".".join(str(part) for part in first.get("loc", ()))
     status = dict(body.get("status") or {})
-    status["conditions"] = [c for c in status.get("conditions", []) if c.get("type") != reasons.READY] + [
-        {
-            "type": reasons.READY, "status": "False", "reason": "InvalidSpec",
-            "message": f"{where}: {first.get('msg')}"[:1024],
-            "observedGeneration": body["metadata"].get("generation", 0),
-            "lastTransitionTime": now.isoformat().replace("+00:00", "Z"),
-        }
-    ]  # fmt: skip
+    ready = {
+        "type": reasons.READY,
+        "status": "False",
+        "reason": "InvalidSpec",
+        "message": f"{where}: {first.get('msg')}"[:1024],
+        "observedGeneration": body["metadata"].get("generation", 0),
+        "lastTransitionTime": _json_time(now),
+    }
+    status["conditions"] = [c for c in status.get("conditions", []) if c.get("type") != reasons.READY] + [ready]
     return status
 
 
-__all__ = ["AgentReconciler", "KeyAlgorithm", "utc_now"]
+def _resource_version(body: Body) -> int:
+    try:
+        return int(body["metadata"].get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
+def _json_time(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")

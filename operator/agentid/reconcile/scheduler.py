@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Callable, Coroutine, Hashable
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -19,7 +20,7 @@ class Scheduler:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
 
-    def schedule(self, key: Hashable, delay: float, callback: Callable[[], Awaitable[None]]) -> None:
+    def schedule(self, key: Hashable, delay: float, callback: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run ``callback`` after ``delay`` seconds, replacing any wake-up already pending for ``key``."""
         if self._closed:
             return
@@ -27,9 +28,9 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         self._handles[key] = loop.call_later(max(delay, 0.0), self._fire, key, callback)
 
-    def _fire(self, key: Hashable, callback: Callable[[], Awaitable[None]]) -> None:
+    def _fire(self, key: Hashable, callback: Callable[[], Coroutine[Any, Any, None]]) -> None:
         self._handles.pop(key, None)
-        task = asyncio.get_running_loop().create_task(callback())
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(callback())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
