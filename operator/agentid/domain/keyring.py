@@ -35,7 +35,9 @@ class KeyAction(StrEnum):
     REPLACE_LOST = "ReplaceLost"  # the Secret was deleted or its key is unreadable
 
 
-def key_action(credentials: Credentials, observed: ObservedKey | None, *, had_keys: bool, now: dt.datetime) -> KeyAction:
+def key_action(
+    credentials: Credentials, observed: ObservedKey | None, *, had_keys: bool, now: dt.datetime
+) -> KeyAction:
     if observed is None:
         return KeyAction.REPLACE_LOST if had_keys else KeyAction.CREATE
     if observed.algorithm is not credentials.key_algorithm:

@@ -252,48 +252,49 @@ def transition_events(
 ) -> list[EventSpec]:
     """Events for what changed between the object's status and the new one, each naming who caused it."""
     old = agent.status
-    events: list[EventSpec] = []
     by = _by(actor)
-    if new.phase.terminal and not old.phase.terminal:
-        reason = reasons.EVENT_EXPIRED if new.phase is Phase.EXPIRED else reasons.EVENT_REVOKED
-        events.append(EventSpec("Warning", reason, f"{new.revocation_reason}{'' if new.phase is Phase.EXPIRED else by}; "
-                                f"bindings, keys and ServiceAccount removed", "Revoke"))  # fmt: skip
-        return events
     if new.phase.terminal:
-        return events
-    if old.phase is Phase.PENDING:
-        events.append(EventSpec("Normal", reasons.EVENT_PROVISIONED,
-                                f"ServiceAccount {new.service_account_name}, key {_active_kid(new)}, "
-                                f"{new.supervision.value if new.supervision else ''} access{by}", "Provision"))  # fmt: skip
-    elif old.supervision is not None and new.supervision is not None and old.supervision != new.supervision:
-        transition = f"{old.supervision.value} -> {new.supervision.value}{by}"
-        if agent.spec.supervision.reason:
-            transition += f": {agent.spec.supervision.reason}"
-        if new.supervision is SupervisionMode.SUSPENDED:
-            events.append(EventSpec("Warning", reasons.EVENT_SUSPENDED, transition, "Suspend"))
-        elif old.supervision is SupervisionMode.SUSPENDED:
-            events.append(EventSpec("Normal", reasons.EVENT_RESUMED, transition, "Resume"))
-        else:
-            events.append(EventSpec("Normal", reasons.EVENT_SUPERVISION_CHANGED, transition, "ChangeSupervision"))
+        if old.phase.terminal:
+            return []
+        expired = new.phase is Phase.EXPIRED
+        reason = reasons.EVENT_EXPIRED if expired else reasons.EVENT_REVOKED
+        note = f"{new.revocation_reason}{'' if expired else by}; bindings, keys and ServiceAccount removed"
+        return [EventSpec("Warning", reason, note, "Revoke")]
+    events = _supervision_events(agent, new, by)
+    kid = _active_kid(new)
     if outcome.key_action in (KeyAction.ROTATE, KeyAction.CHANGE_ALGORITHM):
-        events.append(EventSpec("Normal", reasons.EVENT_KEY_ROTATED,
-                                f"new key {_active_kid(new)} active; {_retiring(new)}", "RotateKey"))  # fmt: skip
+        events.append(
+            EventSpec("Normal", reasons.EVENT_KEY_ROTATED, f"new key {kid} active; {_retiring(new)}", "RotateKey")
+        )
     elif outcome.key_action is KeyAction.REPLACE_LOST:
-        events.append(EventSpec("Warning", reasons.EVENT_KEY_REGENERATED,
-                                f"the key Secret was missing or unreadable; new key {_active_kid(new)} "
-                                f"generated; {_retiring(new)}", "RegenerateKey"))  # fmt: skip
+        note = f"the key Secret was missing or unreadable; new key {kid} generated; {_retiring(new)}"
+        events.append(EventSpec("Warning", reasons.EVENT_KEY_REGENERATED, note, "RegenerateKey"))
     if outcome.repaired:
-        events.append(EventSpec("Warning", reasons.EVENT_DRIFT_REPAIRED, "restored " + ", ".join(outcome.repaired),
-                                "RepairDrift"))  # fmt: skip
-    old_ready = find(old.conditions, reasons.READY)
-    new_ready = find(new.conditions, reasons.READY)
-    if (
-        new_ready is not None
-        and new_ready.status == "False"
-        and (old_ready is None or old_ready.reason != new_ready.reason)
-    ):
+        note = "restored " + ", ".join(outcome.repaired)
+        events.append(EventSpec("Warning", reasons.EVENT_DRIFT_REPAIRED, note, "RepairDrift"))
+    old_ready, new_ready = find(old.conditions, reasons.READY), find(new.conditions, reasons.READY)
+    newly_failing = old_ready is None or old_ready.reason != getattr(new_ready, "reason", None)
+    if new_ready is not None and new_ready.status == "False" and newly_failing:
         events.append(EventSpec("Warning", new_ready.reason, new_ready.message, "Reconcile"))
     return events
+
+
+def _supervision_events(agent: AgentIdentity, new: AgentIdentityStatus, by: str) -> list[EventSpec]:
+    old = agent.status
+    if old.phase is Phase.PENDING:
+        mode = new.supervision.value if new.supervision else ""
+        note = f"ServiceAccount {new.service_account_name}, key {_active_kid(new)}, {mode} access{by}"
+        return [EventSpec("Normal", reasons.EVENT_PROVISIONED, note, "Provision")]
+    if old.supervision is None or new.supervision is None or old.supervision == new.supervision:
+        return []
+    note = f"{old.supervision.value} -> {new.supervision.value}{by}"
+    if agent.spec.supervision.reason:
+        note += f": {agent.spec.supervision.reason}"
+    if new.supervision is SupervisionMode.SUSPENDED:
+        return [EventSpec("Warning", reasons.EVENT_SUSPENDED, note, "Suspend")]
+    if old.supervision is SupervisionMode.SUSPENDED:
+        return [EventSpec("Normal", reasons.EVENT_RESUMED, note, "Resume")]
+    return [EventSpec("Normal", reasons.EVENT_SUPERVISION_CHANGED, note, "ChangeSupervision")]
 
 
 def _active_kid(status: AgentIdentityStatus) -> str:

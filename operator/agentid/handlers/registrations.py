@@ -70,12 +70,12 @@ def register(registry: kopf.OperatorRegistry) -> None:
     # -- reconciliation triggers ----------------------------------------------------------------------------
 
     @kopf.on.event(*AGENTS, registry=registry)
-    async def agent_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:  # noqa: A002
+    async def agent_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
         if type != "DELETED":
             await _runtime(memo).reconciler.reconcile(dict(body))
 
     @kopf.on.event("rbac.authorization.k8s.io", "v1", "clusterroles", registry=registry)
-    async def clusterrole_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:  # noqa: A002
+    async def clusterrole_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
         if type is not None:  # not the initial listing: agents reconcile on their own listing
             await _runtime(memo).reconcile_agents_referencing(body.metadata.name or "")
 
@@ -96,7 +96,7 @@ def _register_owned(registry: kopf.OperatorRegistry, kind: str, resource: tuple[
         return {owner: summary}
 
     @kopf.on.event(*resource, labels=MANAGED, id=f"drift-{kind.lower()}", registry=registry)
-    async def drift(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:  # noqa: A002
+    async def drift(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
         owner = projections.agent_key(body)
         if owner is not None and type in ("DELETED", "MODIFIED") and projections.changed_by_others(body, type):
             await _runtime(memo).reconcile_agent(*owner)
