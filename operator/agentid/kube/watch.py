@@ -1,0 +1,157 @@
+"""List-then-watch of one resource as an async stream of events: the informer pattern, without a framework.
+
+Called by the token service's agent cache (AgentIdentities) and keyring (its Secret). Each (re)list yields one
+``Listed`` event with the complete current set, so a consumer replaces its state wholesale; watch events follow.
+A watch that expires (410 Gone, or an ERROR event carrying it) or breaks re-lists; bookmarks keep the
+resourceVersion fresh so a quiet resource re-watches instead of re-listing. Objects are plain dicts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from agentid.kube import errors
+from agentid.kube.client import JsonObject, KubeClient
+from agentid.kube.resources import Resource
+
+logger = logging.getLogger(__name__)
+
+WATCH_SECONDS = 290  # the apiserver ends each watch after this; we re-watch from the last resourceVersion
+_PAGE = "500"
+
+
+@dataclass(frozen=True)
+class Listed:
+    """The complete set of objects at ``resource_version`` (after the first list and every re-list)."""
+
+    items: list[JsonObject]
+    resource_version: str
+
+
+@dataclass(frozen=True)
+class Changed:
+    """One watch event: ADDED, MODIFIED or DELETED."""
+
+    type: str
+    object: JsonObject
+
+
+Event = Listed | Changed
+
+
+@dataclass
+class Selector:
+    namespace: str | None = None
+    label_selector: str | None = None
+    field_selector: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def query(self) -> dict[str, str]:
+        query = dict(self.extra)
+        if self.label_selector:
+            query["labelSelector"] = self.label_selector
+        if self.field_selector:
+            query["fieldSelector"] = self.field_selector
+        return query
+
+
+class _Expired(Exception):
+    """Internal signal: the resourceVersion is too old, re-list."""
+
+
+async def list_all(client: KubeClient, resource: Resource, selector: Selector) -> Listed:
+    """A consistent list (all pages of one snapshot) with its resourceVersion."""
+    items: list[JsonObject] = []
+    continue_token: str | None = None
+    while True:
+        query = dict(selector.query(), limit=_PAGE)
+        if continue_token:
+            query["continue"] = continue_token
+        page = await client.request("GET", resource.path(selector.namespace), query=query)
+        items.extend(page.get("items") or [])
+        metadata = page.get("metadata") or {}
+        continue_token = metadata.get("continue")
+        if not continue_token:
+            return Listed(items, str(metadata.get("resourceVersion") or ""))
+
+
+async def informer(
+    client: KubeClient, resource: Resource, selector: Selector | None = None, *, max_backoff: float = 5.0
+) -> AsyncIterator[Event]:
+    """Yield ``Listed`` then ``Changed`` events forever (cancel the consumer to stop)."""
+    selector = selector or Selector()
+    backoff = 0.1
+    resource_version: str | None = None
+    while True:
+        try:
+            if resource_version is None:
+                listed = await list_all(client, resource, selector)
+                resource_version = listed.resource_version
+                yield listed
+            async for event_type, body in _watch(client, resource, selector, resource_version):
+                resource_version = str((body.get("metadata") or {}).get("resourceVersion") or resource_version)
+                if event_type != "BOOKMARK":
+                    yield Changed(event_type, body)
+                backoff = 0.1
+        except _Expired:
+            resource_version = None  # too old: re-list at once (no backoff: this is routine)
+        except (TimeoutError, errors.ApiError, aiohttp.ClientError, ValueError) as error:
+            logger.warning(
+                "watch of %s broke (%s); re-listing in %.1fs", resource.plural, type(error).__name__, backoff
+            )
+            resource_version = None
+            await asyncio.sleep(backoff + random.uniform(0, backoff / 2))  # noqa: S311 - jitter
+            backoff = min(backoff * 2, max_backoff)
+
+
+async def _watch(
+    client: KubeClient, resource: Resource, selector: Selector, resource_version: str
+) -> AsyncIterator[tuple[str, JsonObject]]:
+    """One watch request, as (type, object) pairs; raises ``_Expired`` when the resourceVersion is gone."""
+    query = dict(
+        selector.query(),
+        watch="true",
+        resourceVersion=resource_version,
+        allowWatchBookmarks="true",
+        timeoutSeconds=str(WATCH_SECONDS),
+    )
+    _, url, headers, _, _ = await client.api.param_serialize(
+        method="GET",
+        resource_path=resource.path(selector.namespace),
+        query_params=list(query.items()),
+        header_params={"Accept": "application/json"},
+        auth_settings=["BearerToken"],
+    )
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=WATCH_SECONDS + 30)
+    response = await client.api.call_api("GET", url, header_params=headers, _request_timeout=timeout)
+    raw: aiohttp.ClientResponse = response.response
+    try:
+        if raw.status == 410:
+            raise _Expired
+        if raw.status != 200:
+            raise errors.from_response(raw.status, await raw.read(), raw.headers)
+        async for line in raw.content:
+            if not line.strip():
+                continue
+            event = json.loads(line)
+            event_type, body = str(event.get("type")), event.get("object") or {}
+            if event_type == "ERROR":
+                if _status_code(body) == 410:
+                    raise _Expired
+                raise errors.from_response(_status_code(body) or 500, json.dumps(body))
+            yield event_type, body
+    finally:
+        raw.release()
+
+
+def _status_code(body: Mapping[str, Any]) -> int:
+    code = body.get("code")
+    return code if isinstance(code, int) else 0

@@ -1,0 +1,235 @@
+"""The token service's HTTP surface (aiohttp): discovery, JWKS, /token, /introspect, health.
+
+Called by ``tokens.service`` (which owns the runner, TLS and background tasks). Handlers parse and bound the
+request, call one domain object (``Exchanger``, ``Introspector``) and shape the RFC 6749 / 7662 response. Bad
+input is always a 4xx: bodies are size-capped, form fields counted, UTF-8 checked, duplicates refused. The access
+log records method, path (never the query string) and status: tokens are never logged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+from agentid.domain import keys
+from agentid.domain.claims import Error, Reason, Refused
+from agentid.kube import errors
+from agentid.tokens import metadata
+from agentid.tokens.agents import AgentCache, published_keys
+from agentid.tokens.exchange import Exchanger, ExchangeRequest
+from agentid.tokens.introspection import INACTIVE, Introspector
+from agentid.tokens.keyring import IssuerKeyring
+from agentid.tokens.settings import TokenServiceSettings
+
+logger = logging.getLogger(__name__)
+FORM = "application/x-www-form-urlencoded"
+MULTI_VALUED = frozenset({"audience", "resource"})  # RFC 8693 §2.1: may repeat; everything else appears once
+MAX_FIELDS = 48
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+JWKS_CACHE = {"Cache-Control": "public, max-age=60"}
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class BadRequest(Exception):
+    """A 400 carrying its own description."""
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description)
+        self.description = description
+
+
+class AccessLogger(AbstractAccessLogger):
+    """Method, path without query, status, duration: enough to operate, nothing a token could hide in."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info("%s %s %s %.1fms", request.method, request.path, response.status, time * 1000)
+
+    @property
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.INFO)
+
+
+def oauth_error(status: int, error: str, description: str) -> web.Response:
+    return web.json_response({"error": error, "error_description": description}, status=status, headers=NO_STORE)
+
+
+@web.middleware
+async def client_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """aiohttp's own 4xx (413 body too large, 405, 404) in the RFC 6749 JSON shape."""
+    try:
+        return await handler(request)
+    except web.HTTPException as error:
+        if error.status < 400 or error.status >= 500:
+            raise
+        code = "invalid_request" if error.status in (400, 411, 413, 415) else "not_found"
+        if error.status == 405:
+            code = "invalid_request"
+        return oauth_error(error.status, code, error.reason)
+
+
+class Routes:
+    def __init__(
+        self,
+        *,
+        settings: TokenServiceSettings,
+        agents: AgentCache,
+        keyring: IssuerKeyring,
+        exchanger: Exchanger,
+        introspector: Introspector,
+    ) -> None:
+        self.settings = settings
+        self.agents = agents
+        self.keyring = keyring
+        self.exchanger = exchanger
+        self.introspector = introspector
+
+    def install(self, app: web.Application) -> None:
+        app.router.add_get("/.well-known/openid-configuration", self.openid_configuration)
+        app.router.add_get("/.well-known/oauth-authorization-server", self.oauth_metadata)
+        app.router.add_get("/jwks.json", self.jwks)
+        app.router.add_get("/agents/{namespace}/{name}/jwks.json", self.agent_jwks)
+        app.router.add_post("/token", self.token)
+        app.router.add_post("/introspect", self.introspect)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+
+    # -- discovery --------------------------------------------------------------------------------------------
+
+    async def openid_configuration(self, request: web.Request) -> web.Response:
+        return web.json_response(metadata.openid_configuration(self.settings.issuer, self.keyring.algorithms))
+
+    async def oauth_metadata(self, request: web.Request) -> web.Response:
+        return web.json_response(metadata.oauth_authorization_server(self.settings.issuer, self.keyring.algorithms))
+
+    async def jwks(self, request: web.Request) -> web.Response:
+        return web.json_response(self.keyring.jwks(), headers=JWKS_CACHE)
+
+    async def agent_jwks(self, request: web.Request) -> web.Response:
+        agent = self.agents.get(request.match_info["namespace"], request.match_info["name"])
+        if agent is None:
+            return oauth_error(404, "not_found", "no such agent")
+        jwks = {"keys": [_public(key.jwk) for key in published_keys(agent)]}
+        return web.json_response(jwks, headers=JWKS_CACHE)
+
+    # -- health -----------------------------------------------------------------------------------------------
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        if not self.ready:
+            return web.Response(status=503, text="agent cache or issuer keys not ready")
+        return web.Response(text="ok")
+
+    @property
+    def ready(self) -> bool:
+        return self.agents.synced.is_set() and bool(self.keyring.published())
+
+    # -- token endpoints --------------------------------------------------------------------------------------
+
+    async def token(self, request: web.Request) -> web.Response:
+        if not self.ready:
+            return oauth_error(503, "temporarily_unavailable", "the token service is starting")
+        try:
+            form = await _form(request)
+            exchange = _exchange_request(form, self.settings.limits.max_audiences)
+            issued = await self.exchanger.exchange(exchange, client=request.remote)
+        except BadRequest as error:
+            return oauth_error(400, Error.INVALID_REQUEST.value, error.description)
+        except Refused as refusal:
+            status = 401 if refusal.reason is Reason.INVALID_TOKEN else 400
+            return oauth_error(status, refusal.error.value, refusal.description)
+        except errors.ApiError as error:
+            logger.warning("token exchange could not reach the apiserver: %s %s", error.status, error.reason)
+            return oauth_error(503, "temporarily_unavailable", "the apiserver could not review the token")
+        body = {
+            "access_token": issued.token,
+            "issued_token_type": issued.issued_token_type,
+            "token_type": "Bearer",
+            "expires_in": issued.expires_in,
+        }
+        return web.json_response(body, headers=NO_STORE)
+
+    async def introspect(self, request: web.Request) -> web.Response:
+        try:
+            form = await _form(request)
+            token = _single(form, "token")
+        except BadRequest as error:
+            return oauth_error(400, Error.INVALID_REQUEST.value, error.description)
+        result = self.introspector.introspect(token) if token else dict(INACTIVE)
+        return web.json_response(result, headers=NO_STORE, dumps=_dumps)
+
+
+def build_app(routes: Routes) -> web.Application:
+    app = web.Application(client_max_size=routes.settings.limits.max_body_bytes, middlewares=[client_errors])
+    routes.install(app)
+    return app
+
+
+# -- request parsing --------------------------------------------------------------------------------------------
+
+
+async def _form(request: web.Request) -> dict[str, list[str]]:
+    if request.content_type != FORM:
+        raise BadRequest(f"the body must be {FORM}")
+    body = await request.read()  # bounded by client_max_size (413 above it)
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=MAX_FIELDS, errors="strict")
+    except (UnicodeDecodeError, ValueError):
+        raise BadRequest("the body is not a valid form") from None
+    form: dict[str, list[str]] = {}
+    for name, value in pairs:
+        form.setdefault(name, []).append(value)
+    for name, values in form.items():
+        if len(values) > 1 and name not in MULTI_VALUED:
+            raise BadRequest(f"parameter {name[:40]!r} appears more than once")
+    return form
+
+
+def _single(form: dict[str, list[str]], name: str) -> str | None:
+    values = form.get(name)
+    return values[0] if values else None
+
+
+def _exchange_request(form: dict[str, list[str]], max_audiences: int) -> ExchangeRequest:
+    grant_type = _single(form, "grant_type")
+    if not grant_type:
+        raise BadRequest("grant_type is required")
+    audiences = tuple(value for name in ("audience", "resource") for value in form.get(name, []) if value)
+    if len(audiences) > max_audiences:
+        raise BadRequest("too many audiences")
+    return ExchangeRequest(
+        grant_type=grant_type,
+        subject_token=_single(form, "subject_token"),
+        subject_token_type=_single(form, "subject_token_type"),
+        actor_token=_single(form, "actor_token"),
+        actor_token_type=_single(form, "actor_token_type"),
+        assertion=_single(form, "assertion"),
+        audiences=audiences,
+        requested_token_type=_single(form, "requested_token_type"),
+        lifetime=_lifetime(_single(form, "expires_in")),
+    )
+
+
+def _lifetime(value: str | None) -> dt.timedelta | None:
+    """Optional ``expires_in`` (seconds) asking for a shorter token; over the agent's tokenTTL is refused."""
+    if value is None or value == "":
+        return None
+    if not value.isdigit() or len(value) > 9 or int(value) < 1:
+        raise BadRequest("expires_in must be a positive number of seconds")
+    return dt.timedelta(seconds=int(value))
+
+
+def _public(jwk: dict[str, str]) -> dict[str, Any]:
+    return keys.public_only(jwk)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))

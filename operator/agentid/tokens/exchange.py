@@ -1,0 +1,272 @@
+"""RFC 8693 token exchange (and the RFC 7523 JWT-bearer grant): from a proof of being an agent to an agent token.
+
+Called by the HTTP layer (``tokens.app``) with a parsed request; returns the signed token or raises
+``claims.Refused``. Three kinds of presented token are accepted, each verified by its own authority:
+- a ServiceAccount token → TokenReview → the agent whose ``status.serviceAccountUID`` is that UID (never by name);
+- an agent token issued here → the issuer keyring → the agent with the UID in its ``agent`` claim;
+- an assertion an agent signed with its own key (``iss`` = ``sub`` = its agent ID, single use).
+The presented token's ``iss`` only routes it to a verifier; nothing is decided on unverified content.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import jwt
+
+from agentid import audit
+from agentid.api.v1alpha1 import AgentIdentity
+from agentid.domain import claims
+from agentid.domain.claims import Actor, Error, Reason, Refused
+from agentid.tokens import verification
+from agentid.tokens.agents import AgentCache, published_keys
+from agentid.tokens.keyring import IssuerKeyring, utcnow
+from agentid.tokens.reviews import ServiceAccountReviewer
+from agentid.tokens.settings import TokenServiceSettings
+
+SPIFFE_PREFIX = "spiffe://"
+
+
+class KindOfToken:
+    SERVICE_ACCOUNT = "service-account"
+    AGENT_TOKEN = "agent-token"  # noqa: S105 - a label
+    ASSERTION = "assertion"
+
+
+@dataclass(frozen=True)
+class ExchangeRequest:
+    grant_type: str
+    subject_token: str | None = None
+    subject_token_type: str | None = None
+    actor_token: str | None = None
+    actor_token_type: str | None = None
+    assertion: str | None = None
+    audiences: tuple[str, ...] = ()
+    requested_token_type: str | None = None
+    lifetime: dt.timedelta | None = None
+
+
+@dataclass(frozen=True)
+class Presented:
+    """A verified token and the agent it speaks for."""
+
+    agent: AgentIdentity
+    kind: str
+    audience: list[str] | None = None  # agent tokens only: the ceiling of any exchange
+    act: dict[str, Any] | None = None
+    chain: list[Actor] = field(default_factory=list)
+    expires_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class Issued:
+    token: str
+    claims: dict[str, Any]
+    expires_in: int
+    issued_token_type: str
+
+
+class Exchanger:
+    def __init__(
+        self,
+        *,
+        settings: TokenServiceSettings,
+        agents: AgentCache,
+        keyring: IssuerKeyring,
+        reviewer: ServiceAccountReviewer,
+        replay: verification.ReplayGuard,
+        clock: Callable[[], dt.datetime] = utcnow,
+    ) -> None:
+        self._settings = settings
+        self._agents = agents
+        self._keyring = keyring
+        self._reviewer = reviewer
+        self._replay = replay
+        self._clock = clock
+
+    async def exchange(self, request: ExchangeRequest, *, client: str | None = None) -> Issued:
+        """Issue a token or raise ``Refused``; both outcomes leave one audit record."""
+        subject: Presented | None = None
+        try:
+            subject = await self._subject(request)
+            issued = await self._issue(request, subject)
+        except Refused as refusal:
+            agent = subject.agent if subject is not None else None
+            audit.record(
+                "token.exchange.refused",
+                outcome="refused",
+                reason=refusal.reason.value,
+                agent_id=agent.status.agent_id if agent else None,
+                namespace=agent.namespace if agent else None,
+                name=agent.name if agent else None,
+                client=client,
+            )
+            raise
+        agent_claim = issued.claims["agent"]
+        audit.record(
+            "token.exchange.granted",
+            outcome="granted",
+            agent_id=issued.claims["sub"],
+            namespace=agent_claim["namespace"],
+            name=agent_claim["name"],
+            uid=agent_claim["uid"],
+            owner=f"{agent_claim['owner']['kind']}:{agent_claim['owner']['name']}",
+            supervision=agent_claim["supervision"],
+            jti=issued.claims["jti"],
+            audience=claims.audiences_of(issued.claims),
+            act_chain=[link.sub for link in claims.act_chain(issued.claims.get("act"))] or None,
+            client=client,
+        )
+        return issued
+
+    async def _subject(self, request: ExchangeRequest) -> Presented:
+        if request.grant_type == claims.GRANT_TOKEN_EXCHANGE:
+            if not request.subject_token or request.subject_token_type is None:
+                raise _malformed("subject_token and subject_token_type are required")
+            if request.subject_token_type not in claims.SUBJECT_TOKEN_TYPES:
+                raise _malformed("unsupported subject_token_type")
+            return await self.authenticate(request.subject_token, what="the subject token")
+        if request.grant_type == claims.GRANT_JWT_BEARER:
+            if not request.assertion:
+                raise _malformed("assertion is required")
+            return self._authenticate_assertion(request.assertion, what="the assertion")
+        raise Refused(Error.UNSUPPORTED_GRANT_TYPE, Reason.MALFORMED_REQUEST, "unsupported grant_type")
+
+    async def _issue(self, request: ExchangeRequest, subject: Presented) -> Issued:
+        if request.requested_token_type not in (None, claims.TOKEN_TYPE_ACCESS_TOKEN, claims.TOKEN_TYPE_JWT):
+            raise _malformed("unsupported requested_token_type")
+        now = self._clock()
+        claims.check_may_get_tokens(subject.agent, now)
+        not_after = [subject.expires_at] if subject.expires_at else []
+        act = subject.act
+        if request.actor_token is not None:
+            if request.actor_token_type not in claims.SUBJECT_TOKEN_TYPES:
+                raise _malformed("actor_token_type is missing or unsupported")
+            actor = await self.authenticate(request.actor_token, what="the actor token")
+            if actor.chain:
+                raise Refused(
+                    Error.INVALID_GRANT, Reason.ACTOR_DELEGATED, "an actor token must not be delegated itself"
+                )
+            claims.check_may_get_tokens(actor.agent, now)
+            claims.check_delegation(subject.agent, actor.agent, subject.chain)
+            act = Actor.of(actor.agent).claim(subject.act)
+            if actor.expires_at:
+                not_after.append(actor.expires_at)
+        elif subject.chain:
+            claims.check_chain(subject.agent, subject.chain)
+        audience = claims.choose_audience(
+            subject.agent, request.audiences, issuer=self._settings.issuer, ceiling=subject.audience
+        )
+        lifetime = claims.choose_lifetime(subject.agent, request.lifetime, now=now, not_after=not_after)
+        signing = self._keyring.signing_key()
+        payload = claims.build_claims(
+            subject.agent,
+            issuer=self._settings.issuer,
+            audience=audience,
+            issued_at=now,
+            lifetime=lifetime,
+            jti=str(uuid.uuid4()),
+            act=act,
+        )
+        token = jwt.encode(
+            payload, signing.private_key, algorithm=signing.jws_algorithm, headers={"kid": signing.key_id, "typ": "JWT"}
+        )
+        return Issued(
+            token=token,
+            claims=payload,
+            expires_in=int(lifetime.total_seconds()),
+            issued_token_type=request.requested_token_type or claims.TOKEN_TYPE_ACCESS_TOKEN,
+        )
+
+    # -- who is presenting? -----------------------------------------------------------------------------------
+
+    async def authenticate(self, token: str, *, what: str) -> Presented:
+        """Route by the (unverified) issuer to the one verifier that may vouch for the token, then verify fully."""
+        max_bytes = self._settings.limits.max_token_bytes
+        issuer = verification.unverified_claims(token, max_bytes).get("iss")
+        if issuer == self._settings.issuer:
+            return self._authenticate_agent_token(token, what=what)
+        if isinstance(issuer, str) and issuer.startswith(SPIFFE_PREFIX):
+            return self._authenticate_assertion(token, what=what)
+        return await self._authenticate_service_account(token, what=what)
+
+    async def _authenticate_service_account(self, token: str, *, what: str) -> Presented:
+        user = await self._reviewer.review(token)
+        if user is None:
+            raise claims.invalid_token(what)
+        agent = self._agents.by_service_account_uid(user.uid)
+        if agent is None or agent.namespace != user.namespace or agent.status.service_account_name != user.name:
+            raise claims.invalid_token(what)  # a ServiceAccount no (current) agent is bound to
+        return Presented(agent=agent, kind=KindOfToken.SERVICE_ACCOUNT)
+
+    def _authenticate_agent_token(self, token: str, *, what: str) -> Presented:
+        max_bytes = self._settings.limits.max_token_bytes
+        header = verification.header_of(token, max_bytes)
+        verified = verification.verify(
+            token,
+            self._keyring.verification_key(header["kid"]),
+            issuer=self._settings.issuer,
+            audience=None,
+            required=verification.AGENT_TOKEN_CLAIMS,
+            max_bytes=max_bytes,
+        )
+        agent = agent_of_token(self._agents, verified.claims)
+        if agent is None:
+            raise claims.invalid_token(what)
+        act = verified.claims.get("act")
+        return Presented(
+            agent=agent,
+            kind=KindOfToken.AGENT_TOKEN,
+            audience=claims.audiences_of(verified.claims),
+            act=dict(act) if isinstance(act, dict) else None,
+            chain=claims.act_chain(act),
+            expires_at=dt.datetime.fromtimestamp(verified.claims["exp"], dt.UTC),
+        )
+
+    def _authenticate_assertion(self, token: str, *, what: str) -> Presented:
+        limits = self._settings.limits
+        header = verification.header_of(token, limits.max_token_bytes)
+        issuer = verification.unverified_claims(token, limits.max_token_bytes).get("iss")
+        agent = self._agents.by_agent_id(issuer) if isinstance(issuer, str) else None
+        if agent is None:
+            raise claims.invalid_token(what)
+        key = next((key for key in published_keys(agent) if key.key_id == header["kid"]), None)
+        if key is None:
+            raise claims.invalid_token(what)
+        verified = verification.verify(
+            token,
+            None,
+            public_jwk=key.jwk,
+            issuer=agent.status.agent_id,
+            audience=[self._settings.issuer, self._settings.token_endpoint],
+            required=verification.ASSERTION_CLAIMS,
+            max_bytes=limits.max_token_bytes,
+        )
+        payload = verified.claims
+        now = self._clock().timestamp()
+        if payload["sub"] != agent.status.agent_id or "act" in payload:
+            raise claims.invalid_token(what)
+        if float(payload["exp"]) - now > limits.max_assertion_lifetime_seconds + verification.LEEWAY:
+            raise claims.invalid_token(what)
+        if not self._replay.first_use(str(agent.status.agent_id), payload["jti"], float(payload["exp"])):
+            raise claims.invalid_token(what)
+        return Presented(agent=agent, kind=KindOfToken.ASSERTION)
+
+
+def agent_of_token(agents: AgentCache, payload: dict[str, Any]) -> AgentIdentity | None:
+    """The live agent a verified agent token names: same UID, name and agent ID (a recreated agent differs)."""
+    namespace, name, uid = verification.agent_reference(payload)
+    agent = agents.by_uid(uid)
+    if agent is None or (agent.namespace, agent.name) != (namespace, name):
+        return None
+    if agent.status.agent_id != payload.get("sub"):
+        return None
+    return agent
+
+
+def _malformed(description: str) -> Refused:
+    return Refused(Error.INVALID_REQUEST, Reason.MALFORMED_REQUEST, description)

@@ -1,0 +1,114 @@
+"""The token service as one object: its parts wired together, started and stopped in order.
+
+Called by ``agentid serve`` (foreground, until a signal), by the operator process when it embeds the service, and
+by the test fixtures. Startup: issuer keys first (load or create the Secret), then the agent watch and the key
+maintenance loop in the background, then the listener. ``/token`` answers 503 until the first agent list is in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+
+from aiohttp import web
+
+from agentid.kube.client import KubeClient
+from agentid.tokens import verification
+from agentid.tokens.agents import AgentCache
+from agentid.tokens.app import AccessLogger, Routes, build_app
+from agentid.tokens.exchange import Exchanger
+from agentid.tokens.introspection import Introspector
+from agentid.tokens.keyring import IssuerKeyring
+from agentid.tokens.reviews import ServiceAccountReviewer
+from agentid.tokens.settings import TokenServiceSettings
+
+logger = logging.getLogger(__name__)
+FIELD_MANAGER = "agentid-token-service"
+
+
+class TokenService:
+    def __init__(self, settings: TokenServiceSettings, client: KubeClient) -> None:
+        self.settings = settings
+        self.client = client
+        self.agents = AgentCache()
+        self.keyring = IssuerKeyring(
+            client, namespace=settings.namespace, secret_name=settings.secret_name, policy=settings.rotation
+        )
+        self.reviewer = ServiceAccountReviewer(
+            client,
+            audiences=settings.accepted_subject_audiences,
+            ttl=settings.review_cache_seconds,
+            max_entries=settings.review_cache_entries,
+        )
+        self.agents.subscribe(self.reviewer.on_agent_change)
+        self.exchanger = Exchanger(
+            settings=settings,
+            agents=self.agents,
+            keyring=self.keyring,
+            reviewer=self.reviewer,
+            replay=verification.ReplayGuard(),
+        )
+        self.introspector = Introspector(settings=settings, agents=self.agents, keyring=self.keyring)
+        self.routes = Routes(
+            settings=settings,
+            agents=self.agents,
+            keyring=self.keyring,
+            exchanger=self.exchanger,
+            introspector=self.introspector,
+        )
+        self.app = build_app(self.routes)
+        self._runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        await self.keyring.refresh()
+        self._tasks = [
+            asyncio.create_task(self.agents.run(self.client), name="agentid-tokens-agents"),
+            asyncio.create_task(self.keyring.run(self.settings.keyring_refresh_seconds), name="agentid-tokens-keyring"),
+        ]
+        self._runner = web.AppRunner(self.app, access_log_class=AccessLogger, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.settings.host, self.settings.port, ssl_context=self._ssl_context())
+        await site.start()
+        logger.info("token service for issuer %s listening on %s:%s", self.settings.issuer, *self._address())
+
+    async def wait_ready(self) -> None:
+        """Until the first list of agents is in (callers bound the wait with ``asyncio.timeout``)."""
+        await self.agents.synced.wait()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    def _address(self) -> tuple[str, int]:
+        return (self.settings.host, self.settings.port)
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        tls = self.settings.tls
+        if tls is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+        return context
+
+
+async def serve(settings: TokenServiceSettings, *, kubeconfig: str | None = None) -> None:
+    """Run until cancelled (``agentid serve`` cancels on SIGINT/SIGTERM)."""
+    client = await KubeClient.connect(kubeconfig, field_manager=FIELD_MANAGER)
+    service = TokenService(settings, client)
+    try:
+        await service.start()
+        await asyncio.Event().wait()
+    finally:
+        await service.stop()
+        await client.close()
