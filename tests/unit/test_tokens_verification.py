@@ -1,0 +1,125 @@
+"""Hostile JWTs are refused before and during signature verification, always with the same opaque refusal."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from agentid.api.v1alpha1 import KeyAlgorithm
+from agentid.domain import keys
+from agentid.domain.claims import Reason, Refused
+from agentid.tokens import authnconfig, verification
+
+ISSUER = "https://tokens.example"
+KEY = keys.generate(KeyAlgorithm.ES256)
+OTHER = keys.generate(KeyAlgorithm.ES256)
+MAX = 16 * 1024
+
+
+def claims(**overrides: Any) -> dict[str, Any]:
+    now = int(time.time())
+    base = {"iss": ISSUER, "sub": "spiffe://x/ns/a/agent/b", "aud": "https://mcp.example", "exp": now + 300,
+            "iat": now, "nbf": now, "jti": "j"}  # fmt: skip
+    base.update(overrides)
+    return {key: value for key, value in base.items() if value is not None}
+
+
+def sign(payload: dict[str, Any], *, key: keys.SigningKey = KEY, **headers: Any) -> str:
+    header = {"kid": KEY.key_id, **headers}
+    return jwt.encode(payload, key.private_key, algorithm="ES256", headers=header)
+
+
+def unsigned(header: dict[str, Any], payload: dict[str, Any], signature: bytes = b"") -> str:
+    def part(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    return ".".join([part(json.dumps(header).encode()), part(json.dumps(payload).encode()), part(signature)])
+
+
+def check(token: str, *, audience: list[str] | None = None) -> dict[str, Any]:
+    return verification.verify(
+        token, KEY, issuer=ISSUER, audience=audience, required=verification.AGENT_TOKEN_CLAIMS, max_bytes=MAX
+    ).claims
+
+
+def test_a_well_formed_token_verifies() -> None:
+    assert check(sign(claims()), audience=["https://mcp.example"])["jti"] == "j"
+
+
+def hs256_with_public_key() -> str:
+    """The classic confusion: an HMAC keyed with the verifier's public key (as PEM), alg switched to HS256."""
+    public_pem = KEY.private_key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    signing_input = unsigned({"alg": "HS256", "typ": "JWT", "kid": KEY.key_id}, claims()).rsplit(".", 1)[0]
+    signature = hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest()
+    return signing_input + "." + base64.urlsafe_b64encode(signature).rstrip(b"=").decode()
+
+
+HOSTILE = {
+    "alg none": lambda: unsigned({"alg": "none", "kid": KEY.key_id}, claims()),
+    "HS256 signed with the public key": hs256_with_public_key,
+    "signed by another key under our kid": lambda: sign(claims(), key=OTHER),
+    "malformed kid": lambda: sign(claims(), kid="../../etc/passwd"),
+    "kid of another key": lambda: sign(claims(), kid=OTHER.key_id),
+    "jku header": lambda: sign(claims(), jku="https://evil.example/jwks"),
+    "x5u header": lambda: sign(claims(), x5u="https://evil.example/cert"),
+    "crit header": lambda: sign(claims(), crit=["exp"]),
+    "embedded jwk header": lambda: sign(claims(), jwk=dict(KEY.jwk)),
+    "expired beyond the skew": lambda: sign(claims(exp=int(time.time()) - 61)),
+    "not yet valid beyond the skew": lambda: sign(claims(nbf=int(time.time()) + 120)),
+    "wrong issuer": lambda: sign(claims(iss="https://evil.example")),
+    "no exp": lambda: sign(claims(exp=None)),
+    "no jti": lambda: sign(claims(jti=None)),
+    "garbage": lambda: "not-a-jwt",
+    "garbage in three parts": lambda: "a.b.c",
+    "oversized": lambda: sign(claims(pad="x" * MAX)),
+    "typ not JWT": lambda: sign(claims(), typ="JWE"),
+}
+
+
+@pytest.mark.parametrize("make", HOSTILE.values(), ids=HOSTILE.keys())
+def test_hostile_tokens_are_refused_with_one_opaque_reason(make: Any) -> None:
+    with pytest.raises(Refused) as raised:
+        check(make())
+    assert raised.value.reason is Reason.INVALID_TOKEN
+    assert raised.value.description == "the presented token is not valid"
+
+
+def test_tokens_within_the_clock_skew_are_accepted() -> None:
+    now = int(time.time())
+    check(sign(claims(exp=now - 30, nbf=now + 30, iat=now)))
+
+
+def test_a_wrong_audience_is_refused_when_one_is_required() -> None:
+    with pytest.raises(Refused):
+        check(sign(claims()), audience=["https://other.example"])
+
+
+def test_replayed_assertions_are_refused() -> None:
+    guard = verification.ReplayGuard(clock=lambda: 1000.0)
+    assert guard.first_use("agent", "j1", 1300.0)
+    assert not guard.first_use("agent", "j1", 1300.0)
+    assert guard.first_use("other-agent", "j1", 1300.0)
+
+
+def test_the_authentication_configuration_maps_agent_claims_to_a_kubernetes_user() -> None:
+    config = authnconfig.authentication_configuration("https://tokens.example", audiences=["kube"], ca_pem="PEM")
+    assert config["apiVersion"] == "apiserver.config.k8s.io/v1"
+    (jwt_entry,) = config["jwt"]
+    assert jwt_entry["issuer"] == {
+        "url": "https://tokens.example",
+        "audiences": ["kube"],
+        "audienceMatchPolicy": "MatchAny",
+        "certificateAuthority": "PEM",
+    }
+    mappings = jwt_entry["claimMappings"]
+    assert mappings["username"]["expression"] == "'agent:' + claims.agent.namespace + ':' + claims.agent.name"
+    assert mappings["groups"]["expression"] == "['agentid:agents', 'agentid:uid:' + claims.agent.uid]"
+    assert {extra["key"] for extra in mappings["extra"]} >= {"agentid.dev/owner", "agentid.dev/supervision"}
