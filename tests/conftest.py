@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import kubernetes
 import pytest
@@ -12,6 +14,10 @@ import pytest
 from agentid.devcluster.cluster import LocalCluster
 from tests.support.cluster_setup import configure_local_cluster
 from tests.support.clusters import ClusterHandle, external_kubeconfig
+from tests.support.operator import LogCapture, OperatorThread
+
+REPO = Path(__file__).resolve().parent.parent
+AGENT_NAMESPACE_PATTERN = "a-*"  # namespaces the session operator watches
 
 
 @pytest.fixture(scope="session")
@@ -37,12 +43,52 @@ def local_cluster(cluster: ClusterHandle) -> LocalCluster:
     return cluster.local
 
 
-@pytest.fixture
-def namespace(cluster: ClusterHandle, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh namespace for one test, deleted afterwards (the namespace controller finishes the job)."""
+def _fresh_namespace(cluster: ClusterHandle, request: pytest.FixtureRequest, prefix: str) -> Iterator[str]:
     stem = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40].strip("-")
-    name = f"t-{stem}-{uuid.uuid4().hex[:6]}"
+    name = f"{prefix}-{stem}-{uuid.uuid4().hex[:6]}"
     core = kubernetes.client.CoreV1Api(cluster.admin())
     core.create_namespace({"metadata": {"name": name, "labels": {"agentid.dev/test": "true"}}})
     yield name
     core.delete_namespace(name)
+
+
+@pytest.fixture
+def namespace(cluster: ClusterHandle, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace for one test, deleted afterwards (the namespace controller finishes the job)."""
+    yield from _fresh_namespace(cluster, request, "t")
+
+
+@pytest.fixture(scope="session")
+def crds(cluster: ClusterHandle) -> None:
+    """The generated CRDs, applied server-side to the cluster and Established."""
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    for path in sorted((REPO / "crds").glob("*.yaml")):
+        name = path.name.split("_", 1)[1].removesuffix(".yaml") + "." + path.name.split("_", 1)[0]
+        cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+
+
+@pytest.fixture(scope="session")
+def operator_logs() -> Iterator[LogCapture]:
+    """Every log line of the in-process operator, for the no-key-material scans."""
+    capture = LogCapture()
+    root = logging.getLogger()
+    root.addHandler(capture)
+    previous = root.level
+    root.setLevel(logging.DEBUG)
+    yield capture
+    root.removeHandler(capture)
+    root.setLevel(previous)
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: ClusterHandle, crds: None, operator_logs: LogCapture) -> Iterator[OperatorThread]:
+    """The operator, in-process, watching the agent test namespaces (``agent_namespace``)."""
+    running = OperatorThread(cluster.kubeconfig, namespaces=[AGENT_NAMESPACE_PATTERN]).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def agent_namespace(cluster: ClusterHandle, operator: OperatorThread, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace that the session operator watches."""
+    yield from _fresh_namespace(cluster, request, "a")

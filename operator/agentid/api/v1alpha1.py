@@ -147,7 +147,7 @@ RotationPeriod = Annotated[
 TokenTTL = Annotated[
     str,
     Field(pattern=DURATION_PATTERN, max_length=32),
-    DurationRange(minimum=dt.timedelta(minutes=1), maximum=dt.timedelta(hours=24)),
+    DurationRange(minimum=dt.timedelta(seconds=10), maximum=dt.timedelta(hours=24)),
 ]
 Audience = Annotated[str, Field(min_length=1, max_length=512)]
 

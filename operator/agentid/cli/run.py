@@ -27,6 +27,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     run.add_argument("--trust-domain", default="cluster.local", help="trust domain of agent IDs (spiffe://<td>/...)")
     run.add_argument("--resync-seconds", type=float, default=60.0,
                      help="periodic drift check per agent (plus up to 25%% jitter)")  # fmt: skip
+    run.add_argument("--key-overlap-seconds", type=float, default=360.0,
+                     help="how long past an agent's tokenTTL a replaced key stays published")  # fmt: skip
     run.add_argument("--max-in-flight", type=int, default=64, help="concurrent API requests")
     run.set_defaults(func=run_command)
 
@@ -41,7 +43,12 @@ def run_command(args: argparse.Namespace) -> int:
         all_namespaces=not args.namespaces,
         liveness_endpoint=args.liveness,
         settings=OperatorSettings(
-            trust_domain=args.trust_domain, timings=Timings(resync_interval=resync, resync_jitter=resync / 4)
+            trust_domain=args.trust_domain,
+            timings=Timings(
+                resync_interval=resync,
+                resync_jitter=resync / 4,
+                key_overlap_allowance=dt.timedelta(seconds=args.key_overlap_seconds),
+            ),
         ),
         max_in_flight=args.max_in_flight,
     )

@@ -18,6 +18,7 @@ from typing import Any
 from kubernetes.aio import client as aio_client
 from kubernetes.aio import config as aio_config
 
+from agentid import __version__
 from agentid.kube import errors
 from agentid.kube.resources import Resource
 
@@ -50,6 +51,7 @@ class KubeClient:
         configuration.connection_pool_maxsize = max_in_flight
         self.configuration = configuration
         self.api = aio_client.ApiClient(configuration)
+        self.api.user_agent = f"{field_manager}/{__version__}"  # names us in the apiserver's audit log
         self.field_manager = field_manager
         self._in_flight = asyncio.Semaphore(max_in_flight)
         self.requests: collections.Counter[str] = collections.Counter()

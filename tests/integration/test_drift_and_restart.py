@@ -1,0 +1,125 @@
+"""Drift is repaired by the operator, and a restarted operator with nothing to do writes nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterator
+
+import kubernetes
+import pytest
+
+from agentid.api import v1alpha1
+from tests.support import audit_log
+from tests.support.agents import create_agent
+from tests.support.clusters import ClusterHandle, status_of
+from tests.support.operator import OperatorThread
+from tests.support.polling import eventually
+
+pytestmark = pytest.mark.cluster
+
+
+def test_a_deleted_rolebinding_and_a_hand_edited_role_are_restored(
+    cluster: ClusterHandle, agent_namespace: str
+) -> None:
+    agent = create_agent(cluster, agent_namespace, "steady")
+    agent.wait_ready()
+    token = agent.service_account_token()
+    rbac = kubernetes.client.RbacAuthorizationV1Api(cluster.admin())
+    declared = rbac.read_namespaced_role("steady-agent", agent_namespace).rules
+
+    rbac.delete_namespaced_role_binding("steady-agent", agent_namespace)
+    rbac.patch_namespaced_role(
+        "steady-agent", agent_namespace,
+        {"rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list"]}]},
+    )  # fmt: skip
+
+    eventually(lambda: status_of(rbac.read_namespaced_role_binding, "steady-agent", agent_namespace) == 200,
+               timeout=20, what="RoleBinding restored")  # fmt: skip
+    eventually(lambda: rbac.read_namespaced_role("steady-agent", agent_namespace).rules == declared,
+               timeout=20, what="Role rules restored")  # fmt: skip
+    eventually(lambda: agent.can(token, "create") == 200, what="access works again")
+    assert status_of(agent.as_agent(token).list_namespaced_secret, agent_namespace) == 403
+    events = kubernetes.client.EventsV1Api(cluster.admin()).list_namespaced_event(agent_namespace).items
+    assert any(e.reason == "DriftRepaired" and e.regarding.name == "steady" for e in events)
+
+
+def test_removed_labels_and_a_hand_edited_service_account_are_put_back(
+    cluster: ClusterHandle, agent_namespace: str
+) -> None:
+    agent = create_agent(cluster, agent_namespace, "labelled")
+    agent.wait_ready()
+    core = kubernetes.client.CoreV1Api(cluster.admin())
+    core.patch_namespaced_service_account(
+        "labelled-agent", agent_namespace,
+        {"metadata": {"annotations": {"agentid.dev/owner": "User:mallory@example.com"}}},
+    )  # fmt: skip
+
+    def owner_restored() -> bool:
+        annotations = core.read_namespaced_service_account("labelled-agent", agent_namespace).metadata.annotations
+        return annotations.get("agentid.dev/owner") == "User:alice@example.com"
+
+    eventually(owner_restored, timeout=20, what="ServiceAccount annotation restored")
+
+
+@pytest.fixture
+def restart_namespace(cluster: ClusterHandle, crds: None) -> Iterator[str]:
+    name = f"d-restart-{uuid.uuid4().hex[:6]}"
+    core = kubernetes.client.CoreV1Api(cluster.admin())
+    core.create_namespace({"metadata": {"name": name}})
+    yield name
+    core.delete_namespace(name)
+
+
+def _versions(cluster: ClusterHandle, namespace: str) -> dict[str, str]:
+    """resourceVersion of every agent and owned object: any write changes one."""
+    client = cluster.admin()
+    selector = "app.kubernetes.io/managed-by=agentid-operator"
+    core, rbac = kubernetes.client.CoreV1Api(client), kubernetes.client.RbacAuthorizationV1Api(client)
+    listed = {
+        "agent": kubernetes.client.CustomObjectsApi(client).list_namespaced_custom_object(
+            v1alpha1.GROUP, v1alpha1.VERSION, namespace, v1alpha1.PLURAL
+        )["items"],
+    }
+    versions = {f"agent/{o['metadata']['name']}": o["metadata"]["resourceVersion"] for o in listed["agent"]}
+    for kind, items in (
+        ("sa", core.list_namespaced_service_account(namespace, label_selector=selector).items),
+        ("secret", core.list_namespaced_secret(namespace, label_selector=selector).items),
+        ("role", rbac.list_namespaced_role(namespace, label_selector=selector).items),
+        ("rolebinding", rbac.list_namespaced_role_binding(namespace, label_selector=selector).items),
+    ):
+        versions.update({f"{kind}/{o.metadata.name}": o.metadata.resource_version for o in items})
+    return versions
+
+
+def test_a_restarted_operator_resumes_many_agents_without_writing_anything(
+    cluster: ClusterHandle, restart_namespace: str
+) -> None:
+    count = 20
+    operator = OperatorThread(cluster.kubeconfig, namespaces=["d-restart-*"]).start()
+    try:
+        agents = [
+            create_agent(cluster, restart_namespace, f"agent-{i:02d}", clusterRoleRefs=["view"]) for i in range(count)
+        ]
+        for agent in agents:
+            agent.wait_ready()
+        before = _versions(cluster, restart_namespace)
+    finally:
+        operator.stop()
+    assert len(before) == count * 6  # agent, ServiceAccount, Secret, Role, RoleBinding, ClusterRole binding
+    restarted_at = dt.datetime.now(dt.UTC)
+    operator = OperatorThread(cluster.kubeconfig, namespaces=["d-restart-*"]).start()
+    try:
+        # Give the resumed operator every chance to (wrongly) write: all agents are processed at startup.
+        probe = create_agent(cluster, restart_namespace, "probe")
+        probe.wait_ready()
+        after = _versions(cluster, restart_namespace)
+    finally:
+        operator.stop()
+    after = {key: value for key, value in after.items() if "probe" not in key}
+    assert after == before
+    if cluster.local is not None and cluster.local.audit_log is not None:
+        writes = audit_log.writes_by(
+            cluster.local.audit_log, user_agent_prefixes=("agentid-operator", "kopf"), since=restarted_at
+        )
+        assert [write for write in writes if "probe" not in write and not write.startswith("create events")] == []

@@ -1,0 +1,51 @@
+"""Supervision changes the agent's live access, proven with the agent's own ServiceAccount token."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.agents import create_agent
+from tests.support.clusters import ClusterHandle, status_of
+from tests.support.polling import eventually
+
+pytestmark = pytest.mark.cluster
+
+
+def test_each_supervision_mode_grants_exactly_its_access(cluster: ClusterHandle, agent_namespace: str) -> None:
+    agent = create_agent(cluster, agent_namespace, "triage", supervision={"mode": "Autonomous"})
+    status = agent.wait_ready()
+    assert status["phase"] == "Active"
+    token = agent.service_account_token()
+
+    # Autonomous: the declared write succeeds; an undeclared call is 403.
+    eventually(lambda: agent.can(token, "create") == 200, what="declared write allowed")
+    assert status_of(agent.as_agent(token).list_namespaced_secret, agent_namespace) == 403
+
+    # Supervised: reads succeed, the declared write is 403.
+    agent.patch_spec({"supervision": {"mode": "Supervised", "reason": "needs review"}})
+    agent.wait_phase("Supervised")
+    eventually(lambda: agent.can(token, "create") == 403, what="write denied while Supervised")
+    assert agent.can(token, "list") == 200
+
+    # Suspended: reads 403 too, but the identity stays (same ServiceAccount token still authenticates).
+    agent.patch_spec({"supervision": {"mode": "Suspended"}})
+    suspended = agent.wait_phase("Suspended")
+    eventually(lambda: agent.can(token, "list") == 403, what="read denied while Suspended")
+    assert suspended["grantedRules"] == 0
+    assert agent.condition("Ready")["reason"] == "Suspended"
+
+    # Back to Autonomous: the write works again with the very same token.
+    agent.patch_spec({"supervision": {"mode": "Autonomous"}})
+    agent.wait_phase("Active")
+    eventually(lambda: agent.can(token, "create") == 200, what="write allowed again")
+
+
+def test_supervised_agents_get_read_only_cluster_roles_only(cluster: ClusterHandle, agent_namespace: str) -> None:
+    agent = create_agent(
+        cluster, agent_namespace, "reader", supervision={"mode": "Supervised"}, clusterRoleRefs=["view", "edit"]
+    )
+    status = agent.wait_ready()
+    assert status["grantedClusterRoles"] == ["view"]
+    assert "edit" in agent.condition("AccessReady")["message"]
+    agent.patch_spec({"supervision": {"mode": "Autonomous"}})
+    assert agent.wait_phase("Active")["grantedClusterRoles"] == ["view", "edit"]

@@ -1,0 +1,31 @@
+"""Read the local apiserver's audit log: which requests a client made, counted at the server side."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+MUTATING = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+
+
+def entries(path: Path, *, since: dt.datetime) -> Iterator[dict[str, Any]]:
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        stamp = entry.get("stageTimestamp") or entry.get("requestReceivedTimestamp")
+        if entry.get("stage") == "ResponseComplete" and stamp and dt.datetime.fromisoformat(stamp) >= since:
+            yield entry
+
+
+def writes_by(path: Path, *, user_agent_prefixes: tuple[str, ...], since: dt.datetime) -> list[str]:
+    """'verb resource/name' of every mutating request from clients whose user agent starts with a prefix."""
+    return [
+        f"{e['verb']} {e.get('objectRef', {}).get('resource')}/{e.get('objectRef', {}).get('name')}"
+        for e in entries(path, since=since)
+        if e.get("verb") in MUTATING and str(e.get("userAgent", "")).startswith(user_agent_prefixes)
+    ]
