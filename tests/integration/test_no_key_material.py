@@ -49,7 +49,7 @@ def test_no_private_key_material_leaks_anywhere(
                                  {"metadata": {"annotations": {"agentid.dev/key-created-at": past}}})  # fmt: skip
     core.delete_namespaced_secret("k-rs256-agent-key", agent_namespace)
     for agent in agents[1:]:
-        eventually(lambda agent=agent: len(agent.status().get("keys", [])) == 2, what="new key")  # noqa: B023
+        eventually(lambda agent=agent: len(agent.status().get("keys", [])) == 2, what="new key")
         fingerprints |= {f for pem in agent.private_key_pems() for f in _fingerprints(pem)}
     agents[0].patch_spec({"supervision": {"mode": "Suspended"}})
     agents[0].wait_phase("Suspended")

@@ -54,7 +54,7 @@ class OperatorThread:
     def _run(self) -> None:
         try:
             asyncio.run(run_operator(self.config, stop_flag=self._stop, ready_flag=self._ready))
-        except BaseException as error:  # surfaced by start()/stop() in the test thread
+        except BaseException as error:  # noqa: BLE001 - handed to the test thread by start()/stop()
             self._error = error
             self._ready.set()
 
