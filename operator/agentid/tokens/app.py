@@ -161,6 +161,8 @@ class Routes:
         try:
             form = await _form(request)
             token = _single(form, "token")
+            if token is None:
+                raise BadRequest("token is required")
         except BadRequest as error:
             return oauth_error(400, Error.INVALID_REQUEST.value, error.description)
         result = self.introspector.introspect(token) if token else dict(INACTIVE)

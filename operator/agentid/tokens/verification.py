@@ -46,7 +46,7 @@ def header_of(token: str, max_bytes: int) -> dict[str, Any]:
         raise claims.invalid_token()
     try:
         header = jwt.get_unverified_header(token)
-    except (jwt.PyJWTError, ValueError, TypeError):
+    except (jwt.PyJWTError, ValueError, TypeError, RecursionError):  # deeply nested JSON too
         raise claims.invalid_token() from None
     if FORBIDDEN_HEADERS & set(header):
         raise claims.invalid_token()
@@ -64,7 +64,7 @@ def unverified_claims(token: str, max_bytes: int) -> dict[str, Any]:
         raise claims.invalid_token()
     try:
         payload = jwt.decode(token, options={"verify_signature": False})
-    except (jwt.PyJWTError, ValueError, TypeError):
+    except (jwt.PyJWTError, ValueError, TypeError, RecursionError):  # deeply nested JSON too
         raise claims.invalid_token() from None
     if not isinstance(payload, dict):
         raise claims.invalid_token()
@@ -106,7 +106,7 @@ def verify(
             leeway=LEEWAY,
             options={"require": list(required), "verify_aud": audience is not None, "strict_aud": False},
         )
-    except (jwt.PyJWTError, ValueError, TypeError):
+    except (jwt.PyJWTError, ValueError, TypeError, RecursionError):  # deeply nested JSON too
         raise claims.invalid_token() from None
     if not isinstance(payload.get("sub"), str) or not isinstance(payload.get("jti"), str):
         raise claims.invalid_token()
