@@ -1,0 +1,55 @@
+"""The reconciler's read side (indexes + own writes) and its wake-up scheduler, without a cluster."""
+
+from __future__ import annotations
+
+import asyncio
+
+from agentid.reconcile.scheduler import Scheduler
+from agentid.reconcile.view import ClusterView, Indexes
+from tests.support.factories import agent
+
+OWNER = ("finance", "triage")
+
+
+def _role(resource_version: str, verbs: list[str]) -> dict:
+    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": "triage-agent", "namespace": "finance", "resourceVersion": resource_version},
+            "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": verbs}]}  # fmt: skip
+
+
+def test_own_writes_win_over_a_lagging_index_until_it_catches_up() -> None:
+    index: dict = {OWNER: [_role("5", ["get"])]}
+    view = ClusterView(Indexes(owned={"Role": index}))
+    view.record_written(OWNER, "Role", _role("9", ["get", "list"]))
+    assert view.observe(agent()).get("Role", "triage-agent")["rules"][0]["verbs"] == ["get", "list"]
+    index[OWNER] = [_role("9", ["get", "list"])]
+    assert view.observe(agent()).get("Role", "triage-agent")["metadata"]["resourceVersion"] == "9"
+    assert view._overlay == {}  # caught up: the memory is released
+
+
+def test_a_deletion_hides_the_object_until_the_index_drops_it() -> None:
+    index: dict = {OWNER: [_role("5", ["get"])]}
+    view = ClusterView(Indexes(owned={"Role": index}))
+    view.record_deleted(OWNER, "Role", "triage-agent")
+    assert view.observe(agent()).get("Role", "triage-agent") is None
+    index[OWNER] = []
+    assert view.observe(agent()).get("Role", "triage-agent") is None
+    assert view._overlay == {}
+
+
+async def test_a_new_wakeup_replaces_the_pending_one() -> None:
+    scheduler = Scheduler()
+    fired: list[str] = []
+
+    async def mark(label: str) -> None:
+        fired.append(label)
+
+    scheduler.schedule("agent", 10, lambda: mark("late"))
+    scheduler.schedule("agent", 0, lambda: mark("now"))
+    assert len(scheduler) == 1
+    for _ in range(5):
+        await asyncio.sleep(0)  # let the loop run the due callback; no wall-clock waiting
+    assert fired == ["now"]
+    await scheduler.close()
+    scheduler.schedule("agent", 0, lambda: mark("after close"))
+    assert not scheduler.pending("agent")
