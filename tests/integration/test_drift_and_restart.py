@@ -30,14 +30,21 @@ def test_a_deleted_rolebinding_and_a_hand_edited_role_are_restored(
 
     rbac.delete_namespaced_role_binding("steady-agent", agent_namespace)
     rbac.patch_namespaced_role(
-        "steady-agent", agent_namespace,
+        "steady-agent",
+        agent_namespace,
         {"rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list"]}]},
-    )  # fmt: skip
+    )
 
-    eventually(lambda: status_of(rbac.read_namespaced_role_binding, "steady-agent", agent_namespace) == 200,
-               timeout=20, what="RoleBinding restored")  # fmt: skip
-    eventually(lambda: rbac.read_namespaced_role("steady-agent", agent_namespace).rules == declared,
-               timeout=20, what="Role rules restored")  # fmt: skip
+    eventually(
+        lambda: status_of(rbac.read_namespaced_role_binding, "steady-agent", agent_namespace) == 200,
+        timeout=20,
+        what="RoleBinding restored",
+    )
+    eventually(
+        lambda: rbac.read_namespaced_role("steady-agent", agent_namespace).rules == declared,
+        timeout=20,
+        what="Role rules restored",
+    )
     eventually(lambda: agent.can(token, "create") == 200, what="access works again")
     assert status_of(agent.as_agent(token).list_namespaced_secret, agent_namespace) == 403
     events = kubernetes.client.EventsV1Api(cluster.admin()).list_namespaced_event(agent_namespace).items
@@ -51,9 +58,10 @@ def test_removed_labels_and_a_hand_edited_service_account_are_put_back(
     agent.wait_ready()
     core = kubernetes.client.CoreV1Api(cluster.admin())
     core.patch_namespaced_service_account(
-        "labelled-agent", agent_namespace,
+        "labelled-agent",
+        agent_namespace,
         {"metadata": {"annotations": {"agentid.dev/owner": "User:mallory@example.com"}}},
-    )  # fmt: skip
+    )
 
     def owner_restored() -> bool:
         annotations = core.read_namespaced_service_account("labelled-agent", agent_namespace).metadata.annotations

@@ -69,8 +69,9 @@ def test_rotation_publishes_the_new_key_keeps_the_old_one_retiring_then_removes_
     retiring = next(key for key in status["keys"] if key["state"] == "Retiring")
     assert dt.datetime.fromisoformat(retiring["retiresAt"]) > dt.datetime.now(dt.UTC)
     # tokenTTL (10 s) + the operator's overlap allowance later, the old key is no longer published.
-    eventually(lambda: [key["keyID"] for key in agent.status()["keys"]] == [new["keyID"]], timeout=40,
-               what="old key retired")  # fmt: skip
+    eventually(
+        lambda: [key["keyID"] for key in agent.status()["keys"]] == [new["keyID"]], timeout=40, what="old key retired"
+    )
 
 
 def test_a_deleted_key_secret_is_regenerated_with_a_new_key_id_and_a_warning(

@@ -37,16 +37,19 @@ def test_no_private_key_material_leaks_anywhere(
     cluster: ClusterHandle, agent_namespace: str, operator_logs: LogCapture
 ) -> None:
     fingerprints: set[str] = set()
-    agents = [create_agent(cluster, agent_namespace, f"k-{alg.lower()}", credentials={"keyAlgorithm": alg})
-              for alg in ("Ed25519", "ES256", "RS256")]  # fmt: skip
+    agents = [
+        create_agent(cluster, agent_namespace, f"k-{alg.lower()}", credentials={"keyAlgorithm": alg})
+        for alg in ("Ed25519", "ES256", "RS256")
+    ]
     for agent in agents:
         agent.wait_ready()
         fingerprints |= {f for pem in agent.private_key_pems() for f in _fingerprints(pem)}
     # Exercise rotation (backdated key), regeneration (deleted Secret), suspension and revocation.
     core = kubernetes.client.CoreV1Api(cluster.admin())
     past = (dt.datetime.now(dt.UTC) - dt.timedelta(days=40)).replace(microsecond=0).isoformat()
-    core.patch_namespaced_secret("k-es256-agent-key", agent_namespace,
-                                 {"metadata": {"annotations": {"agentid.dev/key-created-at": past}}})  # fmt: skip
+    core.patch_namespaced_secret(
+        "k-es256-agent-key", agent_namespace, {"metadata": {"annotations": {"agentid.dev/key-created-at": past}}}
+    )
     core.delete_namespaced_secret("k-rs256-agent-key", agent_namespace)
     for agent in agents[1:]:
         eventually(lambda agent=agent: len(agent.status().get("keys", [])) == 2, what="new key")

@@ -103,8 +103,18 @@ def test_deletion_while_the_operator_is_down_completes_when_it_returns(
 
     operator = OperatorThread(cluster.kubeconfig, namespaces=["d-*"]).start()
     try:
-        eventually(lambda: _gone(custom.get_namespaced_custom_object, v1alpha1.GROUP, v1alpha1.VERSION,
-                                 namespace, v1alpha1.PLURAL, "orphan"), timeout=30, what="agent deleted")  # fmt: skip
+        eventually(
+            lambda: _gone(
+                custom.get_namespaced_custom_object,
+                v1alpha1.GROUP,
+                v1alpha1.VERSION,
+                namespace,
+                v1alpha1.PLURAL,
+                "orphan",
+            ),
+            timeout=30,
+            what="agent deleted",
+        )
         core = kubernetes.client.CoreV1Api(cluster.admin())
         assert _gone(core.read_namespaced_service_account, "orphan-agent", namespace)
         assert _gone(core.read_namespaced_secret, "orphan-agent-key", namespace)
@@ -122,8 +132,17 @@ def test_a_recreated_agent_gets_a_new_identity_and_old_tokens_fail(
     custom.delete_namespaced_custom_object(
         v1alpha1.GROUP, v1alpha1.VERSION, agent_namespace, v1alpha1.PLURAL, "phoenix"
     )
-    eventually(lambda: _gone(custom.get_namespaced_custom_object, v1alpha1.GROUP, v1alpha1.VERSION,
-                             agent_namespace, v1alpha1.PLURAL, "phoenix"), what="deleted")  # fmt: skip
+    eventually(
+        lambda: _gone(
+            custom.get_namespaced_custom_object,
+            v1alpha1.GROUP,
+            v1alpha1.VERSION,
+            agent_namespace,
+            v1alpha1.PLURAL,
+            "phoenix",
+        ),
+        what="deleted",
+    )
     custom.create_namespaced_custom_object(
         v1alpha1.GROUP, v1alpha1.VERSION, agent_namespace, v1alpha1.PLURAL, agent_manifest("phoenix", agent_namespace)
     )

@@ -77,9 +77,13 @@ def test_the_api_server_refuses_invalid_agents_with_a_precise_message(
     custom = kubernetes.client.CustomObjectsApi(cluster.admin())
     with pytest.raises(kubernetes.client.ApiException) as refused:
         custom.create_namespaced_custom_object(
-            v1alpha1.GROUP, v1alpha1.VERSION, namespace, v1alpha1.PLURAL, copy.deepcopy(manifest),
+            v1alpha1.GROUP,
+            v1alpha1.VERSION,
+            namespace,
+            v1alpha1.PLURAL,
+            copy.deepcopy(manifest),
             field_validation="Strict",
-        )  # fmt: skip
+        )
     assert refused.value.status in (400, 422), case
     assert message in json.loads(refused.value.body)["message"]
 
@@ -109,10 +113,12 @@ def test_a_missing_cluster_role_gives_ready_false_and_recovers_once_it_exists(
     assert agent.status()["grantedClusterRoles"] == []
 
     rbac = kubernetes.client.RbacAuthorizationV1Api(cluster.admin())
-    rbac.create_cluster_role({
-        "metadata": {"name": role_name},
-        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}],
-    })  # fmt: skip
+    rbac.create_cluster_role(
+        {
+            "metadata": {"name": role_name},
+            "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}],
+        }
+    )
     try:
         status = agent.wait_ready()
         assert status["grantedClusterRoles"] == [role_name]

@@ -11,8 +11,14 @@ from tests.support.agents import agent_manifest
 NOW = dt.datetime(2026, 11, 29, 12, 0, 0, tzinfo=dt.UTC)
 
 
-def agent(name: str = "triage", namespace: str = "finance", *, status: dict[str, Any] | None = None,
-          generation: int = 1, **spec: Any) -> AgentIdentity:  # fmt: skip
+def agent(
+    name: str = "triage",
+    namespace: str = "finance",
+    *,
+    status: dict[str, Any] | None = None,
+    generation: int = 1,
+    **spec: Any,
+) -> AgentIdentity:
     manifest = agent_manifest(name, namespace, **spec)
     manifest["metadata"].update({"uid": f"uid-{name}", "generation": generation, "resourceVersion": "1"})
     if status is not None:

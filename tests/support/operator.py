@@ -79,8 +79,15 @@ class OperatorProcess:
     """`agentid run` as a real process (killable at any moment, for crash-consistency tests)."""
 
     def __init__(self, kubeconfig: Path, *, namespaces: Sequence[str], log_path: Path) -> None:
-        argv = [sys.executable, "-m", "agentid", "run", f"--kubeconfig={kubeconfig}", "--resync-seconds=5",
-                "--key-overlap-seconds=2"]  # fmt: skip
+        argv = [
+            sys.executable,
+            "-m",
+            "agentid",
+            "run",
+            f"--kubeconfig={kubeconfig}",
+            "--resync-seconds=5",
+            "--key-overlap-seconds=2",
+        ]
         argv += [f"--namespace={pattern}" for pattern in namespaces]
         self.log_path = log_path
         self._log = log_path.open("ab")

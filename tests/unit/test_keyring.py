@@ -32,8 +32,14 @@ def test_keys_rotate_when_their_period_has_elapsed_and_when_the_algorithm_change
 
 
 def _status(kid: str, state: KeyState, retires_at: dt.datetime | None = None) -> KeyStatus:
-    return KeyStatus(key_id=kid, algorithm=KeyAlgorithm.ED25519, created_at=NOW - HOUR, state=state,
-                     retires_at=retires_at, jwk={"kid": kid})  # fmt: skip
+    return KeyStatus(
+        key_id=kid,
+        algorithm=KeyAlgorithm.ED25519,
+        created_at=NOW - HOUR,
+        state=state,
+        retires_at=retires_at,
+        jwk={"kid": kid},
+    )
 
 
 def test_a_replaced_key_retires_for_the_window_then_disappears() -> None:

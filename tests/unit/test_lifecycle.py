@@ -53,8 +53,13 @@ def test_hand_edits_and_deletions_are_drift_when_the_spec_did_not_change() -> No
     access = effective_access(current.spec, {})
     role = desired.role(current, access)
     role["rules"] = [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
-    plan = plan_objects(current, observed_as_applied([desired.service_account(current, AGENT_ID), role]),
-                        access=access, agent_id=AGENT_ID, terminal=False)  # fmt: skip
+    plan = plan_objects(
+        current,
+        observed_as_applied([desired.service_account(current, AGENT_ID), role]),
+        access=access,
+        agent_id=AGENT_ID,
+        terminal=False,
+    )
     assert sorted(plan.repaired) == ["Role triage-agent (modified)", "RoleBinding triage-agent (missing)"]
 
 
@@ -64,13 +69,24 @@ def test_suspension_deletes_bindings_before_roles_and_keeps_identity_and_key() -
         desired.service_account(before, AGENT_ID),
         *desired.access_objects(before, effective_access(before.spec, VIEW)),
     ]
-    suspended = agent(clusterRoleRefs=["view"], supervision={"mode": "Suspended"}, generation=2,
-                      status={"phase": "Active", "observedGeneration": 1})  # fmt: skip
-    plan = plan_objects(suspended, observed_as_applied(applied), access=effective_access(suspended.spec, VIEW),
-                        agent_id=AGENT_ID, terminal=False)  # fmt: skip
+    suspended = agent(
+        clusterRoleRefs=["view"],
+        supervision={"mode": "Suspended"},
+        generation=2,
+        status={"phase": "Active", "observedGeneration": 1},
+    )
+    plan = plan_objects(
+        suspended,
+        observed_as_applied(applied),
+        access=effective_access(suspended.spec, VIEW),
+        agent_id=AGENT_ID,
+        terminal=False,
+    )
     assert [(ref.kind, ref.name) for ref in plan.deletes] == [
-        ("RoleBinding", "triage-agent"), ("RoleBinding", "triage-agent-cr-view"), ("Role", "triage-agent"),
-    ]  # fmt: skip
+        ("RoleBinding", "triage-agent"),
+        ("RoleBinding", "triage-agent-cr-view"),
+        ("Role", "triage-agent"),
+    ]
     assert plan.applies == ()
 
 
@@ -81,8 +97,13 @@ def test_revocation_deletes_everything_in_order_bindings_keys_identity() -> None
         *desired.access_objects(current, effective_access(current.spec, {})),
     ]
     secret = {("Secret", "triage-agent-key"): {"kind": "Secret", "metadata": {"name": "triage-agent-key", "uid": "s"}}}
-    plan = plan_objects(current, observed_as_applied(applied, extra=secret), access=effective_access(current.spec, {}),
-                        agent_id=AGENT_ID, terminal=True)  # fmt: skip
+    plan = plan_objects(
+        current,
+        observed_as_applied(applied, extra=secret),
+        access=effective_access(current.spec, {}),
+        agent_id=AGENT_ID,
+        terminal=True,
+    )
     assert [ref.kind for ref in plan.deletes] == ["RoleBinding", "Role", "Secret", "ServiceAccount"]
     assert plan.deletes[2].uid == "s"  # deletes are guarded by UID against a newer twin
 
@@ -97,8 +118,14 @@ def test_revoked_and_expired_are_terminal_even_if_the_spec_changes_later() -> No
 
 def _outcome(current: Any, phase: Phase, action: KeyAction = KeyAction.KEEP) -> Outcome:
     access = effective_access(current.spec, VIEW)
-    return Outcome(phase=phase, access=access, keys=tuple(key_statuses([], KEY, now=NOW, window=dt.timedelta(minutes=5))),
-                   key=KEY, service_account_uid="sa-uid", key_action=action)  # fmt: skip
+    return Outcome(
+        phase=phase,
+        access=access,
+        keys=tuple(key_statuses([], KEY, now=NOW, window=dt.timedelta(minutes=5))),
+        key=KEY,
+        service_account_uid="sa-uid",
+        key_action=action,
+    )
 
 
 def test_status_of_a_provisioned_agent_has_every_condition_stamped_with_the_generation() -> None:
@@ -108,9 +135,11 @@ def test_status_of_a_provisioned_agent_has_every_condition_stamped_with_the_gene
     assert status.agent_id == AGENT_ID
     assert status.service_account_name == naming.service_account("triage")
     assert {c.type: (c.status, c.reason) for c in status.conditions} == {
-        "Revoked": ("False", "NotRevoked"), "CredentialsReady": ("True", "KeyActive"),
-        "AccessReady": ("True", "Granted"), "Ready": ("True", "Provisioned"),
-    }  # fmt: skip
+        "Revoked": ("False", "NotRevoked"),
+        "CredentialsReady": ("True", "KeyActive"),
+        "AccessReady": ("True", "Granted"),
+        "Ready": ("True", "Provisioned"),
+    }
     assert all(c.observed_generation == 3 for c in status.conditions)
     assert status.next_rotation_time == NOW + dt.timedelta(hours=720)
 
@@ -129,9 +158,16 @@ def test_last_transition_time_moves_only_when_a_condition_flips() -> None:
 
 
 def test_events_name_the_transition_and_the_person_who_caused_it() -> None:
-    current = agent(supervision={"mode": "Suspended", "reason": "incident 42"}, generation=2,
-                    status={"phase": "Active", "supervision": "Autonomous", "observedGeneration": 1,
-                            "lastChangedBy": {"username": "bob@example.com", "time": "2026-11-29T11:59:00Z"}})  # fmt: skip
+    current = agent(
+        supervision={"mode": "Suspended", "reason": "incident 42"},
+        generation=2,
+        status={
+            "phase": "Active",
+            "supervision": "Autonomous",
+            "observedGeneration": 1,
+            "lastChangedBy": {"username": "bob@example.com", "time": "2026-11-29T11:59:00Z"},
+        },
+    )
     status = lifecycle.compute_status(current, _outcome(current, Phase.SUSPENDED), agent_id=AGENT_ID, now=NOW)
     events = lifecycle.transition_events(
         current, status, _outcome(current, Phase.SUSPENDED), actor=status.last_changed_by
@@ -161,8 +197,9 @@ def test_the_next_wakeup_is_the_earliest_of_rotation_retirement_and_expiry() -> 
 def test_status_patches_null_out_removed_fields_and_are_none_when_equal() -> None:
     assert lifecycle.status_patch({"phase": "Active"}, {"phase": "Active"}) is None
     assert lifecycle.status_patch({"phase": "Active", "revokedAt": "x"}, {"phase": "Active"}) == {
-        "phase": "Active", "revokedAt": None,
-    }  # fmt: skip
+        "phase": "Active",
+        "revokedAt": None,
+    }
 
 
 def test_desired_is_contained_in_observed_by_maps_but_lists_must_match() -> None:

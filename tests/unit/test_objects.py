@@ -11,16 +11,28 @@ from tests.support.factories import NOW, agent
 
 
 def _secret(signing_key: keys.SigningKey, **overrides: str) -> dict:
-    manifest = desired.key_secret(agent(), private_pem=signing_key.private_pem(), key_id=signing_key.key_id,
-                                  algorithm=signing_key.algorithm.value, created_at=NOW.isoformat())  # fmt: skip
+    manifest = desired.key_secret(
+        agent(),
+        private_pem=signing_key.private_pem(),
+        key_id=signing_key.key_id,
+        algorithm=signing_key.algorithm.value,
+        created_at=NOW.isoformat(),
+    )
     manifest["metadata"]["annotations"].update(overrides)
     return manifest
 
 
 def test_every_owned_object_is_labelled_and_owned_by_the_agent() -> None:
     current = agent(clusterRoleRefs=["view"])
-    objects = [desired.service_account(current, "spiffe://x"), *desired.access_objects(current, effective_access(
-        current.spec, {"view": projections.cluster_role_info({"metadata": {"name": "view"}, "rules": []})}))]  # fmt: skip
+    objects = [
+        desired.service_account(current, "spiffe://x"),
+        *desired.access_objects(
+            current,
+            effective_access(
+                current.spec, {"view": projections.cluster_role_info({"metadata": {"name": "view"}, "rules": []})}
+            ),
+        ),
+    ]
     for manifest in objects:
         assert manifest["metadata"]["labels"][naming.AGENT_LABEL] == "triage"
         assert manifest["metadata"]["labels"][naming.MANAGED_BY_LABEL] == "agentid-operator"
@@ -63,10 +75,14 @@ def test_a_secret_whose_key_does_not_match_its_declared_id_is_not_trusted() -> N
 
 def test_drift_is_suspected_for_deletions_and_for_changes_by_other_managers() -> None:
     ours = {"metadata": {"managedFields": [{"manager": naming.FIELD_MANAGER, "time": "2026-11-29T12:00:00Z"}]}}
-    theirs = {"metadata": {"managedFields": [
-        {"manager": naming.FIELD_MANAGER, "time": "2026-11-29T12:00:00Z"},
-        {"manager": "kubectl-edit", "time": "2026-11-29T12:05:00Z"},
-    ]}}  # fmt: skip
+    theirs = {
+        "metadata": {
+            "managedFields": [
+                {"manager": naming.FIELD_MANAGER, "time": "2026-11-29T12:00:00Z"},
+                {"manager": "kubectl-edit", "time": "2026-11-29T12:05:00Z"},
+            ]
+        }
+    }
     assert not projections.changed_by_others(ours, "MODIFIED")
     assert projections.changed_by_others(theirs, "MODIFIED")
     assert projections.changed_by_others(ours, "DELETED")

@@ -12,9 +12,12 @@ OWNER = ("finance", "triage")
 
 
 def _role(resource_version: str, verbs: list[str]) -> dict:
-    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-            "metadata": {"name": "triage-agent", "namespace": "finance", "resourceVersion": resource_version},
-            "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": verbs}]}  # fmt: skip
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": "triage-agent", "namespace": "finance", "resourceVersion": resource_version},
+        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": verbs}],
+    }
 
 
 def test_own_writes_win_over_a_lagging_index_until_it_catches_up() -> None:

@@ -183,9 +183,11 @@ def compute_status(agent: AgentIdentity, outcome: Outcome, *, agent_id: str, now
         if key is not None:
             rotation = next_rotation(key, agent.spec.credentials).isoformat()
             condition(
-                reasons.CREDENTIALS_READY, "True", reasons.KEY_ACTIVE,
+                reasons.CREDENTIALS_READY,
+                "True",
+                reasons.KEY_ACTIVE,
                 f"key {key.key_id} ({key.algorithm.value}) is active; next rotation at {rotation}",
-            )  # fmt: skip
+            )
         problems = outcome.access.problems
         suspended = agent.spec.supervision.mode is SupervisionMode.SUSPENDED
         if problems:
@@ -197,9 +199,11 @@ def compute_status(agent: AgentIdentity, outcome: Outcome, *, agent_id: str, now
         else:
             condition(reasons.ACCESS_READY, "True", reasons.GRANTED, _access_message(outcome.access))
             condition(
-                reasons.READY, "True", reasons.PROVISIONED,
+                reasons.READY,
+                "True",
+                reasons.PROVISIONED,
                 f"{agent.spec.supervision.mode.value}: identity, keys and access are in place",
-            )  # fmt: skip
+            )
 
     revoked_at = previous.revoked_at
     if terminal and revoked_at is None:

@@ -178,8 +178,13 @@ class AgentReconciler:
 
     async def _apply_key_secret(self, agent: AgentIdentity, live: Body, key: ObservedKey) -> None:
         data = live.get("data") or {}
-        manifest = desired.key_secret(agent, private_pem=b"", key_id=key.key_id, algorithm=key.algorithm.value,
-                                      created_at=key.created_at.isoformat())  # fmt: skip
+        manifest = desired.key_secret(
+            agent,
+            private_pem=b"",
+            key_id=key.key_id,
+            algorithm=key.algorithm.value,
+            created_at=key.created_at.isoformat(),
+        )
         manifest["data"] = dict(data)  # the live key material, unchanged
         if lifecycle.contains(live, manifest):
             return
@@ -268,8 +273,14 @@ class AgentReconciler:
         failures = self._failures[metadata["uid"]] = self._failures.get(metadata["uid"], 0) + 1
         timings = self.settings.timings
         delay = min(timings.retry_initial * 2 ** min(failures - 1, 16), timings.retry_max)
-        logger.warning("reconcile of %s/%s failed (attempt %d, retry in %s): %s",
-                       metadata["namespace"], metadata["name"], failures, delay, error)  # fmt: skip
+        logger.warning(
+            "reconcile of %s/%s failed (attempt %d, retry in %s): %s",
+            metadata["namespace"],
+            metadata["name"],
+            failures,
+            delay,
+            error,
+        )
         if not error.retryable and not metadata.get("deletionTimestamp"):
             await self._record_failure(body, str(error)[:1024])
         retry_at: dt.datetime = self.clock() + delay
@@ -328,8 +339,9 @@ class AgentReconciler:
                 supervision=agent.spec.supervision.mode.value,
                 message=event.message,
             )
-            await self.events.post(body, type_=event.type, reason=event.reason, note=event.message,
-                                   action=event.action, now=now)  # fmt: skip
+            await self.events.post(
+                body, type_=event.type, reason=event.reason, note=event.message, action=event.action, now=now
+            )
 
 
 def _with_well_known_deletes(agent: AgentIdentity, plan: ObjectPlan) -> ObjectPlan:
