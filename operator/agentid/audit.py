@@ -33,3 +33,15 @@ def record(action: str, **fields: Any) -> dict[str, Any]:
     entry.update({key: value for key, value in fields.items() if value is not None})
     _logger.info(json.dumps(entry, sort_keys=False, default=str))
     return entry
+
+
+def configure(path: str | None = None) -> None:
+    """Send audit records as bare JSON lines to stdout (or a file), whatever format the other logs use.
+
+    They do not propagate to the root logger, so a JSON log formatter never wraps (and escapes) them.
+    """
+    handler: logging.Handler = logging.FileHandler(path) if path else logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    _logger.handlers[:] = [handler]
+    _logger.setLevel(logging.INFO)
+    _logger.propagate = False

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import logging
 
 import kopf
 
+from agentid import audit
 from agentid.domain.settings import OperatorSettings, Timings
 from agentid.handlers.runtime import OperatorConfig, run_operator
 
@@ -23,6 +23,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     run.add_argument("--liveness", default=None, metavar="URL",
                      help="serve liveness/readiness probes, e.g. http://0.0.0.0:8080/healthz")  # fmt: skip
     run.add_argument("--log-format", choices=["plain", "full", "json"], default="full")
+    run.add_argument("--audit-log", metavar="PATH", help="write audit records here (default: stdout)")
     run.add_argument("--verbose", action="store_true", help="debug logging (never shows keys or tokens)")
     run.add_argument("--trust-domain", default="cluster.local", help="trust domain of agent IDs (spiffe://<td>/...)")
     run.add_argument("--resync-seconds", type=float, default=60.0,
@@ -35,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run_command(args: argparse.Namespace) -> int:
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat[args.log_format.upper()])
-    logging.getLogger("agentid.audit").setLevel(logging.INFO)
+    audit.configure(args.audit_log)
     resync = dt.timedelta(seconds=args.resync_seconds)
     config = OperatorConfig(
         kubeconfig=args.kubeconfig,

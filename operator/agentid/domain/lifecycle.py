@@ -287,7 +287,7 @@ def _supervision_events(agent: AgentIdentity, new: AgentIdentityStatus, by: str)
     old = agent.status
     if old.phase is Phase.PENDING:
         mode = new.supervision.value if new.supervision else ""
-        note = f"ServiceAccount {new.service_account_name}, key {_active_kid(new)}, {mode} access{by}"
+        note = f"ServiceAccount {new.service_account_name}, key {_active_kid(new)}, supervision {mode}{by}"
         return [EventSpec("Normal", reasons.EVENT_PROVISIONED, note, "Provision")]
     if old.supervision is None or new.supervision is None or old.supervision == new.supervision:
         return []
