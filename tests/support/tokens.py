@@ -156,6 +156,11 @@ def session_endpoint(cluster: ClusterHandle) -> TokenServiceEndpoint:
         endpoint = TokenServiceEndpoint.load(cluster.local.workdir)
         if endpoint is not None:
             return endpoint
+    return fresh_endpoint()
+
+
+def fresh_endpoint() -> TokenServiceEndpoint:
+    """A free port and a certificate from a new CA: for extra services the apiserver need not trust."""
     folder = Path(tempfile.mkdtemp(prefix="agentid-tokens-"))
     ca = pki.CertificateAuthority(folder)
     serving = ca.serving("token-service", "127.0.0.1", "localhost")
