@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from agentid import __version__
-from agentid.cli import dev, run
+from agentid.cli import dev, run, tokens
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     dev.register(subparsers)
     run.register(subparsers)
+    tokens.register(subparsers)
     return parser
 
 
