@@ -10,7 +10,7 @@ import kopf
 
 from agentid import audit
 from agentid.domain.settings import OperatorSettings, Timings
-from agentid.handlers.runtime import OperatorConfig, run_operator
+from agentid.handlers.runtime import OperatorConfig, WebhookConfig, run_operator
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -31,6 +31,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     run.add_argument("--key-overlap-seconds", type=float, default=360.0,
                      help="how long past an agent's tokenTTL a replaced key stays published")  # fmt: skip
     run.add_argument("--max-in-flight", type=int, default=64, help="concurrent API requests")
+    run.add_argument("--webhook-port", type=int, help="serve the admission webhook (TLS) on this port")
+    run.add_argument("--webhook-cert", default="/tls/tls.crt", help="webhook serving certificate (PEM)")
+    run.add_argument("--webhook-key", default="/tls/tls.key", help="webhook serving key (PEM)")
+    run.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
     run.set_defaults(func=run_command)
 
 
@@ -52,6 +56,8 @@ def run_command(args: argparse.Namespace) -> int:
             ),
         ),
         max_in_flight=args.max_in_flight,
+        webhook=WebhookConfig(args.webhook_port, args.webhook_cert, args.webhook_key) if args.webhook_port else None,
+        metrics_port=args.metrics_port,
     )
     asyncio.run(run_operator(config))
     return 0

@@ -15,6 +15,7 @@ from typing import Any
 
 import kopf
 
+from agentid import metrics
 from agentid.domain import naming
 from agentid.domain.settings import OperatorSettings
 from agentid.handlers import registrations
@@ -29,6 +30,17 @@ PERSISTENCE_PREFIX = "agentid.dev"
 
 
 @dataclass(frozen=True)
+class WebhookConfig:
+    """Where the admission webhook listens (TLS). The webhook configurations themselves are rendered by the
+    Helm chart (or ``agentid.webhooks.configuration`` for the local control plane), never by Kopf."""
+
+    port: int
+    certfile: str
+    keyfile: str
+    addr: str = "0.0.0.0"  # noqa: S104 - a Pod serves its Service
+
+
+@dataclass(frozen=True)
 class OperatorConfig:
     kubeconfig: str | None = None
     namespaces: Sequence[str] = ()  # Kopf patterns, e.g. "team-*"; empty with all_namespaces=False: all
@@ -36,10 +48,12 @@ class OperatorConfig:
     liveness_endpoint: str | None = None
     settings: OperatorSettings = field(default_factory=OperatorSettings)
     max_in_flight: int = 64
+    webhook: WebhookConfig | None = None
+    metrics_port: int | None = None
     instance: str = field(default_factory=lambda: os.environ.get("POD_NAME") or socket.gethostname())
 
 
-def kopf_settings() -> kopf.OperatorSettings:
+def kopf_settings(config: OperatorConfig) -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
     # Own prefixes from day one (changing them later would make Kopf reprocess everything).
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PERSISTENCE_PREFIX)
@@ -53,6 +67,14 @@ def kopf_settings() -> kopf.OperatorSettings:
     settings.watching.inactivity_timeout = 400
     settings.networking.request_timeout = 60
     settings.networking.enforce_retry_after = True
+    if config.webhook is not None:
+        settings.admission.server = kopf.WebhookServer(
+            addr=config.webhook.addr,
+            port=config.webhook.port,
+            certfile=config.webhook.certfile,
+            pkeyfile=config.webhook.keyfile,
+        )
+        settings.admission.managed = None  # configurations come from the chart, not from Kopf
     return settings
 
 
@@ -78,13 +100,15 @@ async def run_operator(
     ready_flag: Any = None,  # set by Kopf once the operator is up
 ) -> None:
     runtime = await build_runtime(config)
+    if config.metrics_port is not None:
+        metrics.serve(config.metrics_port)
     registry = kopf.OperatorRegistry()
     registrations.register(registry)
     logging.getLogger(__name__).info("agentid operator starting (instance %s)", config.instance)
     try:
         await kopf.operator(
             registry=registry,
-            settings=kopf_settings(),
+            settings=kopf_settings(config),
             memo=kopf.Memo(runtime=runtime),
             standalone=True,
             clusterwide=config.all_namespaces and not config.namespaces,
