@@ -7,12 +7,14 @@ The local control plane can only take apiserver flags and files before ``start()
 from __future__ import annotations
 
 import json
+import random
+import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import yaml
 
-from agentid.devcluster.cluster import LocalCluster, free_port
+from agentid.devcluster.cluster import LocalCluster
 from agentid.tokens import authnconfig
 
 TOKEN_SERVICE_FILE = "token-service.json"
@@ -43,11 +45,37 @@ class TokenServiceEndpoint:
         return cls(**json.loads(path.read_text())) if path.exists() else None
 
 
+def reserved_port() -> int:
+    """A free loopback port *below* the kernel's ephemeral range.
+
+    The port is bound only later, when the token service starts; a port from the ephemeral range (what binding
+    to port 0 returns) can meanwhile become the source port of one of the control plane's own connections.
+    """
+    low = _ephemeral_low()
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(max(1024, low - 12_000), low)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def configure_token_issuer(local: LocalCluster) -> TokenServiceEndpoint:
     """Reserve the token service's port, issue its serving cert from the cluster CA, and make the apiserver
     trust its issuer for agent tokens (``--authentication-config``). The service itself starts later (fixture);
     the apiserver retries discovery until it answers."""
-    port = free_port()
+    port = reserved_port()
     serving = local.ca.serving("token-service", "127.0.0.1", "localhost")
     endpoint = TokenServiceEndpoint(port=port, cert=str(serving.cert), key=str(serving.key), ca=str(local.ca.cert_path))
     config = authnconfig.authentication_configuration(

@@ -29,13 +29,12 @@ import requests
 from agentid.api import v1alpha1
 from agentid.api.v1alpha1 import KeyAlgorithm
 from agentid.devcluster import pki
-from agentid.devcluster.cluster import free_port
 from agentid.domain import claims, keys, naming
 from agentid.kube.client import KubeClient
 from agentid.tokens.service import FIELD_MANAGER, TokenService
 from agentid.tokens.settings import TLS, TokenServiceSettings
 from tests.support.agents import Agent, create_agent
-from tests.support.cluster_setup import KUBE_AUDIENCE, TokenServiceEndpoint
+from tests.support.cluster_setup import KUBE_AUDIENCE, TokenServiceEndpoint, reserved_port
 from tests.support.clusters import ClusterHandle
 from tests.support.polling import eventually
 
@@ -165,7 +164,11 @@ def fresh_endpoint() -> TokenServiceEndpoint:
     ca = pki.CertificateAuthority(folder)
     serving = ca.serving("token-service", "127.0.0.1", "localhost")
     return TokenServiceEndpoint(
-        port=free_port(), cert=str(serving.cert), key=str(serving.key), ca=str(ca.cert_path), trusted_by_apiserver=False
+        port=reserved_port(),
+        cert=str(serving.cert),
+        key=str(serving.key),
+        ca=str(ca.cert_path),
+        trusted_by_apiserver=False,
     )
 
 
@@ -192,12 +195,22 @@ def start_token_service(cluster: ClusterHandle, endpoint: TokenServiceEndpoint, 
 
 @pytest.fixture(scope="session", name="token_service")
 def token_service_fixture(cluster: ClusterHandle, crds: None) -> Iterator[TokenServiceHandle]:
+    """One service per session. Each test module that imports this fixture gets its own fixture definition, so
+    the first one starts the service and later ones reuse it (the owner stops it last, at session end)."""
+    running = _SESSION_SERVICES.get(cluster.kubeconfig)
+    if running is not None:
+        yield running
+        return
     endpoint = session_endpoint(cluster)
-    thread = start_token_service(cluster, endpoint)
-    handle = TokenServiceHandle(endpoint, thread)
+    handle = TokenServiceHandle(endpoint, start_token_service(cluster, endpoint))
+    _SESSION_SERVICES[cluster.kubeconfig] = handle
     yield handle
+    del _SESSION_SERVICES[cluster.kubeconfig]
     handle.session.close()
-    thread.stop()
+    handle.thread.stop()
+
+
+_SESSION_SERVICES: dict[Path, TokenServiceHandle] = {}
 
 
 @pytest.fixture(scope="session", name="apiserver_trusts_issuer")
