@@ -91,15 +91,15 @@ def test_the_agents_uid_group_carries_rbac_granted_to_it(
     rbac.create_namespaced_role(
         token_namespace,
         {
-            "metadata": {"name": "triage-agent"},
+            "metadata": {"name": "granted-by-test"},
             "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "create"]}],
         },
     )
     rbac.create_namespaced_role_binding(
         token_namespace,
         {
-            "metadata": {"name": "triage-agent"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "triage-agent"},
+            "metadata": {"name": "granted-by-test"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "granted-by-test"},
             "subjects": [
                 {"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": naming.uid_group(agent.uid)}
             ],

@@ -16,6 +16,7 @@ from tests.support.clusters import ClusterHandle
 from tests.support.polling import eventually
 from tests.support.tokens import (
     MCP,
+    OPERATOR_PROVISIONS,
     TokenServiceHandle,
     provisioned,
     token_namespace_fixture,  # noqa: F401 - fixture
@@ -124,6 +125,7 @@ def test_a_deleted_and_recreated_agent_does_not_honour_the_old_incarnations_toke
     assert token_service.exchange(new.service_account_token(token_service.issuer)).status_code == 200
 
 
+@pytest.mark.skipif(OPERATOR_PROVISIONS, reason="the operator re-binds a recreated ServiceAccount (drift repair)")
 def test_a_status_naming_another_service_account_uid_is_not_matched_by_name(
     cluster: ClusterHandle, token_service: TokenServiceHandle, token_namespace: str
 ) -> None:
