@@ -65,12 +65,21 @@ def test_kubectl_auth_whoami_shows_the_agent(
     token = token_service.token(agent.service_account_token(token_service.issuer), audience=KUBE_AUDIENCE)
     result = subprocess.run(
         [
-            kubectl_binary(), "--kubeconfig=/dev/null", f"--server={cluster.server}",
-            f"--certificate-authority={cluster.configuration.ssl_ca_cert}", f"--token={token}",
-            "auth", "whoami", "-o", "json",
+            kubectl_binary(),
+            "--kubeconfig=/dev/null",
+            f"--server={cluster.server}",
+            f"--certificate-authority={cluster.configuration.ssl_ca_cert}",
+            f"--token={token}",
+            "auth",
+            "whoami",
+            "-o",
+            "json",
         ],
-        capture_output=True, text=True, check=False, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert f"agent:{token_namespace}:triage" in result.stdout
 
@@ -119,9 +128,13 @@ def test_rbac_follows_supervision_for_agent_tokens(
     cluster: ClusterHandle, token_service: TokenServiceHandle, token_namespace: str
 ) -> None:
     agent = provisioned(
-        cluster, token_service, token_namespace, "triage", **SPEC,
+        cluster,
+        token_service,
+        token_namespace,
+        "triage",
+        **SPEC,
         permissions=[{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "create"]}],
-    )  # fmt: skip
+    )
     token = token_service.token(agent.service_account_token(token_service.issuer), audience=KUBE_AUDIENCE)
     core = kubernetes.client.CoreV1Api(cluster.with_token(token))
 
@@ -140,9 +153,13 @@ def test_the_token_of_a_suspended_agent_authorises_nothing(
     cluster: ClusterHandle, token_service: TokenServiceHandle, token_namespace: str
 ) -> None:
     agent = provisioned(
-        cluster, token_service, token_namespace, "triage", **SPEC,
+        cluster,
+        token_service,
+        token_namespace,
+        "triage",
+        **SPEC,
         permissions=[{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}],
-    )  # fmt: skip
+    )
     token = token_service.token(agent.service_account_token(token_service.issuer), audience=KUBE_AUDIENCE)
     core = kubernetes.client.CoreV1Api(cluster.with_token(token))
     eventually(lambda: status_of(core.list_namespaced_config_map, token_namespace) == 200, what="read allowed")

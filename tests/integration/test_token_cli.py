@@ -32,9 +32,13 @@ pytestmark = pytest.mark.cluster
 
 def agentid(*args: str, input_text: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "agentid", *args], input=input_text, capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "agentid", *args],
+        input=input_text,
+        capture_output=True,
+        text=True,
+        timeout=120,
         check=False,
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture
@@ -45,13 +49,21 @@ def served(cluster: ClusterHandle, token_service: TokenServiceHandle, tmp_path: 
     process = ManagedProcess(
         "agentid-serve",
         [
-            sys.executable, "-m", "agentid", "serve", f"--issuer={endpoint.issuer}", "--host=127.0.0.1",
-            f"--port={endpoint.port}", f"--tls-cert={endpoint.cert}", f"--tls-key={endpoint.key}",
-            f"--namespace={SERVICE_NAMESPACE}", f"--secret-name=cli-{uuid.uuid4().hex[:6]}",
+            sys.executable,
+            "-m",
+            "agentid",
+            "serve",
+            f"--issuer={endpoint.issuer}",
+            "--host=127.0.0.1",
+            f"--port={endpoint.port}",
+            f"--tls-cert={endpoint.cert}",
+            f"--tls-key={endpoint.key}",
+            f"--namespace={SERVICE_NAMESPACE}",
+            f"--secret-name=cli-{uuid.uuid4().hex[:6]}",
             f"--kubeconfig={cluster.kubeconfig}",
         ],
         log_path=tmp_path / "serve.log",
-    )  # fmt: skip
+    )
 
     def ready() -> bool:
         assert process.alive(), process.log_tail()
@@ -72,13 +84,21 @@ def test_serve_token_and_verify_work_together(
     cluster: ClusterHandle, token_service: TokenServiceHandle, token_namespace: str, served: TokenServiceEndpoint
 ) -> None:
     provisioned(
-        cluster, token_service, token_namespace, "triage", supervision={"mode": "Supervised"},
+        cluster,
+        token_service,
+        token_namespace,
+        "triage",
+        supervision={"mode": "Supervised"},
         credentials={"audiences": [MCP]},
-    )  # fmt: skip
+    )
     issued = agentid(
-        "token", f"--issuer={served.issuer}", f"--agent={token_namespace}/triage", f"--audience={MCP}",
-        f"--cacert={served.ca}", f"--kubeconfig={cluster.kubeconfig}",
-    )  # fmt: skip
+        "token",
+        f"--issuer={served.issuer}",
+        f"--agent={token_namespace}/triage",
+        f"--audience={MCP}",
+        f"--cacert={served.ca}",
+        f"--kubeconfig={cluster.kubeconfig}",
+    )
     assert issued.returncode == 0, issued.stderr
     token = issued.stdout.strip()
 
@@ -89,8 +109,14 @@ def test_serve_token_and_verify_work_together(
     assert "supervision: Supervised" in verified.stdout
     assert "delegation: none" in verified.stdout
 
-    wrong_audience = agentid("verify", "-", f"--issuer={served.issuer}", f"--cacert={served.ca}",
-                             "--audience=https://other.example", input_text=token)  # fmt: skip
+    wrong_audience = agentid(
+        "verify",
+        "-",
+        f"--issuer={served.issuer}",
+        f"--cacert={served.ca}",
+        "--audience=https://other.example",
+        input_text=token,
+    )
     assert wrong_audience.returncode == 1
     assert token not in wrong_audience.stdout + wrong_audience.stderr
 
@@ -100,9 +126,12 @@ def test_token_reports_refusals_without_a_traceback(
 ) -> None:
     provisioned(cluster, token_service, token_namespace, "triage", supervision={"mode": "Suspended"})
     refused = agentid(
-        "token", f"--issuer={served.issuer}", f"--agent={token_namespace}/triage", f"--cacert={served.ca}",
+        "token",
+        f"--issuer={served.issuer}",
+        f"--agent={token_namespace}/triage",
+        f"--cacert={served.ca}",
         f"--kubeconfig={cluster.kubeconfig}",
-    )  # fmt: skip
+    )
     assert refused.returncode == 1
     assert "invalid_grant" in refused.stderr
     assert "Traceback" not in refused.stderr
@@ -113,9 +142,13 @@ def test_whoami_shows_what_the_apiserver_makes_of_an_agent_token(
     cluster: ClusterHandle, token_service: TokenServiceHandle, token_namespace: str, tmp_path: Path
 ) -> None:
     agent = provisioned(
-        cluster, token_service, token_namespace, "triage", supervision={"mode": "Autonomous"},
+        cluster,
+        token_service,
+        token_namespace,
+        "triage",
+        supervision={"mode": "Autonomous"},
         credentials={"audiences": [KUBE_AUDIENCE]},
-    )  # fmt: skip
+    )
     token_file = tmp_path / "agent.jwt"
     token_file.write_text(
         token_service.token(agent.service_account_token(token_service.issuer), audience=KUBE_AUDIENCE)

@@ -41,9 +41,13 @@ def forge(header: dict[str, Any], payload: dict[str, Any], signature: bytes = b"
 def genuine(cluster: ClusterHandle, token_service: TokenServiceHandle, token_namespace: str) -> dict[str, Any]:
     """A genuine agent token and what an attacker could learn from it (claims, kid, public key)."""
     agent = provisioned(
-        cluster, token_service, token_namespace, "triage", supervision={"mode": "Autonomous"},
+        cluster,
+        token_service,
+        token_namespace,
+        "triage",
+        supervision={"mode": "Autonomous"},
         credentials={"audiences": [MCP]},
-    )  # fmt: skip
+    )
     token = token_service.token(agent.service_account_token(token_service.issuer), audience=MCP)
     return {
         "token": token,

@@ -88,9 +88,13 @@ def test_a_delegated_token_becomes_inactive_when_its_actor_is_suspended(
     cluster: ClusterHandle, token_service: TokenServiceHandle, token_namespace: str
 ) -> None:
     subject = provisioned(
-        cluster, token_service, token_namespace, "triage", **SPEC,
+        cluster,
+        token_service,
+        token_namespace,
+        "triage",
+        **SPEC,
         delegation={"allowedActors": [{"name": "orchestrator"}]},
-    )  # fmt: skip
+    )
     actor = provisioned(cluster, token_service, token_namespace, "orchestrator", **SPEC)
     handed_over = token_service.token(subject.service_account_token(token_service.issuer), audience=MCP)
     delegated = token_service.token(
@@ -109,9 +113,13 @@ def test_a_delegated_token_becomes_inactive_when_the_actor_is_no_longer_allowed(
     cluster: ClusterHandle, token_service: TokenServiceHandle, token_namespace: str
 ) -> None:
     subject = provisioned(
-        cluster, token_service, token_namespace, "triage", **SPEC,
+        cluster,
+        token_service,
+        token_namespace,
+        "triage",
+        **SPEC,
         delegation={"allowedActors": [{"name": "orchestrator"}]},
-    )  # fmt: skip
+    )
     actor = provisioned(cluster, token_service, token_namespace, "orchestrator", **SPEC)
     handed_over = token_service.token(subject.service_account_token(token_service.issuer), audience=MCP)
     delegated = token_service.token(

@@ -222,15 +222,26 @@ def apiserver_trusts_issuer_fixture(cluster: ClusterHandle, token_service: Token
     now = int(dt.datetime.now(dt.UTC).timestamp())
     probe = jwt.encode(
         {
-            "iss": token_service.issuer, "sub": "spiffe://probe", "aud": KUBE_AUDIENCE, "exp": now + 300, "iat": now,
-            "nbf": now, "jti": uuid.uuid4().hex,
-            "agent": {"namespace": "probe", "name": "probe", "uid": "probe", "owner": {"kind": "User", "name": "t"},
-                      "supervision": "Supervised", "attributes": {}},
+            "iss": token_service.issuer,
+            "sub": "spiffe://probe",
+            "aud": KUBE_AUDIENCE,
+            "exp": now + 300,
+            "iat": now,
+            "nbf": now,
+            "jti": uuid.uuid4().hex,
+            "agent": {
+                "namespace": "probe",
+                "name": "probe",
+                "uid": "probe",
+                "owner": {"kind": "User", "name": "t"},
+                "supervision": "Supervised",
+                "attributes": {},
+            },
         },
         signing.private_key,
         algorithm=signing.jws_algorithm,
         headers={"kid": signing.key_id},
-    )  # fmt: skip
+    )
     eventually(lambda: whoami(cluster, probe) is not None, timeout=90, what="apiserver accepts agent tokens")
 
 
@@ -307,8 +318,15 @@ class ProvisionedAgent:
         """An RFC 7523 assertion signed with the agent's own key."""
         key = self.signing_key()
         now = int(dt.datetime.now(dt.UTC).timestamp())
-        payload = {"iss": self.agent_id, "sub": self.agent_id, "aud": audience, "iat": now, "exp": now + lifetime,
-                   "jti": uuid.uuid4().hex, **extra}  # fmt: skip
+        payload = {
+            "iss": self.agent_id,
+            "sub": self.agent_id,
+            "aud": audience,
+            "iat": now,
+            "exp": now + lifetime,
+            "jti": uuid.uuid4().hex,
+            **extra,
+        }
         return jwt.encode(payload, key.private_key, algorithm=key.jws_algorithm, headers={"kid": key.key_id})
 
 
@@ -356,10 +374,15 @@ def provision_by_hand(agent: Agent, *, algorithm: KeyAlgorithm = KeyAlgorithm.ED
         "serviceAccountUID": account.metadata.uid,
         "supervision": mode,
         "keys": [
-            {"keyID": key.key_id, "algorithm": algorithm.value, "createdAt": created, "state": "Active",
-             "jwk": dict(key.jwk)},
+            {
+                "keyID": key.key_id,
+                "algorithm": algorithm.value,
+                "createdAt": created,
+                "state": "Active",
+                "jwk": dict(key.jwk),
+            },
         ],
-    }  # fmt: skip
+    }
     kubernetes.client.CustomObjectsApi(agent.cluster.admin()).patch_namespaced_custom_object_status(
         v1alpha1.GROUP, v1alpha1.VERSION, agent.namespace, v1alpha1.PLURAL, agent.name, {"status": status}
     )

@@ -26,8 +26,15 @@ MAX = 16 * 1024
 
 def claims(**overrides: Any) -> dict[str, Any]:
     now = int(time.time())
-    base = {"iss": ISSUER, "sub": "spiffe://x/ns/a/agent/b", "aud": "https://mcp.example", "exp": now + 300,
-            "iat": now, "nbf": now, "jti": "j"}  # fmt: skip
+    base = {
+        "iss": ISSUER,
+        "sub": "spiffe://x/ns/a/agent/b",
+        "aud": "https://mcp.example",
+        "exp": now + 300,
+        "iat": now,
+        "nbf": now,
+        "jti": "j",
+    }
     base.update(overrides)
     return {key: value for key, value in base.items() if value is not None}
 

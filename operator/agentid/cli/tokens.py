@@ -55,17 +55,30 @@ def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     serve_parser.add_argument("--tls-key", type=Path, help="serving key (PEM)")
     serve_parser.add_argument("--namespace", default=DEFAULT_NAMESPACE, help="namespace of the issuer key Secret")
     serve_parser.add_argument("--secret-name", default=DEFAULT_SECRET, help="name of the issuer key Secret")
-    serve_parser.add_argument("--subject-audience", action="append", default=[], metavar="AUD",
-                              help="audience SA tokens must carry (repeatable; default: the issuer)")  # fmt: skip
+    serve_parser.add_argument(
+        "--subject-audience",
+        action="append",
+        default=[],
+        metavar="AUD",
+        help="audience SA tokens must carry (repeatable; default: the issuer)",
+    )
     serve_parser.add_argument("--rotation-period", default="720h", help="how long one issuer key signs")
     serve_parser.add_argument("--rotation-lead", default="10m", help="how long a new key is published before use")
     serve_parser.add_argument("--kubeconfig", help="kubeconfig (default: in-cluster, then $KUBECONFIG)")
     serve_parser.add_argument("--audit-log", metavar="PATH", help="write audit records here (default: stdout)")
     serve_parser.add_argument("--verbose", action="store_true", help="debug logging (never shows tokens or keys)")
-    serve_parser.add_argument("--print-authentication-config", action="store_true",
-                              help="print the apiserver AuthenticationConfiguration and exit")  # fmt: skip
-    serve_parser.add_argument("--kube-audience", action="append", default=[], metavar="AUD",
-                              help="audience of agent tokens for the apiserver (config)")  # fmt: skip
+    serve_parser.add_argument(
+        "--print-authentication-config",
+        action="store_true",
+        help="print the apiserver AuthenticationConfiguration and exit",
+    )
+    serve_parser.add_argument(
+        "--kube-audience",
+        action="append",
+        default=[],
+        metavar="AUD",
+        help="audience of agent tokens for the apiserver (config)",
+    )
     serve_parser.add_argument("--ca-file", type=Path, help="CA the apiserver should trust the issuer with")
     serve_parser.set_defaults(func=serve_command)
 
@@ -75,8 +88,9 @@ def _register_token(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     token.add_argument("--issuer", required=True, help="the token service's issuer URL")
     source = token.add_mutually_exclusive_group(required=True)
     source.add_argument("--subject-token", metavar="FILE", help="file holding the subject token ('-' for stdin)")
-    source.add_argument("--agent", metavar="NAMESPACE/NAME",
-                        help="mint the agent's ServiceAccount token (TokenRequest)")  # fmt: skip
+    source.add_argument(
+        "--agent", metavar="NAMESPACE/NAME", help="mint the agent's ServiceAccount token (TokenRequest)"
+    )
     token.add_argument("--actor-token", metavar="FILE", help="file holding the actor's token (delegation)")
     token.add_argument("--audience", action="append", default=[], help="requested audience (repeatable)")
     token.add_argument("--expires-in", type=int, help="requested lifetime in seconds (at most the agent's tokenTTL)")
