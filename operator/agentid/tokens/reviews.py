@@ -91,7 +91,7 @@ class ServiceAccountReviewer:
         """At most ttl, and never beyond the token's own exp (read unverified: it can only shorten the entry)."""
         try:
             exp = jwt.decode(token, options={"verify_signature": False}).get("exp")
-        except jwt.PyJWTError:
+        except (jwt.PyJWTError, ValueError, RecursionError):
             return 0.0
         if not isinstance(exp, int | float):
             return 0.0

@@ -81,7 +81,11 @@ def verify(
     required: Sequence[str],
     max_bytes: int,
 ) -> Verified:
-    """Verify signature and registered claims with the one key the header names (looked up by the caller)."""
+    """Verify signature and registered claims with the one key the header names (looked up by the caller).
+
+    The algorithm comes from the key itself (its type and curve), never from the token header or the JWK's
+    ``alg`` member alone; the header must name exactly that algorithm.
+    """
     header = header_of(token, max_bytes)
     if key is not None:
         public: keys.PublicKey = key.private_key.public_key()
@@ -91,7 +95,12 @@ def verify(
             public = keys.public_key_from_jwk(public_jwk)
         except keys.KeyMaterialError:
             raise claims.invalid_token() from None
-        algorithm, key_id = str(public_jwk.get("alg") or ""), str(public_jwk.get("kid") or "")
+        key_algorithm = keys.algorithm_of(public)
+        if key_algorithm is None:
+            raise claims.invalid_token()
+        algorithm, key_id = keys.JWS_ALGORITHM[key_algorithm], str(public_jwk.get("kid") or "")
+        if public_jwk.get("alg") not in (None, algorithm):
+            raise claims.invalid_token()  # a JWK whose declared alg contradicts its key type
     else:
         raise claims.invalid_token()
     if header["alg"] != algorithm or header["kid"] != key_id or algorithm not in keys.JWS_ALGORITHM.values():
