@@ -171,7 +171,27 @@ AGENT_IDENTITY = CrdDefinition(
     ),
 )
 
-DEFINITIONS: tuple[CrdDefinition, ...] = (AGENT_IDENTITY,)
+AGENT_POLICY = CrdDefinition(
+    group=v1alpha1.GROUP,
+    version=v1alpha1.VERSION,
+    kind=v1alpha1.POLICY_KIND,
+    plural=v1alpha1.POLICY_PLURAL,
+    singular="agentpolicy",
+    scope="Cluster",
+    spec_model=v1alpha1.AgentPolicySpec,
+    status_model=v1alpha1.AgentPolicyStatus,
+    short_names=("agentpol",),
+    categories=("agentid",),
+    printer_columns=(
+        {"name": "Agents", "type": "integer", "jsonPath": ".status.agents"},
+        {"name": "Out-Of-Bounds", "type": "integer", "jsonPath": ".status.outOfBounds"},
+        {"name": "Owner-Ceiling", "type": "boolean", "jsonPath": ".spec.ownerCeiling"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ),
+    spec_required=False,
+)
+
+DEFINITIONS: tuple[CrdDefinition, ...] = (AGENT_IDENTITY, AGENT_POLICY)
 
 
 def render(definition: CrdDefinition) -> str:

@@ -247,11 +247,12 @@ class Condition(ApiModel):
 
 
 class Attribution(ApiModel):
-    """Who made a decision about the agent and when (filled from admission requests)."""
+    """Who made a decision about the agent and when (recorded by the admission webhook from the request)."""
 
     username: Annotated[str, Field(max_length=NAME_MAX)]
     groups: Annotated[list[Annotated[str, Field(max_length=NAME_MAX)]], Field(max_length=64)] = []
     time: dt.datetime
+    changes: Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=16)] = []
 
 
 class AgentIdentityStatus(ApiModel):
@@ -325,3 +326,78 @@ def _operator_status(status: Any) -> dict[str, Any]:
         return {}
     known = {field.alias or name for name, field in AgentIdentityStatus.model_fields.items()}
     return {key: value for key, value in status.items() if key in known}
+
+
+# -- AgentPolicy ------------------------------------------------------------------------------------------------
+
+POLICY_KIND = "AgentPolicy"
+POLICY_PLURAL = "agentpolicies"
+DEFAULT_FORBIDDEN_RESOURCES = ("secrets", "serviceaccounts/token", "pods/exec")
+DEFAULT_FORBIDDEN_VERBS = ("escalate", "bind", "impersonate")
+
+PolicyDuration = Annotated[
+    str, Field(pattern=DURATION_PATTERN, max_length=32), DurationRange(minimum=dt.timedelta(seconds=10))
+]
+Pattern = Annotated[str, Field(min_length=1, max_length=NAME_MAX)]
+
+
+class LabelSelectorRequirement(ApiModel):
+    key: Annotated[str, Field(min_length=1, max_length=317)]
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: Annotated[list[Annotated[str, Field(max_length=63)]], Field(max_length=64)] = []
+
+
+class LabelSelector(ApiModel):
+    """metav1.LabelSelector; empty selects everything."""
+
+    match_labels: Annotated[dict[str, Annotated[str, Field(max_length=63)]], Field(max_length=32)] = {}
+    match_expressions: Annotated[list[LabelSelectorRequirement], Field(max_length=32)] = []
+
+
+class AgentPolicySpec(ApiModel):
+    """Ceilings for the agents in the namespaces this policy selects. An absent list means "no ceiling"; an
+    empty list allows nothing. Where several policies select a namespace, the strictest of each wins."""
+
+    namespace_selector: LabelSelector = LabelSelector()
+    allowed_api_groups: Annotated[list[Annotated[str, Field(max_length=NAME_MAX)]], Field(max_length=64)] | None = (
+        Field(default=None, alias="allowedAPIGroups")
+    )
+    allowed_resources: Annotated[list[Resource], Field(max_length=128)] | None = None
+    allowed_verbs: Annotated[list[Verb], Field(max_length=32)] | None = None
+    forbidden_resources: Annotated[list[Resource], Field(max_length=128)] = list(DEFAULT_FORBIDDEN_RESOURCES)
+    forbidden_verbs: Annotated[list[Verb], Field(max_length=32)] = list(DEFAULT_FORBIDDEN_VERBS)
+    grantable_cluster_roles: Annotated[list[Name], Field(max_length=64)] | None = None
+    max_token_ttl: PolicyDuration | None = Field(default=None, alias="maxTokenTTL")
+    max_lifetime: PolicyDuration | None = None
+    allowed_owners: Annotated[list[Pattern], Field(max_length=64)] | None = None
+    allowed_supervision_modes: Annotated[list[SupervisionMode], Field(max_length=3)] | None = None
+    owner_ceiling: bool = False
+
+
+class AgentPolicyStatus(ApiModel):
+    observed_generation: int | None = None
+    agents: int = 0
+    out_of_bounds: int = 0
+    out_of_bounds_agents: Annotated[list[str], Field(max_length=20)] = []
+    conditions: list[Condition] = []
+
+
+class AgentPolicy(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    generation: int = 0
+    spec: AgentPolicySpec
+    status: AgentPolicyStatus = AgentPolicyStatus()
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> AgentPolicy:
+        metadata = body.get("metadata", {})
+        return cls.model_validate(
+            {
+                "name": metadata.get("name", ""),
+                "generation": metadata.get("generation", 0),
+                "spec": body.get("spec", {}),
+                "status": body.get("status") or {},
+            }
+        )

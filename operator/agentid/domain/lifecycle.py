@@ -133,6 +133,8 @@ class Outcome:
     key_action: KeyAction = KeyAction.KEEP
     repaired: tuple[str, ...] = ()
     revoked_key_ids: tuple[str, ...] = ()
+    created_by: Attribution | None = None
+    last_changed_by: Attribution | None = None
 
 
 def phase_for(agent: AgentIdentity, access: Access, terminal: Phase | None) -> Phase:
@@ -223,8 +225,8 @@ def compute_status(agent: AgentIdentity, outcome: Outcome, *, agent_id: str, now
         granted_cluster_roles=[] if terminal else list(outcome.access.cluster_roles),
         revoked_at=revoked_at if terminal else None,
         revocation_reason=_terminal_message(agent, outcome.phase) if terminal else None,
-        created_by=previous.created_by,
-        last_changed_by=previous.last_changed_by,
+        created_by=outcome.created_by or previous.created_by,
+        last_changed_by=outcome.last_changed_by or previous.last_changed_by,
         conditions=conditions,
     )
 

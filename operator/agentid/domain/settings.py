@@ -17,6 +17,7 @@ class Timings:
     key_overlap_allowance: dt.timedelta = dt.timedelta(minutes=6)
     retry_initial: dt.timedelta = dt.timedelta(seconds=1)
     retry_max: dt.timedelta = dt.timedelta(minutes=5)
+    policy_status_interval: dt.timedelta = dt.timedelta(seconds=10)
 
 
 @dataclass(frozen=True)

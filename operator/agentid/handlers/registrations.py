@@ -13,11 +13,14 @@ from collections.abc import Mapping
 from typing import Any
 
 import kopf
+import pydantic
 
 from agentid.api import v1alpha1
+from agentid.api.v1alpha1 import AgentPolicy
 from agentid.domain import naming, projections
 from agentid.handlers.state import Runtime
 from agentid.reconcile.view import Indexes
+from agentid.webhooks import admission, configuration
 
 MANAGED = {naming.MANAGED_BY_LABEL: naming.MANAGED_BY}
 OWNED_RESOURCES = {
@@ -27,6 +30,7 @@ OWNED_RESOURCES = {
     "RoleBinding": ("rbac.authorization.k8s.io", "v1", "rolebindings"),
 }
 AGENTS = (v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL)
+POLICIES = (v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.POLICY_PLURAL)
 
 
 def _runtime(memo: Any) -> Runtime:
@@ -44,11 +48,15 @@ def register(registry: kopf.OperatorRegistry) -> None:
 
     @kopf.on.startup(registry=registry)
     async def startup(memo: kopf.Memo, **indices: Any) -> None:
-        _runtime(memo).view.indexes = Indexes(
+        runtime = _runtime(memo)
+        runtime.view.indexes = Indexes(
             agents=indices["agents"],
             owned={kind: indices[_index_id(kind)] for kind in OWNED_RESOURCES},
             cluster_roles=indices["clusterroles"],
+            policies=indices["policies"],
+            namespaces=indices["namespaces"],
         )
+        runtime.start_background_tasks()
 
     @kopf.on.probe(id="agents", registry=registry)
     async def agents_probe(memo: kopf.Memo, **_: Any) -> int:
@@ -64,8 +72,46 @@ def register(registry: kopf.OperatorRegistry) -> None:
     async def clusterroles(body: kopf.Body, **_: Any) -> dict[str, Any]:
         return {body.metadata.name or "": projections.cluster_role_info(body)}
 
+    @kopf.index(*POLICIES, id="policies", registry=registry)
+    async def policies(body: kopf.Body, **_: Any) -> dict[str, AgentPolicy] | None:
+        try:
+            return {body.metadata.name or "": AgentPolicy.from_body(body)}
+        except pydantic.ValidationError:
+            return None  # refused by admission; a policy the operator cannot read governs nothing
+
+    @kopf.index("", "v1", "namespaces", id="namespaces", registry=registry)
+    async def namespaces(body: kopf.Body, **_: Any) -> dict[str, dict[str, str]]:
+        return {body.metadata.name or "": dict(body.metadata.labels)}
+
     for kind, resource in OWNED_RESOURCES.items():
         _register_owned(registry, kind, resource)
+
+    # -- admission: guardrails and attribution ----------------------------------------------------------------
+
+    @kopf.on.mutate(*AGENTS, id=configuration.MUTATE_AGENT_PATH, operations=["CREATE", "UPDATE"], registry=registry)
+    async def attribute(body: kopf.Body, userinfo: kopf.UserInfo, patch: kopf.Patch, memo: Any, **kwargs: Any) -> None:
+        stamped = _runtime(memo).admission.annotations(body=body, old=kwargs.get("old"), userinfo=userinfo)
+        patch.setdefault("metadata", {}).setdefault("annotations", {}).update(stamped)
+
+    @kopf.on.validate(*AGENTS, id=configuration.VALIDATE_AGENT_PATH, operations=["CREATE", "UPDATE"], registry=registry)
+    async def validate_agent(
+        body: kopf.Body, userinfo: kopf.UserInfo, warnings: list[str], memo: Any, **kwargs: Any
+    ) -> None:
+        try:
+            await _runtime(memo).admission.validate(
+                body=body, old=kwargs.get("old"), userinfo=userinfo, warnings=warnings
+            )
+        except admission.Denied as denied:
+            raise kopf.AdmissionError(str(denied), code=403) from None
+
+    @kopf.on.validate(
+        *POLICIES, id=configuration.VALIDATE_POLICY_PATH, operations=["CREATE", "UPDATE"], registry=registry
+    )
+    async def validate_policy(body: kopf.Body, **_: Any) -> None:
+        try:
+            admission.validate_policy(body)
+        except admission.Denied as denied:
+            raise kopf.AdmissionError(str(denied), code=422) from None
 
     # -- reconciliation triggers ----------------------------------------------------------------------------
 

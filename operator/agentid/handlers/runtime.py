@@ -23,8 +23,10 @@ from agentid.handlers.state import Runtime
 from agentid.kube.client import KubeClient, load_configuration
 from agentid.kube.events import EventRecorder
 from agentid.reconcile.agents import AgentReconciler
+from agentid.reconcile.policies import PolicyStatusWriter
 from agentid.reconcile.scheduler import Scheduler
 from agentid.reconcile.view import ClusterView
+from agentid.webhooks.admission import AgentAdmission
 
 PERSISTENCE_PREFIX = "agentid.dev"
 
@@ -90,7 +92,17 @@ async def build_runtime(config: OperatorConfig) -> Runtime:
         scheduler=scheduler,
         settings=config.settings,
     )
-    return Runtime(configuration=configuration, client=client, view=view, scheduler=scheduler, reconciler=reconciler)
+    return Runtime(
+        configuration=configuration,
+        client=client,
+        view=view,
+        scheduler=scheduler,
+        reconciler=reconciler,
+        admission=AgentAdmission(client),
+        policy_status=PolicyStatusWriter(
+            client=client, view=view, interval=config.settings.timings.policy_status_interval.total_seconds()
+        ),
+    )
 
 
 async def run_operator(

@@ -6,15 +6,22 @@ Created by ``agentid.handlers.runtime.run_operator`` and handed to every handler
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import kopf
+import pydantic
 from kubernetes.aio import client as aio_client
 
+from agentid.api.v1alpha1 import AgentPolicy
+from agentid.domain.policy import POLICY_VIOLATION
 from agentid.kube.client import KubeClient
 from agentid.reconcile.agents import AgentReconciler
+from agentid.reconcile.policies import PolicyStatusWriter
 from agentid.reconcile.scheduler import Scheduler
 from agentid.reconcile.view import ClusterView
+from agentid.webhooks.admission import AgentAdmission
 
 
 @dataclass
@@ -24,6 +31,12 @@ class Runtime:
     view: ClusterView
     scheduler: Scheduler
     reconciler: AgentReconciler
+    admission: AgentAdmission
+    policy_status: PolicyStatusWriter
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def start_background_tasks(self) -> None:
+        self._tasks.append(asyncio.create_task(self.policy_status.run(), name="agentpolicy-status"))
 
     def connection_info(self) -> kopf.ConnectionInfo:
         """Kopf's own watch connections use the very credentials of our client."""
@@ -46,8 +59,30 @@ class Runtime:
             await self.reconciler.reconcile(body)
 
     async def reconcile_agents_referencing(self, cluster_role: str) -> None:
-        await asyncio.gather(*(self.reconciler.reconcile(body) for body in self.view.agents_referencing(cluster_role)))
+        await self._reconcile_all(self.view.agents_referencing(cluster_role))
+
+    async def reconcile_agents_in(self, namespace: str) -> None:
+        await self._reconcile_all(self.view.agents_in([namespace]))
+
+    async def reconcile_agents_governed_by(self, policy_body: Mapping[str, Any]) -> None:
+        """A policy changed: its namespaces' agents, and any agent it may have been holding back."""
+        try:
+            selected = self.view.namespaces_selected_by(AgentPolicy.from_body(policy_body).spec.namespace_selector)
+        except pydantic.ValidationError:
+            selected = []
+        affected = {body["metadata"]["uid"]: body for body in self.view.agents_in(selected)}
+        for body in self.view.all_agents():
+            conditions = (body.get("status") or {}).get("conditions") or []
+            if any(c.get("reason") == POLICY_VIOLATION for c in conditions):
+                affected[body["metadata"]["uid"]] = body
+        await self._reconcile_all(list(affected.values()))
+
+    async def _reconcile_all(self, bodies: list[Mapping[str, Any]]) -> None:
+        await asyncio.gather(*(self.reconciler.reconcile(body) for body in bodies))
 
     async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.scheduler.close()
         await self.client.close()

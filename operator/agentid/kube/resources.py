@@ -47,6 +47,9 @@ SUBJECT_ACCESS_REVIEWS = Resource(
     "authorization.k8s.io", "v1", "subjectaccessreviews", "SubjectAccessReview", namespaced=False
 )
 AGENT_IDENTITIES = Resource(v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL, v1alpha1.KIND)
+AGENT_POLICIES = Resource(
+    v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.POLICY_PLURAL, v1alpha1.POLICY_KIND, namespaced=False
+)
 
 BY_KIND = {
     resource.kind: resource

@@ -19,11 +19,11 @@ import pydantic
 
 from agentid import audit
 from agentid.api.v1alpha1 import AgentIdentity
-from agentid.domain import desired, keyring, keys, lifecycle, naming, projections, reasons
+from agentid.domain import attribution, desired, keyring, keys, lifecycle, naming, policy, projections, reasons
 from agentid.domain.keyring import KeyAction, ObservedKey
 from agentid.domain.lifecycle import DELETE_ORDER, ObjectPlan, ObjectRef, Observed
 from agentid.domain.settings import OperatorSettings
-from agentid.domain.supervision import NO_ACCESS, effective_access
+from agentid.domain.supervision import NO_ACCESS
 from agentid.kube import errors, resources
 from agentid.kube.client import KubeClient
 from agentid.kube.events import EventRecorder
@@ -116,7 +116,8 @@ class AgentReconciler:
         access = NO_ACCESS
         key, action = observed.key, KeyAction.KEEP
         if terminal is None:
-            access = effective_access(agent.spec, self.view.cluster_roles(agent.spec.cluster_role_refs))
+            cluster_roles = self.view.cluster_roles(agent.spec.cluster_role_refs)
+            access = policy.governed_access(agent.spec, self.view.policy_for(agent.namespace), cluster_roles, now)
             key, action = await self._ensure_key(agent, observed.key, now)
         plan = lifecycle.plan_objects(agent, observed, access=access, agent_id=agent_id, terminal=terminal is not None)
         if terminal is not None and not agent.status.phase.terminal:
@@ -130,6 +131,8 @@ class AgentReconciler:
             service_account_uid=service_account_uid,
             key_action=action,
             repaired=plan.repaired,
+            created_by=attribution.parse(agent.metadata.annotations, attribution.CREATED_BY),
+            last_changed_by=attribution.parse(agent.metadata.annotations, attribution.LAST_CHANGED_BY),
             revoked_key_ids=tuple(
                 keyring.revoked_key_ids(
                     agent.status.revoked_key_ids, agent.status.keys, [observed.key.key_id] if observed.key else []
@@ -326,7 +329,7 @@ class AgentReconciler:
     async def _announce(
         self, agent: AgentIdentity, body: Body, events: list[lifecycle.EventSpec], *, agent_id: str, now: dt.datetime
     ) -> None:
-        actor = agent.status.last_changed_by
+        actor = attribution.parse(agent.metadata.annotations, attribution.LAST_CHANGED_BY)
         for event in events:
             audit.record(
                 event.reason,

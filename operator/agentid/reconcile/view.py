@@ -13,8 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentid.api.v1alpha1 import AgentIdentity
-from agentid.domain import projections
+from agentid.api.v1alpha1 import AgentIdentity, LabelSelector
+from agentid.domain import policy, projections
 from agentid.domain.keyring import ObservedKey
 from agentid.domain.lifecycle import Observed
 from agentid.domain.supervision import ClusterRoleInfo
@@ -33,6 +33,8 @@ class Indexes:
     agents: IndexLike = field(default_factory=dict)  # (ns, name) -> [AgentIdentity body]
     owned: Mapping[str, IndexLike] = field(default_factory=dict)  # kind -> (ns, agent) -> [summary]
     cluster_roles: IndexLike = field(default_factory=dict)  # name -> [ClusterRoleInfo]
+    policies: IndexLike = field(default_factory=dict)  # name -> [AgentPolicy]
+    namespaces: IndexLike = field(default_factory=dict)  # name -> [labels]
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,30 @@ class ClusterView:
 
     def forget(self, agent: AgentKey) -> None:
         self._overlay.pop(agent, None)
+
+    # -- policies -------------------------------------------------------------------------------------------
+
+    def policy_for(self, namespace: str) -> policy.EffectivePolicy:
+        labels: Mapping[str, str] = next(iter(self.indexes.namespaces.get(namespace, ())), {})
+        policies = [value for values in self.indexes.policies.values() for value in values]
+        return policy.effective_policy(policies, labels)
+
+    def agents_in(self, namespaces: Iterable[str]) -> list[Mapping[str, Any]]:
+        wanted = set(namespaces)
+        return [
+            body for (namespace, _), bodies in self.indexes.agents.items() if namespace in wanted for body in bodies
+        ]
+
+    def all_agents(self) -> list[Mapping[str, Any]]:
+        return [body for bodies in self.indexes.agents.values() for body in bodies]
+
+    def namespaces_selected_by(self, selector: LabelSelector) -> list[str]:
+        return [
+            name
+            for name, labels_list in self.indexes.namespaces.items()
+            for labels in labels_list
+            if policy.selects(selector, labels)
+        ]
 
     # -- cluster roles --------------------------------------------------------------------------------------
 

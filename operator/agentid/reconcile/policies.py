@@ -1,0 +1,75 @@
+"""AgentPolicy status: how many agents each policy governs and how many are out of its bounds.
+
+Run by the operator as one background loop (started at startup). It reads only the operator's indexes and
+writes a policy's status only when the numbers change, so a quiet cluster costs no API writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from agentid.api.v1alpha1 import AgentIdentity, AgentPolicy, AgentPolicyStatus
+from agentid.domain import lifecycle, policy
+from agentid.kube import errors, resources
+from agentid.kube.client import KubeClient
+from agentid.reconcile.view import ClusterView
+
+logger = logging.getLogger(__name__)
+MAX_LISTED = 20
+
+
+def policy_status(
+    governing: AgentPolicy,
+    agents: list[Mapping[str, Any]],
+    namespace_labels: Callable[[str], Mapping[str, str]],
+    now: dt.datetime,
+) -> AgentPolicyStatus:
+    governed, out_of_bounds = 0, []
+    for body in agents:
+        agent = AgentIdentity.from_body(body)
+        labels = namespace_labels(agent.namespace)
+        if not policy.selects(governing.spec.namespace_selector, labels) or lifecycle.terminal_phase(agent, now):
+            continue
+        governed += 1
+        if policy.violations(agent.spec, policy.effective_policy([governing], labels), now):
+            out_of_bounds.append(f"{agent.namespace}/{agent.name}")
+    return AgentPolicyStatus(
+        observed_generation=governing.generation,
+        agents=governed,
+        out_of_bounds=len(out_of_bounds),
+        out_of_bounds_agents=sorted(out_of_bounds)[:MAX_LISTED],
+    )
+
+
+class PolicyStatusWriter:
+    def __init__(self, *, client: KubeClient, view: ClusterView, interval: float = 10.0) -> None:
+        self.client = client
+        self.view = view
+        self.interval = interval
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.write_once()
+            except errors.ApiError as error:
+                logger.warning("could not update AgentPolicy status: %s", error)
+            await asyncio.sleep(self.interval)
+
+    async def write_once(self) -> None:
+        now = dt.datetime.now(dt.UTC)
+        agents = self.view.all_agents()
+
+        def labels(namespace: str) -> Mapping[str, str]:
+            return next(iter(self.view.indexes.namespaces.get(namespace, ())), {})
+
+        for values in list(self.view.indexes.policies.values()):
+            for governing in values:
+                status = policy_status(governing, agents, labels, now)
+                if status == governing.status:
+                    continue
+                patch = {"status": status.model_dump(mode="json", by_alias=True, exclude_none=True)}
+                await self.client.patch(resources.AGENT_POLICIES, governing.name, patch, subresource="status")

@@ -1,0 +1,89 @@
+"""The admission webhook configurations for agentid, as manifests.
+
+Used to register the webhook on the embedded control plane (tests, demo); the Helm chart renders the same
+shape with a Service reference. AgentIdentity writes fail closed: if the webhook cannot answer, nobody can
+create or change an agent (and nothing else in the cluster is affected).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from typing import Any
+
+from agentid.api import v1alpha1
+
+VALIDATE_AGENT_PATH = "validate-agentidentity"
+MUTATE_AGENT_PATH = "mutate-agentidentity"
+VALIDATE_POLICY_PATH = "validate-agentpolicy"
+NAME = "agentid.dev"
+
+
+def _client_config(base_url: str, path: str, ca_bundle: bytes) -> dict[str, Any]:
+    return {"url": f"{base_url.rstrip('/')}/{path}", "caBundle": base64.b64encode(ca_bundle).decode()}
+
+
+def _rule(plural: str, scope: str) -> dict[str, Any]:
+    return {
+        "apiGroups": [v1alpha1.GROUP],
+        "apiVersions": [v1alpha1.VERSION],
+        "operations": ["CREATE", "UPDATE"],
+        "resources": [plural],
+        "scope": scope,
+    }
+
+
+def webhook_configurations(
+    *,
+    base_url: str,
+    ca_bundle: bytes,
+    namespace_selector: Mapping[str, Any] | None = None,
+    name: str = NAME,
+    include_policies: bool = True,
+) -> list[dict[str, Any]]:
+    """Validating (agents, policies) and mutating (attribution) configurations calling ``base_url``."""
+    common = {"sideEffects": "None", "admissionReviewVersions": ["v1"], "timeoutSeconds": 10, "failurePolicy": "Fail"}
+    selector = {"namespaceSelector": dict(namespace_selector)} if namespace_selector else {}
+    return [
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": name},
+            "webhooks": [
+                {
+                    "name": f"agentidentities.mutate.{NAME}",
+                    "clientConfig": _client_config(base_url, MUTATE_AGENT_PATH, ca_bundle),
+                    "rules": [_rule(v1alpha1.PLURAL, "Namespaced")],
+                    "reinvocationPolicy": "Never",
+                    **common,
+                    **selector,
+                }
+            ],
+        },
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingWebhookConfiguration",
+            "metadata": {"name": name},
+            "webhooks": [
+                {
+                    "name": f"agentidentities.validate.{NAME}",
+                    "clientConfig": _client_config(base_url, VALIDATE_AGENT_PATH, ca_bundle),
+                    "rules": [_rule(v1alpha1.PLURAL, "Namespaced")],
+                    **common,
+                    **selector,
+                },
+                *(
+                    [
+                        {
+                            "name": f"agentpolicies.validate.{NAME}",
+                            "clientConfig": _client_config(base_url, VALIDATE_POLICY_PATH, ca_bundle),
+                            "rules": [_rule(v1alpha1.POLICY_PLURAL, "Cluster")],
+                            **common,
+                        }
+                    ]
+                    if include_policies
+                    else []
+                ),
+            ],
+        },
+    ]
