@@ -63,8 +63,8 @@ class Selector:
         return query
 
 
-class _Expired(Exception):
-    """Internal signal: the resourceVersion is too old, re-list."""
+class Expired(Exception):
+    """The resourceVersion is too old (410 Gone): the caller must re-list."""
 
 
 async def list_all(client: KubeClient, resource: Resource, selector: Selector) -> Listed:
@@ -96,12 +96,12 @@ async def informer(
                 listed = await list_all(client, resource, selector)
                 resource_version = listed.resource_version
                 yield listed
-            async for event_type, body in _watch(client, resource, selector, resource_version):
+            async for event_type, body in watch_once(client, resource, selector, resource_version):
                 resource_version = str((body.get("metadata") or {}).get("resourceVersion") or resource_version)
                 if event_type != "BOOKMARK":
                     yield Changed(event_type, body)
                 backoff = 0.1
-        except _Expired:
+        except Expired:
             resource_version = None  # too old: re-list at once (no backoff: this is routine)
         except (TimeoutError, errors.ApiError, aiohttp.ClientError, ValueError) as error:
             logger.warning(
@@ -112,10 +112,10 @@ async def informer(
             backoff = min(backoff * 2, max_backoff)
 
 
-async def _watch(
+async def watch_once(
     client: KubeClient, resource: Resource, selector: Selector, resource_version: str
 ) -> AsyncIterator[tuple[str, JsonObject]]:
-    """One watch request, as (type, object) pairs; raises ``_Expired`` when the resourceVersion is gone."""
+    """One watch request, as (type, object) pairs; raises ``Expired`` when the resourceVersion is gone."""
     query = dict(
         selector.query(),
         watch="true",
@@ -135,7 +135,7 @@ async def _watch(
     raw: aiohttp.ClientResponse = response.response
     try:
         if raw.status == 410:
-            raise _Expired
+            raise Expired
         if raw.status != 200:
             raise errors.from_response(raw.status, await raw.read(), raw.headers)
         async for line in raw.content:
@@ -145,7 +145,7 @@ async def _watch(
             event_type, body = str(event.get("type")), event.get("object") or {}
             if event_type == "ERROR":
                 if _status_code(body) == 410:
-                    raise _Expired
+                    raise Expired
                 raise errors.from_response(_status_code(body) or 500, json.dumps(body))
             yield event_type, body
     finally:
