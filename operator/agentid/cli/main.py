@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from agentid import __version__
-from agentid.cli import dev, run, tokens
+from agentid.cli import agents, dev, run, tokens
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev.register(subparsers)
     run.register(subparsers)
     tokens.register(subparsers)
+    agents.register(subparsers)
     return parser
 
 
