@@ -10,13 +10,19 @@ from pathlib import Path
 
 import kubernetes
 import pytest
+import yaml
 
 from agentid.devcluster.cluster import LocalCluster
-from tests.support.cluster_setup import configure_local_cluster
+from agentid.handlers.runtime import WebhookConfig
+from agentid.webhooks.configuration import webhook_configurations
+from tests.support.cluster_setup import configure_local_cluster, reserved_port
 from tests.support.clusters import ClusterHandle, external_kubeconfig
 from tests.support.operator import LogCapture, OperatorThread
 
+pytest_plugins = ["tests.support.tokens"]  # its session fixtures, registered once for every module
+
 REPO = Path(__file__).resolve().parent.parent
+ADMISSION_LABEL = "agentid.dev/admission"
 AGENT_NAMESPACE_PATTERN = "a-*"  # namespaces the session operator watches
 
 
@@ -43,11 +49,13 @@ def local_cluster(cluster: ClusterHandle) -> LocalCluster:
     return cluster.local
 
 
-def _fresh_namespace(cluster: ClusterHandle, request: pytest.FixtureRequest, prefix: str) -> Iterator[str]:
+def _fresh_namespace(
+    cluster: ClusterHandle, request: pytest.FixtureRequest, prefix: str, labels: dict[str, str] | None = None
+) -> Iterator[str]:
     stem = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40].strip("-")
     name = f"{prefix}-{stem}-{uuid.uuid4().hex[:6]}"
     core = kubernetes.client.CoreV1Api(cluster.admin())
-    core.create_namespace({"metadata": {"name": name, "labels": {"agentid.dev/test": "true"}}})
+    core.create_namespace({"metadata": {"name": name, "labels": {"agentid.dev/test": "true", **(labels or {})}}})
     yield name
     core.delete_namespace(name)
 
@@ -82,9 +90,29 @@ def operator_logs() -> Iterator[LogCapture]:
 
 @pytest.fixture(scope="session")
 def operator(cluster: ClusterHandle, crds: None, operator_logs: LogCapture) -> Iterator[OperatorThread]:
-    """The operator, in-process, watching the agent test namespaces (``agent_namespace``)."""
-    running = OperatorThread(cluster.kubeconfig, namespaces=[AGENT_NAMESPACE_PATTERN]).start()
+    """The operator, in-process, watching the agent test namespaces (``agent_namespace``).
+
+    On the embedded control plane it also serves the admission webhook, registered for namespaces labelled
+    ``agentid.dev/admission=enforced`` (every ``agent_namespace``) and for AgentPolicies.
+    """
+    webhook = None
+    if cluster.local is not None:
+        serving = cluster.local.ca.serving("webhook", "127.0.0.1")
+        webhook = WebhookConfig(
+            port=reserved_port(), certfile=str(serving.cert), keyfile=str(serving.key), addr="127.0.0.1"
+        )
+    running = OperatorThread(cluster.kubeconfig, namespaces=[AGENT_NAMESPACE_PATTERN], webhook=webhook).start()
+    registered = []
+    if webhook is not None and cluster.local is not None:
+        registered = webhook_configurations(
+            base_url=f"https://127.0.0.1:{webhook.port}",
+            ca_bundle=cluster.local.ca.pem,
+            namespace_selector={"matchLabels": {ADMISSION_LABEL: "enforced"}},
+        )
+        cluster.kubectl("apply", "-f", "-", input_text=yaml.safe_dump_all(registered))
     yield running
+    for configuration in registered:
+        cluster.kubectl("delete", configuration["kind"], configuration["metadata"]["name"], "--ignore-not-found")
     running.stop()
 
 

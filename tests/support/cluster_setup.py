@@ -7,14 +7,12 @@ The local control plane can only take apiserver flags and files before ``start()
 from __future__ import annotations
 
 import json
-import random
-import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import yaml
 
-from agentid.devcluster.cluster import LocalCluster
+from agentid.devcluster.cluster import LocalCluster, free_port
 from agentid.tokens import authnconfig
 
 TOKEN_SERVICE_FILE = "token-service.json"
@@ -46,29 +44,8 @@ class TokenServiceEndpoint:
 
 
 def reserved_port() -> int:
-    """A free loopback port *below* the kernel's ephemeral range.
-
-    The port is bound only later, when the token service starts; a port from the ephemeral range (what binding
-    to port 0 returns) can meanwhile become the source port of one of the control plane's own connections.
-    """
-    low = _ephemeral_low()
-    rng = random.SystemRandom()
-    for _ in range(200):
-        port = rng.randrange(max(1024, low - 12_000), low)
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port below the ephemeral range")
-
-
-def _ephemeral_low() -> int:
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
+    """A free loopback port below the ephemeral range (bound later by the service that listens on it)."""
+    return free_port()
 
 
 def configure_token_issuer(local: LocalCluster) -> TokenServiceEndpoint:

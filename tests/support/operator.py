@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from agentid.domain.settings import OperatorSettings, Timings
-from agentid.handlers.runtime import OperatorConfig, run_operator
+from agentid.handlers.runtime import OperatorConfig, WebhookConfig, run_operator
 
 # Short resync and key overlap so drift repair and key retirement are observable within a test's deadline.
 TEST_TIMINGS = Timings(
@@ -39,12 +39,20 @@ class LogCapture(logging.Handler):
 class OperatorThread:
     """Runs ``run_operator`` in a thread with its own event loop; ``stop()`` is a clean Kopf shutdown."""
 
-    def __init__(self, kubeconfig: Path, *, namespaces: Sequence[str], timings: Timings = TEST_TIMINGS) -> None:
+    def __init__(
+        self,
+        kubeconfig: Path,
+        *,
+        namespaces: Sequence[str],
+        timings: Timings = TEST_TIMINGS,
+        webhook: WebhookConfig | None = None,
+    ) -> None:
         self.config = OperatorConfig(
             kubeconfig=str(kubeconfig),
             namespaces=tuple(namespaces),
             all_namespaces=False,
             settings=OperatorSettings(timings=timings),
+            webhook=webhook,
         )
         self._stop = threading.Event()
         self._ready = threading.Event()

@@ -40,7 +40,7 @@ from tests.support.polling import eventually
 
 # The one-line switch: True once the session operator provisions agents (issue 3). Then `provision` waits for
 # Ready instead of writing ServiceAccount, key Secret and status itself, in namespaces the operator watches.
-OPERATOR_PROVISIONS = False
+OPERATOR_PROVISIONS = True
 
 SERVICE_NAMESPACE = "agentid-system"
 TRUST_DOMAIN = "cluster.local"

@@ -86,33 +86,6 @@ def register(registry: kopf.OperatorRegistry) -> None:
     for kind, resource in OWNED_RESOURCES.items():
         _register_owned(registry, kind, resource)
 
-    # -- admission: guardrails and attribution ----------------------------------------------------------------
-
-    @kopf.on.mutate(*AGENTS, id=configuration.MUTATE_AGENT_PATH, operations=["CREATE", "UPDATE"], registry=registry)
-    async def attribute(body: kopf.Body, userinfo: kopf.UserInfo, patch: kopf.Patch, memo: Any, **kwargs: Any) -> None:
-        stamped = _runtime(memo).admission.annotations(body=body, old=kwargs.get("old"), userinfo=userinfo)
-        patch.setdefault("metadata", {}).setdefault("annotations", {}).update(stamped)
-
-    @kopf.on.validate(*AGENTS, id=configuration.VALIDATE_AGENT_PATH, operations=["CREATE", "UPDATE"], registry=registry)
-    async def validate_agent(
-        body: kopf.Body, userinfo: kopf.UserInfo, warnings: list[str], memo: Any, **kwargs: Any
-    ) -> None:
-        try:
-            await _runtime(memo).admission.validate(
-                body=body, old=kwargs.get("old"), userinfo=userinfo, warnings=warnings
-            )
-        except admission.Denied as denied:
-            raise kopf.AdmissionError(str(denied), code=403) from None
-
-    @kopf.on.validate(
-        *POLICIES, id=configuration.VALIDATE_POLICY_PATH, operations=["CREATE", "UPDATE"], registry=registry
-    )
-    async def validate_policy(body: kopf.Body, **_: Any) -> None:
-        try:
-            admission.validate_policy(body)
-        except admission.Denied as denied:
-            raise kopf.AdmissionError(str(denied), code=422) from None
-
     # -- reconciliation triggers ----------------------------------------------------------------------------
 
     @kopf.on.event(*AGENTS, registry=registry)
@@ -146,3 +119,32 @@ def _register_owned(registry: kopf.OperatorRegistry, kind: str, resource: tuple[
         owner = projections.agent_key(body)
         if owner is not None and type in ("DELETED", "MODIFIED") and projections.changed_by_others(body, type):
             await _runtime(memo).reconcile_agent(*owner)
+
+
+def register_admission(registry: kopf.OperatorRegistry) -> None:
+    """Admission handlers (only with a webhook server: Kopf refuses handlers it cannot serve)."""
+
+    @kopf.on.mutate(*AGENTS, id=configuration.MUTATE_AGENT_PATH, operations=["CREATE", "UPDATE"], registry=registry)
+    async def attribute(body: kopf.Body, userinfo: kopf.UserInfo, patch: kopf.Patch, memo: Any, **kwargs: Any) -> None:
+        stamped = _runtime(memo).admission.annotations(body=body, old=kwargs.get("old"), userinfo=userinfo)
+        patch.setdefault("metadata", {}).setdefault("annotations", {}).update(stamped)
+
+    @kopf.on.validate(*AGENTS, id=configuration.VALIDATE_AGENT_PATH, operations=["CREATE", "UPDATE"], registry=registry)
+    async def validate_agent(
+        body: kopf.Body, userinfo: kopf.UserInfo, warnings: list[str], memo: Any, **kwargs: Any
+    ) -> None:
+        try:
+            await _runtime(memo).admission.validate(
+                body=body, old=kwargs.get("old"), userinfo=userinfo, warnings=warnings
+            )
+        except admission.Denied as denied:
+            raise kopf.AdmissionError(str(denied), code=403) from None
+
+    @kopf.on.validate(
+        *POLICIES, id=configuration.VALIDATE_POLICY_PATH, operations=["CREATE", "UPDATE"], registry=registry
+    )
+    async def validate_policy(body: kopf.Body, **_: Any) -> None:
+        try:
+            admission.validate_policy(body)
+        except admission.Denied as denied:
+            raise kopf.AdmissionError(str(denied), code=422) from None

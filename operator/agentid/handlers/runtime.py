@@ -116,6 +116,8 @@ async def run_operator(
         metrics.serve(config.metrics_port)
     registry = kopf.OperatorRegistry()
     registrations.register(registry)
+    if config.webhook is not None:
+        registrations.register_admission(registry)
     logging.getLogger(__name__).info("agentid operator starting (instance %s)", config.instance)
     try:
         await kopf.operator(
