@@ -118,5 +118,5 @@ def operator(cluster: ClusterHandle, crds: None, operator_logs: LogCapture) -> I
 
 @pytest.fixture
 def agent_namespace(cluster: ClusterHandle, operator: OperatorThread, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh namespace that the session operator watches."""
-    yield from _fresh_namespace(cluster, request, "a")
+    """A fresh namespace that the session operator watches (and, locally, whose agents pass admission)."""
+    yield from _fresh_namespace(cluster, request, "a", labels={ADMISSION_LABEL: "enforced"})

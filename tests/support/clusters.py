@@ -35,6 +35,14 @@ class ClusterHandle:
         """A sync client with the kubeconfig's (admin) credentials."""
         return kubernetes.client.ApiClient(self.configuration)
 
+    def as_user(self, user: str, group: str | None = None) -> kubernetes.client.ApiClient:
+        """The admin's client impersonating ``user`` (and one extra group): admission sees that user."""
+        client = kubernetes.client.ApiClient(self.configuration)
+        client.set_default_header("Impersonate-User", user)
+        if group is not None:
+            client.set_default_header("Impersonate-Group", group)
+        return client
+
     def with_token(self, token: str) -> kubernetes.client.ApiClient:
         """A sync client that authenticates with a bearer token only (no client certificate)."""
         configuration = kubernetes.client.Configuration()

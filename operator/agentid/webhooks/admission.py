@@ -124,8 +124,9 @@ class AgentAdmission:
         self, agent: AgentIdentity, previous: AgentIdentity | None, userinfo: Mapping[str, Any], warnings: list[str]
     ) -> None:
         spec, now = agent.spec, self.clock()
-        if previous is not None and previous.spec.revoked and not spec.revoked:
-            raise Denied("spec.revoked: revoked is terminal: once true it can never be set back to false")
+        refused = transition_error(previous, agent)
+        if refused is not None:
+            raise Denied(refused)
         governing = await self._policy(agent.namespace)
         found = policy.violations(spec, governing, now)
         if found:
@@ -204,6 +205,15 @@ class AgentAdmission:
                 else ClusterRoleView(None)
             )
         return views
+
+
+def transition_error(previous: AgentIdentity | None, agent: AgentIdentity) -> str | None:
+    """Transitions no write may make, whatever the schema says (defence in depth behind the CEL rule)."""
+    if previous is not None and previous.spec.revoked and not agent.spec.revoked:
+        return "spec.revoked: revoked is terminal: once true it can never be set back to false"
+    if previous is not None and previous.status.phase.terminal and previous.spec.revoked != agent.spec.revoked:
+        return "spec.revoked: the agent is already revoked or expired"
+    return None
 
 
 def _new_grants(granted: Access, before: Access) -> Access:
