@@ -275,6 +275,7 @@ class TimelineEntry:
     reporter: str
     count: int
     uid: str
+    sequence: int = 0  # tie-breaker for Events of the same second: their resourceVersion (creation order)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -321,10 +322,18 @@ def timeline(events: Iterable[Mapping[str, Any]]) -> list[TimelineEntry]:
                 reporter=reporter,
                 count=count,
                 uid=str(regarding.get("uid") or ""),
+                sequence=_sequence(event),
             )
         )
     floor = dt.datetime.min.replace(tzinfo=dt.UTC)
-    return sorted(entries, key=lambda entry: entry.time or floor)
+    return sorted(entries, key=lambda entry: (entry.time or floor, entry.sequence))
+
+
+def _sequence(event: Mapping[str, Any]) -> int:
+    """resourceVersion is opaque by contract, but etcd's revisions are what every apiserver hands out: use it only
+    to order Events stamped with the same second, and treat anything non-numeric as "unknown" (0)."""
+    version = str((event.get("metadata") or {}).get("resourceVersion") or "")
+    return int(version) if version.isdigit() else 0
 
 
 def timeline_rows(entries: Sequence[TimelineEntry], *, current_uid: str | None) -> list[list[str]]:
