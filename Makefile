@@ -8,8 +8,13 @@ INSTALLED := $(VENV)/.installed
 CONTROL_PLANE_BIN := $(shell hack/build-control-plane.sh --print-dir)
 export PATH := $(CONTROL_PLANE_BIN):$(abspath $(BIN)):$(PATH)
 PYTEST_ARGS ?=
+CHART := charts/agentid-operator
+# checkov (chart scan) lives in its own virtualenv: its exact pins (packaging<24, boto3, networkx<2.7, ...) must not
+# constrain the project's. tests/integration/test_chart.py runs it on `helm template` output.
+CHECKOV_VERSION := 3.3.30
+CHECKOV := $(VENV)/tools/checkov/bin/checkov
 
-.PHONY: test demo lint format crds crds-check control-plane unit integration e2e bench bench-smoke clean help
+.PHONY: test demo lint format crds crds-check control-plane checkov reference unit integration e2e bench bench-smoke clean help
 
 help:
 	@echo "make demo   - start the local control plane and run the agentid story on it"
@@ -39,17 +44,28 @@ format: $(INSTALLED)
 
 crds: $(INSTALLED)
 	$(BIN)/python -m agentid.api.crdgen crds
+	rm -f $(CHART)/crds/*.yaml && cp crds/*.yaml $(CHART)/crds/
+
+# docs/reference.md is generated from the API models and the CLI (a test fails when it is stale).
+reference: $(INSTALLED)
+	$(BIN)/python hack/reference.py > docs/reference.md
+
+$(CHECKOV):
+	@test -x $(VENV)/tools/checkov/bin/python || $(PYTHON) -m venv $(VENV)/tools/checkov
+	$(VENV)/tools/checkov/bin/python -m pip install --quiet --disable-pip-version-check 'checkov==$(CHECKOV_VERSION)'
+
+checkov: $(CHECKOV)
 
 unit: $(INSTALLED)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-integration: $(INSTALLED) control-plane
+integration: $(INSTALLED) control-plane $(CHECKOV)
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
 e2e: $(INSTALLED) control-plane
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
-test: $(INSTALLED) control-plane lint
+test: $(INSTALLED) control-plane $(CHECKOV) lint
 	$(BIN)/pytest tests $(PYTEST_ARGS)
 
 demo: $(INSTALLED) control-plane

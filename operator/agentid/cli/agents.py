@@ -37,11 +37,19 @@ from agentid.kube.client import KubeClient, load_configuration
 from agentid.tokens import verification
 from agentid.tokens.settings import Limits
 
-EXIT_OK = 0  # done (also when the agent already was in the requested state)
-EXIT_ERROR = 1  # the API server refused or could not be reached; malformed input (e.g. not a JWT); --wait timed out
-EXIT_USAGE = 2  # bad command line (argparse)
-EXIT_NOT_FOUND = 3  # no such agent
-EXIT_TERMINAL = 4  # not possible in the agent's state: revoked or expired agents are terminal; being deleted
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_TERMINAL = 4
+EXIT_CODES = {  # documented in docs/reference.md (generated from this table)
+    EXIT_OK: "done, also when the agent already was in the requested state (suspend twice, revoke twice)",
+    EXIT_ERROR: "the API server refused the request (validation, admission, RBAC) or could not be reached; "
+    "malformed input (e.g. explain-token of something that is not a JWT); --wait ran out of time",
+    EXIT_USAGE: "bad command line",
+    EXIT_NOT_FOUND: "no such agent (audit: no agent and no Events about it)",
+    EXIT_TERMINAL: "not possible in the agent's state: revoked and expired agents are terminal; being deleted",
+}
 
 FIELD_MANAGER = "kubectl-agentid"
 RESUME_MODE_ANNOTATION = f"{v1alpha1.GROUP}/resume-mode"  # the mode `suspend` interrupted, restored by `resume`
@@ -69,7 +77,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     one.add_argument("name", help="the AgentIdentity's name")
     one.add_argument("-n", "--namespace", help="namespace (default: the context's namespace)")
     output = argparse.ArgumentParser(add_help=False)
-    output.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    output.add_argument(
+        "-o", "--output", choices=["table", "json"], default="table", help="table for people, json for scripts"
+    )
     waiting = argparse.ArgumentParser(add_help=False)
     waiting.add_argument("--wait", action="store_true", help="wait until the operator has put the change in force")
     waiting.add_argument("--timeout", type=float, default=60.0, help="seconds to --wait (default 60)")
