@@ -1,0 +1,35 @@
+# syntax=docker/dockerfile:1
+# agentid: the operator (`agentid run`) and the token service (`agentid serve`) in one image.
+#   docker build -t agentid:0.1.0 .
+# Pin the base by digest in release pipelines: --build-arg PYTHON_IMAGE=python:3.11.14-slim-trixie@sha256:<digest>
+ARG PYTHON_IMAGE=python:3.11.14-slim-trixie
+
+# -- build: a virtualenv with agentid and its dependencies (all from wheels: nothing is compiled) -----------------
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY operator ./operator
+RUN python -m venv /opt/agentid \
+ && /opt/agentid/bin/pip install "setuptools>=68" wheel \
+ && /opt/agentid/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /wheels . \
+ && /opt/agentid/bin/pip install --only-binary=:all: /wheels/agentid-*.whl \
+ && /opt/agentid/bin/pip uninstall --yes pip setuptools wheel \
+ && python -m compileall -q /opt/agentid
+
+# -- runtime: the virtualenv on a clean base; no compilers, no pip in the venv, no shell tools added ---------------
+FROM ${PYTHON_IMAGE}
+LABEL org.opencontainers.image.title="agentid" \
+      org.opencontainers.image.description="Kubernetes operator giving every AI agent its own identity" \
+      org.opencontainers.image.licenses="Apache-2.0"
+COPY --from=build /opt/agentid /opt/agentid
+ENV PATH=/opt/agentid/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+# 65532: the conventional "nonroot" UID; the chart runs as it with a read-only root filesystem.
+USER 65532:65532
+WORKDIR /tmp
+EXPOSE 8080 8443 9090 9443
+ENTRYPOINT ["agentid"]
+CMD ["run", "--all-namespaces"]
