@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from agentid.devcluster import assets
+from agentid.domain import naming
 from tests.support.clusters import ClusterHandle
 
 pytestmark = pytest.mark.cluster
@@ -300,3 +301,20 @@ def test_checkov_gate_is_live_it_fails_pods_without_a_network_policy(tmp_path: P
     result = _checkov(render("minimal-values.yaml"), tmp_path)
     assert result.returncode == 1
     assert "CKV2_K8S_6" in result.stdout
+
+
+def test_the_workload_example_matches_what_the_chart_installs() -> None:
+    """examples/invoice-triage-workload.yaml talks to the token service of a default install (release agentid in
+    agentid-system) as the agent's ServiceAccount."""
+    docs = documents(render(namespace="agentid-system"))
+    tokens = named(docs, "Deployment", "agentid-tokens")["spec"]["template"]["spec"]["containers"][0]
+    issuer = next(arg.split("=", 1)[1] for arg in tokens["args"] if arg.startswith("--issuer="))
+    workload = yaml.safe_load((REPO / "examples" / "invoice-triage-workload.yaml").read_text())
+    pod = workload["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == naming.service_account("invoice-triage")
+    projected = pod["volumes"][0]["projected"]["sources"][0]["serviceAccountToken"]
+    assert projected["audience"] == issuer
+    env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+    assert env["AGENTID_ISSUER"] == issuer
+    assert named(docs, "Secret", "agentid-tokens-tls")  # where the example tells users to copy the CA from
+    assert "agentid-tokens-tls" in (REPO / "examples" / "invoice-triage-workload.yaml").read_text()
