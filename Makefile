@@ -42,9 +42,11 @@ format: $(INSTALLED)
 	$(BIN)/ruff format operator tests bench hack
 	$(BIN)/ruff check --fix operator tests bench hack
 
+# The CRDs, their copy in the chart, and docs/reference.md all follow the models: one command refreshes all three.
 crds: $(INSTALLED)
 	$(BIN)/python -m agentid.api.crdgen crds
 	rm -f $(CHART)/crds/*.yaml && cp crds/*.yaml $(CHART)/crds/
+	$(BIN)/python hack/reference.py > docs/reference.md
 
 # docs/reference.md is generated from the API models and the CLI (a test fails when it is stale).
 reference: $(INSTALLED)
