@@ -86,6 +86,7 @@ def operator_logs() -> Iterator[LogCapture]:
     yield capture
     root.removeHandler(capture)
     root.setLevel(previous)
+    assert capture.errors == [], "operator handlers failed during the session:\n" + "\n".join(capture.errors[:5])
 
 
 @pytest.fixture(scope="session")

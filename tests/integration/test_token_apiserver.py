@@ -1,8 +1,7 @@
 """kube-apiserver authenticates agent tokens: SelfSubjectReview names the agent, RBAC binds its UID group.
 
-The RBAC-by-supervision tests need the operator (issue 3) to write and remove the bindings; they run with the
-session operator when ``tests.support.tokens.OPERATOR_PROVISIONS`` is on. The authn → RBAC path itself is proven
-now with a RoleBinding the test writes (the same subjects the operator writes).
+The operator writes and removes the bindings by supervision mode; the authn → RBAC path itself is also proven with
+a RoleBinding the test writes (the same subjects the operator writes).
 """
 
 from __future__ import annotations
@@ -19,12 +18,8 @@ from tests.support.cluster_setup import KUBE_AUDIENCE
 from tests.support.clusters import ClusterHandle, kubectl_binary, status_of
 from tests.support.polling import eventually
 from tests.support.tokens import (
-    OPERATOR_PROVISIONS,
     TokenServiceHandle,
-    apiserver_trusts_issuer_fixture,  # noqa: F401 - fixture
     provisioned,
-    token_namespace_fixture,  # noqa: F401 - fixture
-    token_service_fixture,  # noqa: F401 - fixture
     whoami,
 )
 
@@ -35,9 +30,6 @@ SPEC: dict[str, Any] = {
     "owner": {"kind": "User", "name": "alice@example.com"},
     "credentials": {"audiences": [KUBE_AUDIENCE]},
 }
-needs_operator = pytest.mark.skipif(
-    not OPERATOR_PROVISIONS, reason="needs the operator (issue 3) to grant and withdraw the agent's bindings"
-)
 
 
 def test_self_subject_review_with_an_agent_token_names_the_agent_its_owner_and_supervision(
@@ -123,7 +115,6 @@ def test_the_agents_uid_group_carries_rbac_granted_to_it(
     assert status_of(core.list_namespaced_config_map, "default") == 403
 
 
-@needs_operator
 def test_rbac_follows_supervision_for_agent_tokens(
     cluster: ClusterHandle, token_service: TokenServiceHandle, token_namespace: str
 ) -> None:
@@ -148,7 +139,6 @@ def test_rbac_follows_supervision_for_agent_tokens(
     assert status_of(core.list_namespaced_config_map, token_namespace) == 200
 
 
-@needs_operator
 def test_the_token_of_a_suspended_agent_authorises_nothing(
     cluster: ClusterHandle, token_service: TokenServiceHandle, token_namespace: str
 ) -> None:

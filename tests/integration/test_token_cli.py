@@ -19,12 +19,9 @@ from tests.support.tokens import (
     MCP,
     SERVICE_NAMESPACE,
     TokenServiceHandle,
-    apiserver_trusts_issuer_fixture,  # noqa: F401 - fixture
     ensure_namespace,
     fresh_endpoint,
     provisioned,
-    token_namespace_fixture,  # noqa: F401 - fixture
-    token_service_fixture,  # noqa: F401 - fixture
 )
 
 pytestmark = pytest.mark.cluster

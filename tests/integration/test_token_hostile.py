@@ -22,8 +22,6 @@ from tests.support.tokens import (
     MCP,
     TokenServiceHandle,
     provisioned,
-    token_namespace_fixture,  # noqa: F401 - fixture
-    token_service_fixture,  # noqa: F401 - fixture
 )
 
 pytestmark = pytest.mark.cluster

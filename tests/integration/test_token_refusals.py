@@ -12,16 +12,10 @@ import requests
 
 from agentid.api import v1alpha1
 from agentid.domain import claims
+from tests.support.agents import Agent, create_agent
 from tests.support.clusters import ClusterHandle
 from tests.support.polling import eventually
-from tests.support.tokens import (
-    MCP,
-    OPERATOR_PROVISIONS,
-    TokenServiceHandle,
-    provisioned,
-    token_namespace_fixture,  # noqa: F401 - fixture
-    token_service_fixture,  # noqa: F401 - fixture
-)
+from tests.support.tokens import MCP, ProvisionedAgent, TokenServiceHandle, provisioned
 
 pytestmark = pytest.mark.cluster
 
@@ -125,27 +119,20 @@ def test_a_deleted_and_recreated_agent_does_not_honour_the_old_incarnations_toke
     assert token_service.exchange(new.service_account_token(token_service.issuer)).status_code == 200
 
 
-@pytest.mark.skipif(OPERATOR_PROVISIONS, reason="the operator re-binds a recreated ServiceAccount (drift repair)")
 def test_a_status_naming_another_service_account_uid_is_not_matched_by_name(
     cluster: ClusterHandle, token_service: TokenServiceHandle, token_namespace: str
 ) -> None:
-    """The binding is by UID: a ServiceAccount recreated under the agent's SA name is not the agent."""
-    agent = provisioned(cluster, token_service, token_namespace, "triage", **SPEC)
+    """The binding is by UID: a ServiceAccount of the agent's SA name that is not the agent's stays a stranger."""
     core = kubernetes.client.CoreV1Api(cluster.admin())
-    core.delete_namespaced_service_account("triage-agent", token_namespace)
-    eventually(lambda: _create_sa(core, token_namespace, "triage-agent"), what="same-named ServiceAccount recreated")
-    impostor = agent.service_account_token(token_service.issuer)  # valid token of the *new* ServiceAccount
+    core.create_namespaced_service_account(token_namespace, {"metadata": {"name": "triage-agent"}})
+    agent = Agent(cluster, token_namespace, "triage")
+    create_agent(cluster, token_namespace, "triage", **SPEC)
+    # The operator does not adopt it: the agent says why, and nothing is bound to that ServiceAccount.
+    eventually(lambda: agent.condition("Ready").get("reason") == "ServiceAccountConflict", what="conflict")
+    assert agent.status()["grantedRules"] == 0
+    assert "serviceAccountUID" not in agent.status()
+    impostor = ProvisionedAgent(agent).service_account_token(token_service.issuer)
     assert error_of(token_service.exchange(impostor)) == (401, "invalid_grant")
-
-
-def _create_sa(core: kubernetes.client.CoreV1Api, namespace: str, name: str) -> bool:
-    try:
-        core.create_namespaced_service_account(namespace, {"metadata": {"name": name}})
-    except kubernetes.client.ApiException as error:
-        if error.status == 409:
-            return False
-        raise
-    return True
 
 
 def test_an_audience_the_agent_does_not_declare_is_refused_with_invalid_target(

@@ -19,8 +19,6 @@ from tests.support.tokens import (
     fresh_endpoint,
     provisioned,
     start_token_service,
-    token_namespace_fixture,  # noqa: F401 - fixture
-    token_service_fixture,  # noqa: F401 - fixture
 )
 
 pytestmark = pytest.mark.cluster

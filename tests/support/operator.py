@@ -30,10 +30,14 @@ class LogCapture(logging.Handler):
     def __init__(self) -> None:
         super().__init__(level=logging.DEBUG)
         self.lines: list[str] = []
+        self.errors: list[str] = []  # handler failures: the session fails if any occurred
         self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:
         self.lines.append(self.format(record))
+        denial = record.getMessage().startswith("Webhook ")  # an admission denial: the expected kind of "error"
+        if record.levelno >= logging.ERROR and record.name.startswith(("kopf.objects", "agentid")) and not denial:
+            self.errors.append(self.format(record))
 
 
 class OperatorThread:

@@ -2,9 +2,8 @@
 
 Session fixtures: ``token_service`` (the service in a thread, with the port, certificate and issuer the session
 apiserver trusts, see ``cluster_setup.configure_token_issuer``) and ``apiserver_trusts_issuer`` (waits until the
-apiserver authenticates agent tokens). ``provision`` creates an AgentIdentity the way the operator will have it:
-ServiceAccount, key Secret and status. Until the operator (issue 3) runs in the session it does so by hand;
-flipping ``OPERATOR_PROVISIONS`` makes it create the agent in an operator-watched namespace and wait for Ready.
+apiserver authenticates agent tokens). ``provision`` creates an AgentIdentity in a namespace the session operator
+watches and waits until the operator has provisioned it (ServiceAccount, key Secret, status).
 Test modules import the fixtures they use from here (``*_fixture``, registered under the short name).
 """
 
@@ -26,7 +25,6 @@ import kubernetes
 import pytest
 import requests
 
-from agentid.api import v1alpha1
 from agentid.api.v1alpha1 import KeyAlgorithm
 from agentid.devcluster import pki
 from agentid.domain import claims, keys, naming
@@ -40,7 +38,6 @@ from tests.support.polling import eventually
 
 # The one-line switch: True once the session operator provisions agents (issue 3). Then `provision` waits for
 # Ready instead of writing ServiceAccount, key Secret and status itself, in namespaces the operator watches.
-OPERATOR_PROVISIONS = True
 
 SERVICE_NAMESPACE = "agentid-system"
 TRUST_DOMAIN = "cluster.local"
@@ -260,8 +257,8 @@ def whoami(cluster: ClusterHandle, token: str) -> dict[str, Any] | None:
 
 @pytest.fixture(name="token_namespace")
 def token_namespace_fixture(request: pytest.FixtureRequest) -> str:
-    """Where ``provision`` creates agents: an operator-watched namespace once the operator provisions them."""
-    return str(request.getfixturevalue("agent_namespace" if OPERATOR_PROVISIONS else "namespace"))
+    """Where ``provision`` creates agents: a namespace the session operator watches."""
+    return str(request.getfixturevalue("agent_namespace"))
 
 
 # -- agents --------------------------------------------------------------------------------------------------------
@@ -331,61 +328,10 @@ class ProvisionedAgent:
 
 
 def provision(cluster: ClusterHandle, namespace: str, name: str, **spec: Any) -> ProvisionedAgent:
-    """An AgentIdentity with its ServiceAccount, key Secret and status (by the operator, or by hand until then)."""
+    """An AgentIdentity, provisioned by the operator (ServiceAccount, key Secret, status) and Ready."""
     agent = create_agent(cluster, namespace, name, **spec)
-    if OPERATOR_PROVISIONS:
-        agent.wait_ready()
-    else:
-        provision_by_hand(agent)
+    agent.wait_ready()
     return ProvisionedAgent(agent)
-
-
-def provision_by_hand(agent: Agent, *, algorithm: KeyAlgorithm = KeyAlgorithm.ED25519) -> None:
-    """What the operator does for an agent, reduced to what the token service reads."""
-    core = kubernetes.client.CoreV1Api(agent.cluster.admin())
-    account = core.create_namespaced_service_account(
-        agent.namespace, {"metadata": {"name": naming.service_account(agent.name)}}
-    )
-    key = keys.generate(algorithm)
-    created = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-    core.create_namespaced_secret(
-        agent.namespace,
-        {
-            "metadata": {
-                "name": naming.key_secret(agent.name),
-                "annotations": {naming.KEY_ID_ANNOTATION: key.key_id, naming.KEY_CREATED_ANNOTATION: created},
-            },
-            "type": naming.KEY_SECRET_TYPE,
-            "data": {
-                naming.KEY_SECRET_PRIVATE_KEY: base64.b64encode(key.private_pem()).decode(),
-                naming.KEY_SECRET_KEY_ID: base64.b64encode(key.key_id.encode()).decode(),
-                naming.KEY_SECRET_ALGORITHM: base64.b64encode(algorithm.value.encode()).decode(),
-            },
-        },
-    )
-    body = agent.body()
-    mode = body["spec"].get("supervision", {}).get("mode", "Supervised")
-    phase = {"Autonomous": "Active", "Supervised": "Supervised", "Suspended": "Suspended"}[mode]
-    status = {
-        "observedGeneration": body["metadata"]["generation"],
-        "phase": phase,
-        "agentID": naming.agent_id(TRUST_DOMAIN, agent.namespace, agent.name),
-        "serviceAccountName": naming.service_account(agent.name),
-        "serviceAccountUID": account.metadata.uid,
-        "supervision": mode,
-        "keys": [
-            {
-                "keyID": key.key_id,
-                "algorithm": algorithm.value,
-                "createdAt": created,
-                "state": "Active",
-                "jwk": dict(key.jwk),
-            },
-        ],
-    }
-    kubernetes.client.CustomObjectsApi(agent.cluster.admin()).patch_namespaced_custom_object_status(
-        v1alpha1.GROUP, v1alpha1.VERSION, agent.namespace, v1alpha1.PLURAL, agent.name, {"status": status}
-    )
 
 
 def provisioned(

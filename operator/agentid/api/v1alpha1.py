@@ -261,7 +261,8 @@ class AgentIdentityStatus(ApiModel):
     agent_id: str | None = Field(default=None, alias="agentID")
     service_account_name: str | None = None
     service_account_uid: str | None = Field(default=None, alias="serviceAccountUID")
-    supervision: SupervisionMode | None = None
+    supervision: SupervisionMode | None = None  # the mode in force (a policy may hold it below the spec's)
+    token_ttl: str | None = Field(default=None, alias="tokenTTL")  # in force: the spec's, or a policy's maximum
     keys: list[KeyStatus] = []
     revoked_key_ids: list[str] = Field(default=[], alias="revokedKeyIDs")
     last_rotation_time: dt.datetime | None = None

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from agentid.api.durations import parse as parse_duration
 from agentid.api.v1alpha1 import AgentIdentity, Phase, SupervisionMode
 
 # RFC 8693 / RFC 7523 identifiers.
@@ -92,6 +93,14 @@ def effective_supervision(agent: AgentIdentity) -> SupervisionMode:
     if agent.status.phase is Phase.SUSPENDED:
         modes.append(SupervisionMode.SUSPENDED)
     return max(modes, key=_RESTRICTIVENESS.__getitem__)
+
+
+def token_ttl(agent: AgentIdentity) -> dt.timedelta:
+    """The spec's tokenTTL, or less if the operator reports a policy's lower maximum in force (status)."""
+    ttl = agent.spec.credentials.ttl
+    if agent.status.token_ttl is not None:
+        ttl = min(ttl, parse_duration(agent.status.token_ttl))
+    return ttl
 
 
 def check_may_get_tokens(agent: AgentIdentity, now: dt.datetime) -> None:
@@ -186,7 +195,7 @@ def choose_lifetime(
 ) -> dt.timedelta:
     """How long the new token lives: the request (or tokenTTL), never past tokenTTL, the agent's expiresAt, or
     the expiry of the tokens it was exchanged from (``not_after``)."""
-    ttl = agent.spec.credentials.ttl
+    ttl = token_ttl(agent)
     if requested is not None and requested > ttl:
         raise Refused(
             Error.INVALID_REQUEST,

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentid.api.durations import format_duration
 from agentid.api.v1alpha1 import (
     AgentIdentity,
     AgentIdentityStatus,
@@ -56,6 +57,14 @@ class ObjectPlan:
     @property
     def empty(self) -> bool:
         return not self.applies and not self.deletes
+
+
+def without_applies_of(plan: ObjectPlan, kind: str) -> ObjectPlan:
+    return ObjectPlan(
+        applies=tuple(m for m in plan.applies if m["kind"] != kind),
+        deletes=plan.deletes,
+        repaired=tuple(r for r in plan.repaired if not r.startswith(f"{kind} ")),
+    )
 
 
 @dataclass(frozen=True)
@@ -135,6 +144,8 @@ class Outcome:
     revoked_key_ids: tuple[str, ...] = ()
     created_by: Attribution | None = None
     last_changed_by: Attribution | None = None
+    supervision: SupervisionMode | None = None  # in force, if a policy holds it below the spec's mode
+    token_ttl: dt.timedelta | None = None  # in force, if a policy caps it below the spec's tokenTTL
 
 
 def phase_for(agent: AgentIdentity, access: Access, terminal: Phase | None) -> Phase:
@@ -216,7 +227,8 @@ def compute_status(agent: AgentIdentity, outcome: Outcome, *, agent_id: str, now
         agent_id=agent_id,
         service_account_name=naming.service_account(agent.name),
         service_account_uid=outcome.service_account_uid if not terminal else previous.service_account_uid,
-        supervision=agent.spec.supervision.mode if not terminal else previous.supervision,
+        supervision=(outcome.supervision or agent.spec.supervision.mode) if not terminal else previous.supervision,
+        token_ttl=format_duration(outcome.token_ttl or agent.spec.credentials.ttl) if not terminal else None,
         keys=[] if terminal else list(outcome.keys),
         revoked_key_ids=list(outcome.revoked_key_ids) if terminal else list(previous.revoked_key_ids),
         last_rotation_time=key.created_at if key is not None and not terminal else None,

@@ -283,3 +283,9 @@ def governed_access(
         else spec.model_copy(update={"supervision": spec.supervision.model_copy(update={"mode": mode})})
     )
     return constrain(effective_access(supervised_spec, cluster_roles), spec, policy, now)
+
+
+def token_ttl(spec: AgentIdentitySpec, policy: EffectivePolicy) -> dt.timedelta:
+    """The token lifetime in force: the spec's tokenTTL, cut to a policy's maximum."""
+    ttl = spec.credentials.ttl
+    return min(ttl, policy.max_token_ttl) if policy.max_token_ttl is not None else ttl

@@ -20,6 +20,7 @@ NO_ACCESS = "NoAccess"
 NOT_REVOKED = "NotRevoked"
 CLUSTER_ROLE_NOT_FOUND = "ClusterRoleNotFound"
 POLICY_VIOLATION = "PolicyViolation"
+SERVICE_ACCOUNT_CONFLICT = "ServiceAccountConflict"
 APPLY_FAILED = "ApplyFailed"
 
 # Event reasons

@@ -117,8 +117,14 @@ def _register_owned(registry: kopf.OperatorRegistry, kind: str, resource: tuple[
     @kopf.on.event(*resource, labels=MANAGED, id=f"drift-{kind.lower()}", registry=registry)
     async def drift(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
         owner = projections.agent_key(body)
-        if owner is not None and type in ("DELETED", "MODIFIED") and projections.changed_by_others(body, type):
-            await _runtime(memo).reconcile_agent(*owner)
+        if owner is None:
+            return
+        runtime = _runtime(memo)
+        runtime.view.watched(
+            owner, kind, body.metadata.name or "", body.metadata.get("resourceVersion"), deleted=type == "DELETED"
+        )
+        if type in ("DELETED", "MODIFIED") and projections.changed_by_others(body, type):
+            await runtime.reconcile_agent(*owner)
 
 
 def register_admission(registry: kopf.OperatorRegistry) -> None:

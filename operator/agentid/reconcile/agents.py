@@ -23,7 +23,7 @@ from agentid.domain import attribution, desired, keyring, keys, lifecycle, namin
 from agentid.domain.keyring import KeyAction, ObservedKey
 from agentid.domain.lifecycle import DELETE_ORDER, ObjectPlan, ObjectRef, Observed
 from agentid.domain.settings import OperatorSettings
-from agentid.domain.supervision import NO_ACCESS
+from agentid.domain.supervision import NO_ACCESS, Access, Withheld
 from agentid.kube import errors, resources
 from agentid.kube.client import KubeClient
 from agentid.kube.events import EventRecorder
@@ -114,12 +114,18 @@ class AgentReconciler:
         terminal = lifecycle.terminal_phase(agent, now)
         observed = self.view.observe(agent)
         access = NO_ACCESS
+        governing = self.view.policy_for(agent.namespace)
         key, action = observed.key, KeyAction.KEEP
         if terminal is None:
             cluster_roles = self.view.cluster_roles(agent.spec.cluster_role_refs)
-            access = policy.governed_access(agent.spec, self.view.policy_for(agent.namespace), cluster_roles, now)
+            access = policy.governed_access(agent.spec, governing, cluster_roles, now)
+            conflict = await self._foreign_service_account(agent, observed)
+            if conflict is not None:
+                access = Access(withheld=(*access.withheld, conflict))  # never bind anything to someone else's SA
             key, action = await self._ensure_key(agent, observed.key, now)
         plan = lifecycle.plan_objects(agent, observed, access=access, agent_id=agent_id, terminal=terminal is not None)
+        if any(item.reason == reasons.SERVICE_ACCOUNT_CONFLICT for item in access.withheld):
+            plan = lifecycle.without_applies_of(plan, "ServiceAccount")
         if terminal is not None and not agent.status.phase.terminal:
             plan = _with_well_known_deletes(agent, plan)
         service_account_uid = await self._execute(agent, plan, observed)
@@ -131,6 +137,8 @@ class AgentReconciler:
             service_account_uid=service_account_uid,
             key_action=action,
             repaired=plan.repaired,
+            supervision=policy.allowed_mode(agent.spec, governing),
+            token_ttl=policy.token_ttl(agent.spec, governing),
             created_by=attribution.parse(agent.metadata.annotations, attribution.CREATED_BY),
             last_changed_by=attribution.parse(agent.metadata.annotations, attribution.LAST_CHANGED_BY),
             revoked_key_ids=tuple(
@@ -144,6 +152,25 @@ class AgentReconciler:
         events = lifecycle.transition_events(agent, status, outcome, actor=status.last_changed_by)
         await self._announce(agent, body, events, agent_id=agent_id, now=now)
         return lifecycle.next_wakeup(agent, status)
+
+    async def _foreign_service_account(self, agent: AgentIdentity, observed: Observed) -> Withheld | None:
+        """A ServiceAccount of the agent's name that this agent does not own is never adopted: its tokens would
+        become the agent's identity. Checked live, only when the index has none of ours (creation, drift)."""
+        name = naming.service_account(agent.name)
+        if observed.get("ServiceAccount", name) is not None:
+            return None
+        live = await self.client.get(resources.SERVICE_ACCOUNTS, name, agent.namespace)
+        if live is None:
+            return None
+        owners = (live.get("metadata") or {}).get("ownerReferences") or []
+        if any(owner.get("uid") == agent.metadata.uid for owner in owners):
+            return None
+        return Withheld(
+            reasons.SERVICE_ACCOUNT_CONFLICT,
+            f"ServiceAccount {name} exists and does not belong to this agent; delete or rename it (agentid never "
+            "adopts a ServiceAccount it did not create)",
+            problem=True,
+        )
 
     def _key_statuses(self, agent: AgentIdentity, key: ObservedKey, now: dt.datetime) -> list[Any]:
         window = keyring.retirement_window(agent.spec.credentials, self.settings.timings.key_overlap_allowance)

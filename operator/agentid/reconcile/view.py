@@ -116,6 +116,22 @@ class ClusterView:
         entry = _Written(summary, _rv(summary), time.monotonic(), key)
         self._overlay.setdefault(agent, {})[(kind, summary["metadata"]["name"])] = entry
 
+    def watched(self, agent: AgentKey, kind: str, name: str, resource_version: str | None, *, deleted: bool) -> None:
+        """A watch event for an owned object: once the index has caught up with (or passed) what we wrote, our
+        memory of the write is dropped, so a later deletion by someone else is seen at once."""
+        written_objects = self._overlay.get(agent)
+        written = written_objects.get((kind, name)) if written_objects else None
+        if written is None or written_objects is None:
+            return
+        try:
+            version = int(resource_version or 0)
+        except ValueError:
+            version = 0
+        if deleted or (written.summary is not None and version >= written.resource_version):
+            del written_objects[(kind, name)]
+            if not written_objects:
+                del self._overlay[agent]
+
     def record_deleted(self, agent: AgentKey, kind: str, name: str) -> None:
         self._overlay.setdefault(agent, {})[(kind, name)] = _Written(None, 0, time.monotonic())
 
