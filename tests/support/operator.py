@@ -90,7 +90,9 @@ class OperatorThread:
 class OperatorProcess:
     """`agentid run` as a real process (killable at any moment, for crash-consistency tests)."""
 
-    def __init__(self, kubeconfig: Path, *, namespaces: Sequence[str], log_path: Path) -> None:
+    def __init__(
+        self, kubeconfig: Path, *, namespaces: Sequence[str], log_path: Path, extra_args: Sequence[str] = ()
+    ) -> None:
         argv = [
             sys.executable,
             "-m",
@@ -99,6 +101,7 @@ class OperatorProcess:
             f"--kubeconfig={kubeconfig}",
             "--resync-seconds=5",
             "--key-overlap-seconds=2",
+            *extra_args,
         ]
         argv += [f"--namespace={pattern}" for pattern in namespaces]
         self.log_path = log_path

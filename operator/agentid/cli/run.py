@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import sys
+from pathlib import Path
 
 import kopf
 
 from agentid import audit
 from agentid.domain.settings import OperatorSettings, Timings
 from agentid.handlers.runtime import OperatorConfig, WebhookConfig, run_operator
+from agentid.tokens.settings import DEFAULT_NAMESPACE, TLS, TokenServiceSettings
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -35,10 +38,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     run.add_argument("--webhook-cert", default="/tls/tls.crt", help="webhook serving certificate (PEM)")
     run.add_argument("--webhook-key", default="/tls/tls.key", help="webhook serving key (PEM)")
     run.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+    embedded = run.add_argument_group("embedded token service (instead of a separate `agentid serve`)")
+    embedded.add_argument("--token-service-issuer", metavar="URL", help="serve agent tokens in this process as URL")
+    embedded.add_argument("--token-service-port", type=int, default=8443)
+    embedded.add_argument("--token-service-tls-cert", type=Path, help="its serving certificate (PEM)")
+    embedded.add_argument("--token-service-tls-key", type=Path, help="its serving key (PEM)")
+    embedded.add_argument("--token-service-namespace", default=DEFAULT_NAMESPACE, help="namespace of its key Secret")
     run.set_defaults(func=run_command)
 
 
 def run_command(args: argparse.Namespace) -> int:
+    token_service = _token_service_settings(args)
+    problem = token_service.tls_problem() if token_service is not None else None
+    if problem is not None:
+        print(f"{problem} (--token-service-tls-cert/--token-service-tls-key)", file=sys.stderr)
+        return 2
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat[args.log_format.upper()])
     audit.configure(args.audit_log)
     resync = dt.timedelta(seconds=args.resync_seconds)
@@ -58,6 +72,22 @@ def run_command(args: argparse.Namespace) -> int:
         max_in_flight=args.max_in_flight,
         webhook=WebhookConfig(args.webhook_port, args.webhook_cert, args.webhook_key) if args.webhook_port else None,
         metrics_port=args.metrics_port,
+        token_service=token_service,
     )
     asyncio.run(run_operator(config))
     return 0
+
+
+def _token_service_settings(args: argparse.Namespace) -> TokenServiceSettings | None:
+    if not args.token_service_issuer:
+        return None
+    tls = None
+    if args.token_service_tls_cert and args.token_service_tls_key:
+        tls = TLS(args.token_service_tls_cert, args.token_service_tls_key)
+    return TokenServiceSettings(
+        issuer=args.token_service_issuer.rstrip("/"),
+        host="0.0.0.0",  # noqa: S104 - a Pod serves its Service
+        port=args.token_service_port,
+        tls=tls,
+        namespace=args.token_service_namespace,
+    )

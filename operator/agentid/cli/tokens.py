@@ -146,9 +146,9 @@ def serve_command(args: argparse.Namespace) -> int:
         config = authnconfig.authentication_configuration(settings.issuer, audiences=audiences, ca_pem=ca_pem)
         print(yaml.safe_dump(config, sort_keys=False), end="")
         return 0
-    host = urllib.parse.urlsplit(settings.issuer).hostname or ""
-    if settings.tls is None and host not in ("127.0.0.1", "localhost", "::1"):
-        print("refusing to serve a non-loopback issuer without --tls-cert/--tls-key", file=sys.stderr)
+    problem = settings.tls_problem()
+    if problem is not None:
+        print(f"{problem} (--tls-cert/--tls-key)", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s %(message)s"

@@ -26,6 +26,9 @@ from agentid.reconcile.agents import AgentReconciler
 from agentid.reconcile.policies import PolicyStatusWriter
 from agentid.reconcile.scheduler import Scheduler
 from agentid.reconcile.view import ClusterView
+from agentid.tokens.service import FIELD_MANAGER as TOKEN_SERVICE_FIELD_MANAGER
+from agentid.tokens.service import TokenService
+from agentid.tokens.settings import TokenServiceSettings
 from agentid.webhooks.admission import AgentAdmission
 
 PERSISTENCE_PREFIX = "agentid.dev"
@@ -52,6 +55,7 @@ class OperatorConfig:
     max_in_flight: int = 64
     webhook: WebhookConfig | None = None
     metrics_port: int | None = None
+    token_service: TokenServiceSettings | None = None  # embed the token service in the operator process
     instance: str = field(default_factory=lambda: os.environ.get("POD_NAME") or socket.gethostname())
 
 
@@ -119,6 +123,7 @@ async def run_operator(
     if config.webhook is not None:
         registrations.register_admission(registry)
     logging.getLogger(__name__).info("agentid operator starting (instance %s)", config.instance)
+    embedded = await _start_token_service(config)
     try:
         await kopf.operator(
             registry=registry,
@@ -132,4 +137,18 @@ async def run_operator(
             ready_flag=ready_flag,
         )
     finally:
+        if embedded is not None:
+            await embedded.stop()
+            await embedded.client.close()
         await runtime.close()
+
+
+async def _start_token_service(config: OperatorConfig) -> TokenService | None:
+    """The token service in the operator's process and event loop (small installs); `agentid serve` is the
+    same service on its own, for stateless replicas behind a Service."""
+    if config.token_service is None:
+        return None
+    client = KubeClient(await load_configuration(config.kubeconfig), field_manager=TOKEN_SERVICE_FIELD_MANAGER)
+    service = TokenService(config.token_service, client)
+    await service.start()
+    return service

@@ -5,6 +5,7 @@ Nothing here reads the environment; the CLI maps flags to these fields.
 
 from __future__ import annotations
 
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +49,13 @@ class TokenServiceSettings:
     review_cache_entries: int = 10_000
     keyring_refresh_seconds: float = 30.0  # re-read the Secret (other replicas may have rotated) and plan
     limits: Limits = field(default_factory=Limits)
+
+    def tls_problem(self) -> str | None:
+        """Why this configuration may not serve (an issuer other than loopback needs TLS), or None."""
+        host = urllib.parse.urlsplit(self.issuer).hostname or ""
+        if self.tls is None and host not in ("127.0.0.1", "localhost", "::1"):
+            return "refusing to serve a non-loopback issuer without a TLS certificate and key"
+        return None
 
     @property
     def token_endpoint(self) -> str:
