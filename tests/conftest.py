@@ -117,6 +117,18 @@ def operator(cluster: ClusterHandle, crds: None, operator_logs: LogCapture) -> I
     running.stop()
 
 
+@pytest.fixture(scope="session")
+def configmap_editor(cluster: ClusterHandle) -> Iterator[str]:
+    """A ClusterRole that writes configmaps and nothing the baseline forbids (unlike edit/admin, which reach
+    Secrets and therefore the keys of the other agents in a namespace)."""
+    rbac = kubernetes.client.RbacAuthorizationV1Api(cluster.admin())
+    name = f"configmap-editor-{uuid.uuid4().hex[:6]}"
+    rule = {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "update", "patch"]}
+    rbac.create_cluster_role({"metadata": {"name": name}, "rules": [rule]})
+    yield name
+    rbac.delete_cluster_role(name)
+
+
 @pytest.fixture
 def agent_namespace(cluster: ClusterHandle, operator: OperatorThread, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace that the session operator watches (and, locally, whose agents pass admission)."""

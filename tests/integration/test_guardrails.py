@@ -99,12 +99,13 @@ def policy(cluster: ClusterHandle) -> Iterator[Any]:
 
 
 def test_a_namespace_editor_cannot_hand_an_agent_what_they_may_not_grant(
-    cluster: ClusterHandle, agent_namespace: str, agent_author_role: str, policy: Any
+    cluster: ClusterHandle, agent_namespace: str, agent_author_role: str, policy: Any, configmap_editor: str
 ) -> None:
     dave = "dave@example.com"
     _bind(cluster, agent_namespace, dave, "edit")
     _bind(cluster, agent_namespace, dave, agent_author_role)
-    policy(agent_namespace)  # the default ceilings: secrets, serviceaccounts/token and pods/exec are forbidden
+    # The default ceilings (secrets, serviceaccounts/token and pods/exec forbidden); admin made grantable.
+    policy(agent_namespace, grantableClusterRoles=["admin", configmap_editor])
 
     secrets = [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
     message = _denial(lambda: _create_as(cluster, dave, agent_namespace, "greedy", permissions=secrets))
@@ -117,9 +118,9 @@ def test_a_namespace_editor_cannot_hand_an_agent_what_they_may_not_grant(
     message = _denial(lambda: _create_as(cluster, dave, agent_namespace, "nodes", permissions=nodes))
     assert "dave@example.com may not grant 'get nodes'" in message
 
-    # What dave does hold, he may give: configmaps writes and the edit ClusterRole itself.
-    _create_as(cluster, dave, agent_namespace, "fair", clusterRoleRefs=["edit"])
-    assert Agent(cluster, agent_namespace, "fair").wait_ready()["grantedClusterRoles"] == ["edit"]
+    # What dave does hold, he may give: configmap writes, through a ClusterRole he holds every rule of.
+    _create_as(cluster, dave, agent_namespace, "fair", clusterRoleRefs=[configmap_editor])
+    assert Agent(cluster, agent_namespace, "fair").wait_ready()["grantedClusterRoles"] == [configmap_editor]
     # A cluster admin may grant what dave may not (where the policy allows).
     create_agent(cluster, agent_namespace, "by-admin", clusterRoleRefs=["admin"])
     assert Agent(cluster, agent_namespace, "by-admin").wait_ready()["grantedClusterRoles"] == ["admin"]

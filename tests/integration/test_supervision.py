@@ -40,12 +40,28 @@ def test_each_supervision_mode_grants_exactly_its_access(cluster: ClusterHandle,
     eventually(lambda: agent.can(token, "create") == 200, what="write allowed again")
 
 
-def test_supervised_agents_get_read_only_cluster_roles_only(cluster: ClusterHandle, agent_namespace: str) -> None:
-    agent = create_agent(
-        cluster, agent_namespace, "reader", supervision={"mode": "Supervised"}, clusterRoleRefs=["view", "edit"]
-    )
+def test_supervised_agents_get_read_only_cluster_roles_only(
+    cluster: ClusterHandle, agent_namespace: str, configmap_editor: str
+) -> None:
+    roles = ["view", configmap_editor]
+    agent = create_agent(cluster, agent_namespace, "reader", supervision={"mode": "Supervised"}, clusterRoleRefs=roles)
     status = agent.wait_ready()
     assert status["grantedClusterRoles"] == ["view"]
-    assert "edit" in agent.condition("AccessReady")["message"]
+    assert f"ClusterRole {configmap_editor!r} is not read-only" in agent.condition("AccessReady")["message"]
     agent.patch_spec({"supervision": {"mode": "Autonomous"}})
-    assert agent.wait_phase("Active")["grantedClusterRoles"] == ["view", "edit"]
+    assert agent.wait_phase("Active")["grantedClusterRoles"] == roles
+
+
+def test_cluster_roles_reaching_secrets_are_withheld_by_the_built_in_baseline(
+    cluster: ClusterHandle, agent_namespace: str
+) -> None:
+    """edit reads Secrets, and with them the private keys of the other agents in the namespace."""
+    agent = create_agent(cluster, agent_namespace, "keyhunter", clusterRoleRefs=["view", "edit"])
+    eventually(lambda: agent.condition("Ready").get("reason") == "PolicyViolation", what="edit withheld")
+    assert agent.status()["grantedClusterRoles"] == ["view"]
+    message = agent.condition("AccessReady")["message"]
+    assert "ClusterRole 'edit': it grants" in message
+    assert "it grants 'secrets', which is forbidden" in message
+    assert "[policy agentid-baseline]" in message
+    token = agent.service_account_token()
+    assert status_of(agent.as_agent(token).list_namespaced_secret, agent_namespace) == 403

@@ -10,7 +10,10 @@ from agentid.domain import policy
 from agentid.domain.supervision import ClusterRoleInfo
 from tests.support.factories import NOW, agent
 
-VIEW = {"view": ClusterRoleInfo("view", read_only=True), "edit": ClusterRoleInfo("edit", read_only=False)}
+VIEW = {
+    "view": ClusterRoleInfo("view", read_only=True, resources=frozenset({"configmaps", "pods"})),
+    "edit": ClusterRoleInfo("edit", read_only=False, resources=frozenset({"configmaps", "secrets"})),
+}
 
 
 def make(name: str = "p", **spec: Any) -> AgentPolicy:
@@ -58,6 +61,21 @@ def test_violations_come_in_check_order_with_paths_and_the_policy_name() -> None
         "verb 'update' is not allowed [policy finance]"
     )
     assert policy.violations(agent().spec, policy.NO_POLICY, NOW) == []
+
+
+def test_without_any_policy_the_built_in_baseline_still_forbids_what_reaches_other_agents_keys() -> None:
+    baseline = policy.effective_policy([], {"team": "finance"})
+    assert baseline.names == ("agentid-baseline",)
+    secrets = agent(
+        permissions=[{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}], clusterRoleRefs=["edit"]
+    )
+    found = policy.violations(secrets.spec, baseline, NOW, VIEW)
+    assert [v.path for v in found] == ["spec.permissions[0]", "spec.clusterRoleRefs[0]"]
+    assert "it grants 'secrets', which is forbidden" in found[1].message
+    access = policy.governed_access(secrets.spec, baseline, VIEW, NOW)
+    assert access.empty
+    grantable = policy.effective_policy([make(grantableClusterRoles=["edit"])], {})
+    assert policy.governed_access(agent(clusterRoleRefs=["edit"]).spec, grantable, VIEW, NOW).cluster_roles == ("edit",)
 
 
 def test_a_tightened_policy_narrows_rules_and_cluster_roles_and_records_why() -> None:

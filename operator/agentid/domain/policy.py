@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from agentid.api.durations import parse as parse_duration
 from agentid.api.v1alpha1 import (
+    DEFAULT_FORBIDDEN_RESOURCES,
+    DEFAULT_FORBIDDEN_VERBS,
     AgentIdentitySpec,
     AgentPolicy,
     LabelSelector,
@@ -95,7 +97,15 @@ class EffectivePolicy:
         return ", ".join(self.names)
 
 
-NO_POLICY = EffectivePolicy()
+BASELINE_NAME = "agentid-baseline"
+# What applies where no AgentPolicy selects a namespace: the defaults of an empty AgentPolicy. Without it, an
+# agent could be handed `get secrets` and read the private keys of the other agents in its namespace.
+BASELINE = EffectivePolicy(
+    names=(BASELINE_NAME,),
+    forbidden_resources=frozenset(DEFAULT_FORBIDDEN_RESOURCES),
+    forbidden_verbs=frozenset(DEFAULT_FORBIDDEN_VERBS),
+)
+NO_POLICY = EffectivePolicy()  # nothing at all: for tests of the checks themselves
 
 
 def effective_policy(policies: Iterable[AgentPolicy], namespace_labels: Mapping[str, str]) -> EffectivePolicy:
@@ -104,7 +114,7 @@ def effective_policy(policies: Iterable[AgentPolicy], namespace_labels: Mapping[
         key=lambda policy: policy.name,
     )
     if not selected:
-        return NO_POLICY
+        return BASELINE
     specs = [policy.spec for policy in selected]
     modes = _intersect(
         None if spec.allowed_supervision_modes is None else [mode.value for mode in spec.allowed_supervision_modes]
@@ -128,14 +138,17 @@ def effective_policy(policies: Iterable[AgentPolicy], namespace_labels: Mapping[
 
 # -- the ordered chain of checks ---------------------------------------------------------------------------------
 
-Check = Callable[[AgentIdentitySpec, EffectivePolicy, dt.datetime], list[Violation]]
+ClusterRoles = Mapping[str, ClusterRoleInfo | None]
+Check = Callable[[AgentIdentitySpec, EffectivePolicy, dt.datetime, ClusterRoles], list[Violation]]
 
 
 def _sorted(values: Iterable[str]) -> str:
     return ", ".join(sorted(values)) or "none"
 
 
-def check_owner(spec: AgentIdentitySpec, policy: EffectivePolicy, now: dt.datetime) -> list[Violation]:
+def check_owner(
+    spec: AgentIdentitySpec, policy: EffectivePolicy, now: dt.datetime, cluster_roles: ClusterRoles
+) -> list[Violation]:
     for patterns in policy.owner_patterns:
         if not any(fnmatch.fnmatchcase(spec.owner.name, pattern) for pattern in patterns):
             message = f"owner {spec.owner.name!r} matches none of the allowed owners ({', '.join(patterns)})"
@@ -143,7 +156,9 @@ def check_owner(spec: AgentIdentitySpec, policy: EffectivePolicy, now: dt.dateti
     return []
 
 
-def check_supervision(spec: AgentIdentitySpec, policy: EffectivePolicy, now: dt.datetime) -> list[Violation]:
+def check_supervision(
+    spec: AgentIdentitySpec, policy: EffectivePolicy, now: dt.datetime, cluster_roles: ClusterRoles
+) -> list[Violation]:
     mode = spec.supervision.mode
     if policy.allowed_modes is not None and mode not in policy.allowed_modes:
         allowed = _sorted(m.value for m in policy.allowed_modes)
@@ -155,7 +170,9 @@ def check_supervision(spec: AgentIdentitySpec, policy: EffectivePolicy, now: dt.
     return []
 
 
-def check_lifetime(spec: AgentIdentitySpec, policy: EffectivePolicy, now: dt.datetime) -> list[Violation]:
+def check_lifetime(
+    spec: AgentIdentitySpec, policy: EffectivePolicy, now: dt.datetime, cluster_roles: ClusterRoles
+) -> list[Violation]:
     if policy.max_lifetime is None:
         return []
     if spec.expires_at is None:
@@ -167,7 +184,9 @@ def check_lifetime(spec: AgentIdentitySpec, policy: EffectivePolicy, now: dt.dat
     return [Violation("spec.expiresAt", f"{message} [policy {policy.label}]")]
 
 
-def check_token_ttl(spec: AgentIdentitySpec, policy: EffectivePolicy, now: dt.datetime) -> list[Violation]:
+def check_token_ttl(
+    spec: AgentIdentitySpec, policy: EffectivePolicy, now: dt.datetime, cluster_roles: ClusterRoles
+) -> list[Violation]:
     if policy.max_token_ttl is not None and spec.credentials.ttl > policy.max_token_ttl:
         message = f"{spec.credentials.token_ttl} exceeds the maximum {policy.max_token_ttl} [policy {policy.label}]"
         return [Violation("spec.credentials.tokenTTL", message)]
@@ -192,7 +211,9 @@ def rule_violations(rule: PolicyRule, policy: EffectivePolicy) -> list[str]:
     return problems
 
 
-def check_rules(spec: AgentIdentitySpec, policy: EffectivePolicy, now: dt.datetime) -> list[Violation]:
+def check_rules(
+    spec: AgentIdentitySpec, policy: EffectivePolicy, now: dt.datetime, cluster_roles: ClusterRoles
+) -> list[Violation]:
     violations = []
     for index, rule in enumerate(spec.permissions):
         problems = rule_violations(rule, policy)
@@ -201,16 +222,40 @@ def check_rules(spec: AgentIdentitySpec, policy: EffectivePolicy, now: dt.dateti
     return violations
 
 
-def check_cluster_roles(spec: AgentIdentitySpec, policy: EffectivePolicy, now: dt.datetime) -> list[Violation]:
-    grantable = policy.grantable_cluster_roles
-    if grantable is None:
+def cluster_role_problems(info: ClusterRoleInfo, policy: EffectivePolicy) -> list[str]:
+    """What a ClusterRole grants that the policy forbids (a ClusterRole listed as grantable is trusted as is)."""
+    if policy.grantable_cluster_roles is not None:
         return []
-    suffix = f"(grantable: {_sorted(grantable)}) [policy {policy.label}]"
-    return [
-        Violation(f"spec.clusterRoleRefs[{index}]", f"ClusterRole {name!r} is not grantable {suffix}")
-        for index, name in enumerate(spec.cluster_role_refs)
-        if name not in grantable
+    problems = [
+        f"it grants {resource!r}, which is forbidden"
+        for resource in sorted(info.resources)
+        if resource in policy.forbidden_resources or resource == "*"
     ]
+    problems += [
+        f"it grants the verb {verb!r}, which is forbidden"
+        for verb in sorted(info.verbs)
+        if verb in policy.forbidden_verbs or verb == "*"
+    ]
+    return problems
+
+
+def check_cluster_roles(
+    spec: AgentIdentitySpec, policy: EffectivePolicy, now: dt.datetime, cluster_roles: ClusterRoles
+) -> list[Violation]:
+    grantable = policy.grantable_cluster_roles
+    violations = []
+    for index, name in enumerate(spec.cluster_role_refs):
+        path = f"spec.clusterRoleRefs[{index}]"
+        if grantable is not None and name not in grantable:
+            message = f"ClusterRole {name!r} is not grantable (grantable: {_sorted(grantable)})"
+            violations.append(Violation(path, f"{message} [policy {policy.label}]"))
+            continue
+        info = cluster_roles.get(name)
+        problems = cluster_role_problems(info, policy) if info is not None else []
+        if problems:
+            message = f"ClusterRole {name!r}: {'; '.join(problems)} (list it in grantableClusterRoles to allow it)"
+            violations.append(Violation(path, f"{message} [policy {policy.label}]"))
+    return violations
 
 
 CHECKS: tuple[Check, ...] = (
@@ -223,11 +268,14 @@ CHECKS: tuple[Check, ...] = (
 )
 
 
-def violations(spec: AgentIdentitySpec, policy: EffectivePolicy, now: dt.datetime) -> list[Violation]:
+def violations(
+    spec: AgentIdentitySpec, policy: EffectivePolicy, now: dt.datetime, cluster_roles: ClusterRoles | None = None
+) -> list[Violation]:
     """Every violation, in the order of the checks (the first one is what admission reports first)."""
     if not policy.governed:
         return []
-    return [violation for check in CHECKS for violation in check(spec, policy, now)]
+    roles = cluster_roles or {}
+    return [violation for check in CHECKS for violation in check(spec, policy, now, roles)]
 
 
 # -- reconcile time: shrink, never widen -------------------------------------------------------------------------
@@ -255,17 +303,24 @@ def _narrow(rule: PolicyRule, policy: EffectivePolicy) -> PolicyRule | None:
     return rule.model_copy(update={"api_groups": groups, "resources": resources, "verbs": verbs})
 
 
-def constrain(access: Access, spec: AgentIdentitySpec, policy: EffectivePolicy, now: dt.datetime) -> Access:
+def constrain(
+    access: Access, spec: AgentIdentitySpec, policy: EffectivePolicy, now: dt.datetime, cluster_roles: ClusterRoles
+) -> Access:
     """The part of ``access`` the policy allows; every cut is recorded as a PolicyViolation problem."""
     if not policy.governed:
         return access
-    found = violations(spec, policy, now)
+    found = violations(spec, policy, now, cluster_roles)
     withheld = list(access.withheld) + [Withheld(POLICY_VIOLATION, str(v), problem=True) for v in found]
     disqualifying = [v for v in found if v.path in ("spec.owner.name", "spec.expiresAt")]
     if disqualifying:
         return Access(withheld=tuple(withheld))
     rules = tuple(narrowed for rule in access.rules if (narrowed := _narrow(rule, policy)) is not None)
-    roles = tuple(name for name in access.cluster_roles if _permitted(name, policy.grantable_cluster_roles))
+    roles = tuple(
+        name
+        for name in access.cluster_roles
+        if _permitted(name, policy.grantable_cluster_roles)
+        and not ((info := cluster_roles.get(name)) is not None and cluster_role_problems(info, policy))
+    )
     return Access(rules=rules, cluster_roles=roles, withheld=tuple(withheld))
 
 
@@ -282,7 +337,7 @@ def governed_access(
         if mode is spec.supervision.mode
         else spec.model_copy(update={"supervision": spec.supervision.model_copy(update={"mode": mode})})
     )
-    return constrain(effective_access(supervised_spec, cluster_roles), spec, policy, now)
+    return constrain(effective_access(supervised_spec, cluster_roles), spec, policy, now, cluster_roles)
 
 
 def token_ttl(spec: AgentIdentitySpec, policy: EffectivePolicy) -> dt.timedelta:

@@ -72,8 +72,12 @@ def _decode(value: object) -> bytes:
 
 
 def cluster_role_info(body: Mapping[str, Any]) -> ClusterRoleInfo:
+    rules = [rule for rule in body.get("rules") or [] if not rule.get("nonResourceURLs")]
     return ClusterRoleInfo(
-        name=str(body.get("metadata", {}).get("name")), read_only=is_read_only(body.get("rules") or [])
+        name=str(body.get("metadata", {}).get("name")),
+        read_only=is_read_only(body.get("rules") or []),
+        resources=frozenset(str(resource) for rule in rules for resource in rule.get("resources") or []),
+        verbs=frozenset(str(verb) for rule in rules for verb in rule.get("verbs") or []),
     )
 
 

@@ -13,10 +13,13 @@ from agentid.api.v1alpha1 import READ_VERBS, AgentIdentitySpec, PolicyRule, Supe
 
 @dataclass(frozen=True)
 class ClusterRoleInfo:
-    """What the reconciler knows about a referenced ClusterRole (from the cluster)."""
+    """What the reconciler knows about a referenced ClusterRole (from the cluster): whether it only reads, and
+    which resources and verbs its rules name (so policies can refuse ClusterRoles that grant forbidden ones)."""
 
     name: str
     read_only: bool
+    resources: frozenset[str] = frozenset()
+    verbs: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ def policy_status(
     governing: AgentPolicy,
     agents: list[Mapping[str, Any]],
     namespace_labels: Callable[[str], Mapping[str, str]],
+    cluster_roles: Callable[[list[str]], policy.ClusterRoles],
     now: dt.datetime,
 ) -> AgentPolicyStatus:
     governed, out_of_bounds = 0, []
@@ -35,7 +36,8 @@ def policy_status(
         if not policy.selects(governing.spec.namespace_selector, labels) or lifecycle.terminal_phase(agent, now):
             continue
         governed += 1
-        if policy.violations(agent.spec, policy.effective_policy([governing], labels), now):
+        roles = cluster_roles(agent.spec.cluster_role_refs)
+        if policy.violations(agent.spec, policy.effective_policy([governing], labels), now, roles):
             out_of_bounds.append(f"{agent.namespace}/{agent.name}")
     return AgentPolicyStatus(
         observed_generation=governing.generation,
@@ -68,7 +70,7 @@ class PolicyStatusWriter:
 
         for values in list(self.view.indexes.policies.values()):
             for governing in values:
-                status = policy_status(governing, agents, labels, now)
+                status = policy_status(governing, agents, labels, self.view.cluster_roles, now)
                 if status == governing.status:
                     continue
                 patch = {"status": status.model_dump(mode="json", by_alias=True, exclude_none=True)}
