@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import kubernetes
 import pytest
 import requests
 import yaml
@@ -262,9 +263,13 @@ def test_kubernetes_refuses_what_the_chart_did_not_make_grantable(cluster: Clust
     """The confused-deputy guard from the API server's side: the operator cannot hand out what it does not hold.
 
     (It does hold Secrets, ServiceAccounts, Roles and RoleBindings in watched namespaces — it writes them per agent —
-    so only admission and AgentPolicy keep those out of agents' hands; RBAC cannot.)"""
+    so RBAC cannot keep those out of agents' hands: the built-in baseline policy, AgentPolicies and admission do.)"""
     namespace = chart_operator
-    edit = create_agent(cluster, namespace, "wants-edit", clusterRoleRefs=["edit"])
+    rbac = kubernetes.client.RbacAuthorizationV1Api(cluster.admin())
+    deleter_role = f"deployment-deleter-{namespace[-6:]}"  # nothing the baseline forbids, nothing the chart grants
+    rule = {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "delete"]}
+    rbac.create_cluster_role({"metadata": {"name": deleter_role}, "rules": [rule]})
+    edit = create_agent(cluster, namespace, "wants-edit", clusterRoleRefs=[deleter_role])
     deleter = create_agent(
         cluster,
         namespace,
@@ -280,7 +285,8 @@ def test_kubernetes_refuses_what_the_chart_did_not_make_grantable(cluster: Clust
         assert ready["reason"] == "ApplyFailed"
         assert "forbidden" in ready["message"].lower()
     rolebindings = cluster.kubectl("get", "rolebindings", "-n", namespace, "-o", "name").stdout
-    assert "wants-edit-agent-cr-edit" not in rolebindings
+    assert f"wants-edit-agent-cr-{deleter_role}" not in rolebindings
+    rbac.delete_cluster_role(deleter_role)
 
 
 @pytest.fixture
