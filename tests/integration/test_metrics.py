@@ -77,10 +77,6 @@ def test_a_running_operator_serves_every_metric_family(
 
 
 @pytest.mark.cluster
-@pytest.mark.xfail(
-    strict=True,
-    reason="waiting for the operator to start metrics.run_agent_counts and count reconcile passes (issue 5 wiring)",
-)
 def test_a_running_operator_counts_agents_and_reconcile_passes(
     cluster: ClusterHandle, namespace: str, metrics_operator: str
 ) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from agentid import audit
+from agentid import audit, metrics
 from agentid.api.durations import parse as parse_duration
 from agentid.domain import claims, naming
 from agentid.domain.claims import Refused
@@ -65,6 +65,7 @@ def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     serve_parser.add_argument("--rotation-period", default="720h", help="how long one issuer key signs")
     serve_parser.add_argument("--rotation-lead", default="10m", help="how long a new key is published before use")
     serve_parser.add_argument("--kubeconfig", help="kubeconfig (default: in-cluster, then $KUBECONFIG)")
+    serve_parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
     serve_parser.add_argument("--audit-log", metavar="PATH", help="write audit records here (default: stdout)")
     serve_parser.add_argument("--verbose", action="store_true", help="debug logging (never shows tokens or keys)")
     serve_parser.add_argument(
@@ -154,6 +155,8 @@ def serve_command(args: argparse.Namespace) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s %(message)s"
     )
     audit.configure(args.audit_log)
+    if args.metrics_port is not None:
+        metrics.serve(args.metrics_port)
     return asyncio.run(_serve_until_signal(settings, args.kubeconfig))
 
 

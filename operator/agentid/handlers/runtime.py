@@ -6,6 +6,8 @@ exercise exactly what production runs.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -124,6 +126,7 @@ async def run_operator(
         registrations.register_admission(registry)
     logging.getLogger(__name__).info("agentid operator starting (instance %s)", config.instance)
     embedded = await _start_token_service(config)
+    counter = asyncio.create_task(metrics.run_agent_counts(runtime.view.all_agents, interval=15), name="agent-counts")
     try:
         await kopf.operator(
             registry=registry,
@@ -137,6 +140,9 @@ async def run_operator(
             ready_flag=ready_flag,
         )
     finally:
+        counter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await counter
         if embedded is not None:
             await embedded.stop()
             await embedded.client.close()

@@ -12,13 +12,14 @@ import asyncio
 import datetime as dt
 import logging
 import random
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import pydantic
 
-from agentid import audit
-from agentid.api.v1alpha1 import AgentIdentity
+from agentid import audit, metrics
+from agentid.api.v1alpha1 import AgentIdentity, Phase, SupervisionMode
 from agentid.domain import attribution, desired, keyring, keys, lifecycle, naming, policy, projections, reasons
 from agentid.domain.keyring import KeyAction, ObservedKey
 from agentid.domain.lifecycle import DELETE_ORDER, ObjectPlan, ObjectRef, Observed
@@ -69,12 +70,18 @@ class AgentReconciler:
         uid = metadata["uid"]
         async with self._locks.setdefault(uid, asyncio.Lock()):
             body = self._freshest(body)
+            started = time.monotonic()
             try:
                 wakeup = await self._pass(body)
             except errors.ApiError as error:
+                metrics.RECONCILES.labels(result="error").inc()
+                metrics.API_ERRORS.labels(reason=error.reason).inc()
                 wakeup = await self._failed(body, error)
             else:
+                metrics.RECONCILES.labels(result="success").inc()
                 self._failures.pop(uid, None)
+            finally:
+                metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
         if metadata.get("deletionTimestamp") and wakeup is None:
             self._forget(body)
         else:
@@ -128,7 +135,11 @@ class AgentReconciler:
             plan = lifecycle.without_applies_of(plan, "ServiceAccount")
         if terminal is not None and not agent.status.phase.terminal:
             plan = _with_well_known_deletes(agent, plan)
+        started = time.monotonic()
         service_account_uid = await self._execute(agent, plan, observed)
+        withdrawal = _withdrawal_kind(agent, terminal)
+        if withdrawal is not None and any(ref.kind == "RoleBinding" for ref in plan.deletes):
+            metrics.REVOCATION_SECONDS.labels(kind=withdrawal).observe(time.monotonic() - started)
         outcome = lifecycle.Outcome(
             phase=lifecycle.phase_for(agent, access, terminal),
             access=access,
@@ -405,6 +416,17 @@ def _invalid_status(body: Body, error: pydantic.ValidationError, now: dt.datetim
     }
     status["conditions"] = [c for c in status.get("conditions", []) if c.get("type") != reasons.READY] + [ready]
     return status
+
+
+def _withdrawal_kind(agent: AgentIdentity, terminal: Phase | None) -> str | None:
+    """Which kind of access withdrawal this pass performs, for the revocation-latency histogram."""
+    if terminal is Phase.EXPIRED:
+        return "expiry"
+    if terminal is Phase.REVOKED:
+        return "revoke"
+    if agent.spec.supervision.mode is SupervisionMode.SUSPENDED:
+        return "suspend"
+    return None
 
 
 def _resource_version(body: Body) -> int:

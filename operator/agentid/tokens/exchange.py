@@ -18,7 +18,7 @@ from typing import Any
 
 import jwt
 
-from agentid import audit
+from agentid import audit, metrics
 from agentid.api.v1alpha1 import AgentIdentity
 from agentid.domain import claims
 from agentid.domain.claims import Actor, Error, Reason, Refused
@@ -95,6 +95,7 @@ class Exchanger:
             subject = await self._subject(request)
             issued = await self._issue(request, subject)
         except Refused as refusal:
+            metrics.TOKEN_EXCHANGES.labels(outcome="refused", error=refusal.error.value).inc()
             agent = subject.agent if subject is not None else None
             audit.record(
                 "token.exchange.refused",
@@ -106,6 +107,7 @@ class Exchanger:
                 client=client,
             )
             raise
+        metrics.TOKEN_EXCHANGES.labels(outcome="granted", error="").inc()
         agent_claim = issued.claims["agent"]
         audit.record(
             "token.exchange.granted",

@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
-from agentid import audit
+from agentid import audit, metrics
 from agentid.api.v1alpha1 import AgentIdentity
 from agentid.domain import claims
 from agentid.domain.claims import Refused
@@ -41,6 +41,11 @@ class Introspector:
         self._clock = clock
 
     def introspect(self, token: str) -> dict[str, Any]:
+        response = self._introspect(token)
+        metrics.INTROSPECTIONS.labels(active=str(response["active"]).lower()).inc()
+        return response
+
+    def _introspect(self, token: str) -> dict[str, Any]:
         max_bytes = self._settings.limits.max_token_bytes
         try:
             header = verification.header_of(token, max_bytes)
