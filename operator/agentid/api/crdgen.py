@@ -155,7 +155,6 @@ AGENT_IDENTITY = CrdDefinition(
     spec_model=v1alpha1.AgentIdentitySpec,
     status_model=v1alpha1.AgentIdentityStatus,
     short_names=("agentid", "agentids"),
-    categories=("agentid",),
     printer_columns=(
         {"name": "Owner", "type": "string", "jsonPath": ".spec.owner.name"},
         {"name": "Mode", "type": "string", "jsonPath": ".spec.supervision.mode"},
@@ -181,7 +180,6 @@ AGENT_POLICY = CrdDefinition(
     spec_model=v1alpha1.AgentPolicySpec,
     status_model=v1alpha1.AgentPolicyStatus,
     short_names=("agentpol",),
-    categories=("agentid",),
     printer_columns=(
         {"name": "Agents", "type": "integer", "jsonPath": ".status.agents"},
         {"name": "Out-Of-Bounds", "type": "integer", "jsonPath": ".status.outOfBounds"},

@@ -128,33 +128,35 @@ class AgentAdmission:
         if refused is not None:
             raise Denied(refused)
         governing = await self._policy(agent.namespace)
-        found = policy.violations(spec, governing, now)
-        if found:
-            raise Denied("; ".join(str(violation) for violation in found[:3]))
-        if spec.supervision.mode is SupervisionMode.AUTONOMOUS and spec.expires_at is None:
-            warnings.append("this agent is Autonomous and has no expiresAt: consider an expiry date")
-        if spec.revoked:
-            return  # a revoked agent is granted nothing
-        roles = await self._cluster_roles(
-            [*spec.cluster_role_refs, *(previous.spec.cluster_role_refs if previous else [])]
-        )
+        names = [*spec.cluster_role_refs, *(previous.spec.cluster_role_refs if previous else [])]
+        roles = await self._cluster_roles(names)
         infos = {name: view.info for name, view in roles.items()}
-        granted = policy.governed_access(spec, governing, infos, now)
+        granted = policy.governed_access(spec, governing, infos, now) if not spec.revoked else Access()
         before = (
             policy.governed_access(previous.spec, governing, infos, now)
             if previous is not None and not previous.spec.revoked
             else Access()
         )
+        added = _new_grants(granted, before)
+        widening = bool(added.rules or added.cluster_roles)
+        if widening or not _only_restricts(previous, agent):
+            found = policy.violations(spec, governing, now, infos)
+            if found:
+                raise Denied("; ".join(str(violation) for violation in found[:3]))
+        # else: suspending, supervising or revoking never needs permission from a policy (the kill switch)
+        if spec.supervision.mode is SupervisionMode.AUTONOMOUS and spec.expires_at is None and not spec.revoked:
+            warnings.append("this agent is Autonomous and has no expiresAt: consider an expiry date")
         requester = Subject.from_userinfo(userinfo)
         who = requester.user or "the requester"
         await self._require(
             requester,
-            _new_grants(granted, before),
+            added,
             roles,
             agent.namespace,
             lambda what: f"{who} may not grant {what}: they do not hold it themselves",
         )
-        if governing.owner_ceiling:
+        owner_changed = previous is not None and previous.spec.owner != spec.owner
+        if governing.owner_ceiling and (widening or owner_changed):
             ceiling = f"owner ceiling, policy {governing.label}"
             await self._require(
                 _owner_subject(spec),
@@ -226,6 +228,20 @@ def _new_grants(granted: Access, before: Access) -> Access:
             rules.append(rule)
     roles = tuple(name for name in granted.cluster_roles if name not in before.cluster_roles)
     return Access(rules=tuple(rules), cluster_roles=roles)
+
+
+def _only_restricts(previous: AgentIdentity | None, agent: AgentIdentity) -> bool:
+    """True for updates that only change supervision or revocation (what a human must always be able to do)."""
+    if previous is None:
+        return False
+    unchanged = previous.spec.model_copy(
+        update={
+            "supervision": agent.spec.supervision,
+            "revoked": agent.spec.revoked,
+            "revocation_reason": agent.spec.revocation_reason,
+        }
+    )
+    return unchanged == agent.spec
 
 
 def _owner_subject(spec: AgentIdentitySpec) -> Subject:
