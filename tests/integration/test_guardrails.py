@@ -329,3 +329,42 @@ def test_audit_records_are_json_lines_with_the_required_fields_and_no_secrets(
         for line in pem.decode().splitlines()[1:-1]:
             assert line not in text
     assert dt.datetime.fromisoformat(provisioned["time"])
+
+
+def test_the_kill_switch_works_even_for_an_agent_outside_its_policy_and_above_its_owner(
+    cluster: ClusterHandle, agent_namespace: str, agent_author_role: str, policy: Any
+) -> None:
+    agent = create_agent(cluster, agent_namespace, "rogue")
+    agent.wait_ready()
+    # The rules tighten after the fact: the agent is now outside its policy, and its owner holds nothing here.
+    policy(agent_namespace, allowedVerbs=["get"], ownerCeiling=True)
+    eventually(lambda: agent.condition("Ready").get("reason") == "PolicyViolation", what="out of bounds")
+    erin = "erin@example.com"
+    _bind(cluster, agent_namespace, erin, agent_author_role)  # may write agents, holds nothing else
+    custom = kubernetes.client.CustomObjectsApi(cluster.as_user(erin))
+    patch = {"spec": {"supervision": {"mode": "Suspended", "reason": "incident"}}}
+    custom.patch_namespaced_custom_object(
+        v1alpha1.GROUP, v1alpha1.VERSION, agent_namespace, v1alpha1.PLURAL, "rogue", patch
+    )
+    assert agent.wait_phase("Suspended")["lastChangedBy"]["username"] == erin
+    revoke = {"spec": {"revoked": True, "revocationReason": "incident"}}
+    custom.patch_namespaced_custom_object(
+        v1alpha1.GROUP, v1alpha1.VERSION, agent_namespace, v1alpha1.PLURAL, "rogue", revoke
+    )
+    agent.wait_phase("Revoked")
+    # Widening, on the other hand, is still checked: erin may not resume it into access she does not hold.
+    other = create_agent(
+        cluster,
+        agent_namespace,
+        "paused",
+        supervision={"mode": "Suspended"},
+        permissions=[{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}],
+    )
+    other.wait_ready()
+    resume = {"spec": {"supervision": {"mode": "Autonomous"}}}
+    message = _denial(
+        lambda: custom.patch_namespaced_custom_object(
+            v1alpha1.GROUP, v1alpha1.VERSION, agent_namespace, v1alpha1.PLURAL, "paused", resume
+        )
+    )
+    assert "erin@example.com may not grant 'get configmaps'" in message

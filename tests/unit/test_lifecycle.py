@@ -9,7 +9,7 @@ from agentid.api.v1alpha1 import Phase
 from agentid.domain import desired, lifecycle, naming
 from agentid.domain.keyring import KeyAction, ObservedKey, key_statuses
 from agentid.domain.lifecycle import Observed, Outcome, contains, plan_objects
-from agentid.domain.supervision import ClusterRoleInfo, effective_access
+from agentid.domain.supervision import Access, ClusterRoleInfo, Withheld, effective_access
 from tests.support.factories import NOW, agent
 
 VIEW = {"view": ClusterRoleInfo("view", read_only=True)}
@@ -206,3 +206,16 @@ def test_desired_is_contained_in_observed_by_maps_but_lists_must_match() -> None
     assert contains({"a": 1, "b": {"c": 2, "d": 3}}, {"b": {"c": 2}})
     assert not contains({"rules": [1, 2]}, {"rules": [1]})
     assert not contains({"a": 1}, {"a": 1, "x": None})
+
+
+def test_a_suspended_agent_is_suspended_even_when_its_grant_would_be_out_of_bounds() -> None:
+
+    current = agent(supervision={"mode": "Suspended"})
+    problem = Access(withheld=(Withheld("PolicyViolation", "spec.permissions[0]: verb 'update' is not allowed", True),))
+    assert lifecycle.phase_for(current, problem, None) is Phase.SUSPENDED
+    outcome = Outcome(phase=Phase.SUSPENDED, access=problem, keys=(), key=KEY, service_account_uid="u")
+    status = lifecycle.compute_status(current, outcome, agent_id=AGENT_ID, now=NOW)
+    ready = next(c for c in status.conditions if c.type == "Ready")
+    assert (ready.status, ready.reason) == ("True", "Suspended")
+    access_ready = next(c for c in status.conditions if c.type == "AccessReady")
+    assert "on resume" in access_ready.message

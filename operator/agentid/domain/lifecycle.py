@@ -151,6 +151,8 @@ class Outcome:
 def phase_for(agent: AgentIdentity, access: Access, terminal: Phase | None) -> Phase:
     if terminal is not None:
         return terminal
+    if agent.spec.supervision.mode is SupervisionMode.SUSPENDED:
+        return Phase.SUSPENDED  # nothing is granted: problems with the grant are moot until it resumes
     if access.problems:
         return Phase.FAILED
     return {
@@ -203,12 +205,13 @@ def compute_status(agent: AgentIdentity, outcome: Outcome, *, agent_id: str, now
             )
         problems = outcome.access.problems
         suspended = agent.spec.supervision.mode is SupervisionMode.SUSPENDED
-        if problems:
+        if suspended:
+            withheld = f" (on resume: {_access_message(outcome.access)})" if problems else ""
+            condition(reasons.ACCESS_READY, "True", reasons.SUSPENDED, f"Suspended: no access is granted{withheld}")
+            condition(reasons.READY, "True", reasons.SUSPENDED, "the agent is suspended; resuming restores its access")
+        elif problems:
             condition(reasons.ACCESS_READY, "False", problems[0].reason, _access_message(outcome.access))
             condition(reasons.READY, "False", problems[0].reason, problems[0].message)
-        elif suspended:
-            condition(reasons.ACCESS_READY, "True", reasons.SUSPENDED, "Suspended: no access is granted")
-            condition(reasons.READY, "True", reasons.SUSPENDED, "the agent is suspended; resuming restores its access")
         else:
             condition(reasons.ACCESS_READY, "True", reasons.GRANTED, _access_message(outcome.access))
             condition(
