@@ -133,9 +133,15 @@ build_helm() {
   if [[ -x "${bin_dir}/helm" ]]; then log "helm ${HELM_VERSION}: present"; return 0; fi
   log "building helm ${HELM_VERSION}"
   local started=${SECONDS}
-  GOBIN="${work_dir}/gobin" GOFLAGS= go install -trimpath \
-    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=${HELM_VERSION} -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
-    "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}"
+  # Like helm's own Makefile: the default Kubernetes version of `helm template`/`helm lint` is the pinned one.
+  local minor; minor="$(echo "${KUBERNETES_VERSION#v}" | cut -d. -f2)"
+  local flags="-s -w -X helm.sh/helm/v3/internal/version.version=${HELM_VERSION}"
+  flags+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+  local pkg
+  for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+    flags+=" -X ${pkg}.k8sVersionMajor=1 -X ${pkg}.k8sVersionMinor=${minor}"
+  done
+  GOBIN="${work_dir}/gobin" GOFLAGS= go install -trimpath -ldflags "${flags}" "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}"
   mv "${work_dir}/gobin/helm" "${bin_dir}/helm"
   log "built helm in $((SECONDS - started))s"
 }
