@@ -50,7 +50,9 @@ def _rules(*pairs: tuple[str, str]) -> dict[str, Any]:
 class ApiModel(BaseModel):
     """camelCase on the wire, snake_case in Python; unknown fields are refused (the schema is strict too)."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True, use_attribute_docstrings=True
+    )
 
 
 class SupervisionMode(StrEnum):
@@ -83,7 +85,9 @@ class Owner(ApiModel):
     """The accountable human (or group): every token and event names them."""
 
     kind: Literal["User", "Group"] = "User"
+    """Whether the owner is one person (User) or a team (Group)."""
     name: Name
+    """User or group name as the cluster's authenticator knows it (e.g. an OIDC email)."""
 
 
 class AgentInfo(ApiModel):
@@ -94,7 +98,10 @@ class AgentInfo(ApiModel):
 
 class Supervision(ApiModel):
     mode: SupervisionMode = SupervisionMode.SUPERVISED
+    """Autonomous: everything declared is granted. Supervised: only get/list/watch and read-only ClusterRoles.
+    Suspended: nothing (reversible)."""
     reason: Annotated[str, Field(max_length=TEXT_MAX)] | None = None
+    """Why the mode is what it is; shown in status and Events."""
 
 
 ApiGroup = Annotated[str, Field(max_length=NAME_MAX, pattern=r"^(\*|[a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$")]
@@ -115,6 +122,7 @@ class PolicyRule(ApiModel):
             ),
         ),
     ]
+    """API groups of the resources ("" is the core group; no '*')."""
     resources: Annotated[
         list[Resource],
         Field(
@@ -128,6 +136,7 @@ class PolicyRule(ApiModel):
             ),
         ),
     ]
+    """Resources, optionally with a subresource (pods/log; no '*')."""
     verbs: Annotated[
         list[Verb],
         Field(
@@ -138,7 +147,9 @@ class PolicyRule(ApiModel):
             ),
         ),
     ]
+    """Verbs such as get, list, watch, create, update, patch, delete (no '*')."""
     resource_names: Annotated[list[Annotated[str, Field(min_length=1, max_length=NAME_MAX)]], Field(max_length=64)] = []
+    """Restrict the rule to these object names (empty: every object of the resources)."""
 
 
 RotationPeriod = Annotated[
@@ -154,9 +165,13 @@ Audience = Annotated[str, Field(min_length=1, max_length=512)]
 
 class Credentials(ApiModel):
     key_algorithm: KeyAlgorithm = KeyAlgorithm.ED25519
+    """Algorithm of the agent's own signing key (kept in its Secret)."""
     rotation_period: RotationPeriod = "720h"
+    """How long one agent key is used before a new one replaces it (Go duration, at least 1h)."""
     token_ttl: TokenTTL = Field(default="15m", alias="tokenTTL")
+    """Longest lifetime of an agent token from the token service (Go duration, at most 24h)."""
     audiences: Annotated[list[Audience], Field(max_length=AUDIENCES_MAX)] = []
+    """Audiences the agent may request tokens for (e.g. an MCP server URL, https://kubernetes.default.svc)."""
 
     @property
     def rotation(self) -> dt.timedelta:
@@ -169,7 +184,9 @@ class Credentials(ApiModel):
 
 class ActorRef(ApiModel):
     name: Annotated[str, Field(min_length=1, max_length=AGENT_NAME_MAX)]
+    """Name of the other AgentIdentity."""
     namespace: Annotated[str, Field(min_length=1, max_length=63)] | None = None
+    """Its namespace (default: this agent's)."""
 
     def resolve(self, default_namespace: str) -> tuple[str, str]:
         return (self.namespace or default_namespace, self.name)
@@ -177,7 +194,9 @@ class ActorRef(ApiModel):
 
 class Delegation(ApiModel):
     allowed_actors: Annotated[list[ActorRef], Field(max_length=ACTORS_MAX)] = []
+    """Agents that may act on behalf of this one (the act claim of delegated tokens)."""
     max_depth: Annotated[int, Field(ge=1, le=5)] = 1
+    """Longest delegation chain accepted in this agent's tokens."""
 
 
 AttributeValue = Annotated[str, Field(max_length=ATTRIBUTE_VALUE_MAX)]
@@ -185,9 +204,13 @@ AttributeValue = Annotated[str, Field(max_length=ATTRIBUTE_VALUE_MAX)]
 
 class AgentIdentitySpec(ApiModel):
     display_name: Annotated[str, Field(max_length=NAME_MAX)] | None = None
+    """Human-friendly name."""
     purpose: Annotated[str, Field(min_length=1, max_length=PURPOSE_MAX)]
+    """What the agent is for, in a sentence (required; shown to reviewers and in audit records)."""
     owner: Owner
+    """The accountable human or group: every token, Event and audit record names them."""
     agent: AgentInfo | None = None
+    """The agent software: framework, model, version (descriptive)."""
     attributes: Annotated[
         dict[str, AttributeValue],
         Field(
@@ -200,14 +223,23 @@ class AgentIdentitySpec(ApiModel):
             ),
         ),
     ] = {}
+    """Free key/value facts copied into token claims (at most 32; values up to 256 characters)."""
     supervision: Supervision = Supervision()
+    """Supervision mode and why."""
     permissions: Annotated[list[PolicyRule], Field(max_length=RULES_MAX)] = []
+    """Namespaced RBAC rules for the agent, as granted in Autonomous mode."""
     cluster_role_refs: Annotated[list[Name], Field(max_length=CLUSTER_ROLE_REFS_MAX)] = []
+    """Existing ClusterRoles to bind in this namespace (a missing one gives Ready=False)."""
     credentials: Credentials = Credentials()
+    """Key algorithm, key rotation, token lifetime and audiences."""
     delegation: Delegation = Delegation()
+    """Which other agents may act on behalf of this one, and how deep."""
     expires_at: dt.datetime | None = None
+    """Automatic revocation at this time (RFC 3339); terminal."""
     revoked: bool = False
+    """true revokes the agent for good: bindings, keys and ServiceAccount are removed; cannot be undone."""
     revocation_reason: Annotated[str, Field(max_length=TEXT_MAX)] | None = None
+    """Why it was revoked; recorded in status, Events and audit records."""
 
     model_config = ConfigDict(
         json_schema_extra=_rules(
@@ -360,19 +392,31 @@ class AgentPolicySpec(ApiModel):
     empty list allows nothing. Where several policies select a namespace, the strictest of each wins."""
 
     namespace_selector: LabelSelector = LabelSelector()
+    """Namespaces this policy governs (empty: all)."""
     allowed_api_groups: Annotated[list[Annotated[str, Field(max_length=NAME_MAX)]], Field(max_length=64)] | None = (
         Field(default=None, alias="allowedAPIGroups")
     )
+    """API groups agents may be granted (absent: any)."""
     allowed_resources: Annotated[list[Resource], Field(max_length=128)] | None = None
+    """Resources agents may be granted (absent: any)."""
     allowed_verbs: Annotated[list[Verb], Field(max_length=32)] | None = None
+    """Verbs agents may be granted (absent: any)."""
     forbidden_resources: Annotated[list[Resource], Field(max_length=128)] = list(DEFAULT_FORBIDDEN_RESOURCES)
+    """Resources never granted, directly or through a ClusterRole."""
     forbidden_verbs: Annotated[list[Verb], Field(max_length=32)] = list(DEFAULT_FORBIDDEN_VERBS)
+    """Verbs never granted, directly or through a ClusterRole."""
     grantable_cluster_roles: Annotated[list[Name], Field(max_length=64)] | None = None
+    """The only ClusterRoles agents may reference (absent: any that grants nothing forbidden)."""
     max_token_ttl: PolicyDuration | None = Field(default=None, alias="maxTokenTTL")
+    """Longest agent token lifetime (caps credentials.tokenTTL)."""
     max_lifetime: PolicyDuration | None = None
+    """Agents must set expiresAt, at most this far ahead."""
     allowed_owners: Annotated[list[Pattern], Field(max_length=64)] | None = None
+    """Glob patterns the owner name must match (absent: any owner)."""
     allowed_supervision_modes: Annotated[list[SupervisionMode], Field(max_length=3)] | None = None
+    """Modes agents may run in; a disallowed mode is held at the next lower one."""
     owner_ceiling: bool = False
+    """Also check every grant against the owner's own access (SubjectAccessReview as the owner)."""
 
 
 class AgentPolicyStatus(ApiModel):
