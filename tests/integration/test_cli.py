@@ -21,7 +21,6 @@ from tests.support.clusters import ClusterHandle, kubectl_binary
 from tests.support.tokens import (
     TokenServiceHandle,
     provisioned,
-    token_service_fixture,  # noqa: F401 - fixture
 )
 
 pytestmark = pytest.mark.cluster

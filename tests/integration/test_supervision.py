@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+import kubernetes
 import pytest
 
 from tests.support.agents import create_agent
@@ -52,16 +55,42 @@ def test_supervised_agents_get_read_only_cluster_roles_only(
     assert agent.wait_phase("Active")["grantedClusterRoles"] == roles
 
 
-def test_cluster_roles_reaching_secrets_are_withheld_by_the_built_in_baseline(
+def test_cluster_roles_reaching_secrets_are_refused_by_the_built_in_baseline(
     cluster: ClusterHandle, agent_namespace: str
 ) -> None:
     """edit reads Secrets, and with them the private keys of the other agents in the namespace."""
-    agent = create_agent(cluster, agent_namespace, "keyhunter", clusterRoleRefs=["view", "edit"])
-    eventually(lambda: agent.condition("Ready").get("reason") == "PolicyViolation", what="edit withheld")
-    assert agent.status()["grantedClusterRoles"] == ["view"]
-    message = agent.condition("AccessReady")["message"]
+    with pytest.raises(kubernetes.client.ApiException) as refused:
+        create_agent(cluster, agent_namespace, "keyhunter", clusterRoleRefs=["view", "edit"])
+    message = json.loads(refused.value.body)["message"]
     assert "ClusterRole 'edit': it grants" in message
     assert "it grants 'secrets', which is forbidden" in message
     assert "[policy agentid-baseline]" in message
-    token = agent.service_account_token()
-    assert status_of(agent.as_agent(token).list_namespaced_secret, agent_namespace) == 403
+
+
+def test_a_cluster_role_that_grows_to_reach_secrets_is_withdrawn_at_once(
+    cluster: ClusterHandle, agent_namespace: str
+) -> None:
+    rbac = kubernetes.client.RbacAuthorizationV1Api(cluster.admin())
+    role = f"grower-{agent_namespace[-6:]}"
+    rbac.create_cluster_role(
+        {
+            "metadata": {"name": role},
+            "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}],
+        }
+    )
+    try:
+        agent = create_agent(cluster, agent_namespace, "grown", clusterRoleRefs=[role])
+        assert agent.wait_ready()["grantedClusterRoles"] == [role]
+        token = agent.service_account_token()
+        eventually(lambda: agent.can(token, "list") == 200, what="granted through the ClusterRole")
+        grown = {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list"]}
+        rbac.patch_cluster_role(
+            role, {"rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}, grown]}
+        )
+        eventually(lambda: agent.condition("Ready").get("reason") == "PolicyViolation", what="withdrawn")
+        assert agent.status()["grantedClusterRoles"] == []
+        eventually(
+            lambda: status_of(agent.as_agent(token).list_namespaced_secret, agent_namespace) == 403, what="no secrets"
+        )
+    finally:
+        rbac.delete_cluster_role(role)

@@ -4,7 +4,7 @@ Session fixtures: ``token_service`` (the service in a thread, with the port, cer
 apiserver trusts, see ``cluster_setup.configure_token_issuer``) and ``apiserver_trusts_issuer`` (waits until the
 apiserver authenticates agent tokens). ``provision`` creates an AgentIdentity in a namespace the session operator
 watches and waits until the operator has provisioned it (ServiceAccount, key Secret, status).
-Test modules import the fixtures they use from here (``*_fixture``, registered under the short name).
+The fixtures are registered once for the whole run through ``pytest_plugins`` in ``tests/conftest.py``.
 """
 
 from __future__ import annotations
@@ -192,22 +192,12 @@ def start_token_service(cluster: ClusterHandle, endpoint: TokenServiceEndpoint, 
 
 @pytest.fixture(scope="session", name="token_service")
 def token_service_fixture(cluster: ClusterHandle, crds: None) -> Iterator[TokenServiceHandle]:
-    """One service per session. Each test module that imports this fixture gets its own fixture definition, so
-    the first one starts the service and later ones reuse it (the owner stops it last, at session end)."""
-    running = _SESSION_SERVICES.get(cluster.kubeconfig)
-    if running is not None:
-        yield running
-        return
+    """One token service for the session (this module is a pytest plugin: see ``pytest_plugins`` in conftest)."""
     endpoint = session_endpoint(cluster)
     handle = TokenServiceHandle(endpoint, start_token_service(cluster, endpoint))
-    _SESSION_SERVICES[cluster.kubeconfig] = handle
     yield handle
-    del _SESSION_SERVICES[cluster.kubeconfig]
     handle.session.close()
     handle.thread.stop()
-
-
-_SESSION_SERVICES: dict[Path, TokenServiceHandle] = {}
 
 
 @pytest.fixture(scope="session", name="apiserver_trusts_issuer")
