@@ -61,6 +61,12 @@ def _fresh_namespace(
 
 
 @pytest.fixture
+def own_operator_namespace(cluster: ClusterHandle, crds: None, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace the session operator does NOT watch (``o-*``): for tests that run their own operator."""
+    yield from _fresh_namespace(cluster, request, "o")
+
+
+@pytest.fixture
 def namespace(cluster: ClusterHandle, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace for one test, deleted afterwards (the namespace controller finishes the job)."""
     yield from _fresh_namespace(cluster, request, "t")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import kubernetes
@@ -17,51 +15,41 @@ from tests.support.polling import eventually
 pytestmark = pytest.mark.cluster
 
 
-@pytest.fixture
-def crash_namespace(cluster: ClusterHandle, crds: None) -> Iterator[str]:
-    name = f"c-{uuid.uuid4().hex[:8]}"
-    core = kubernetes.client.CoreV1Api(cluster.admin())
-    core.create_namespace({"metadata": {"name": name}})
-    yield name
-    core.delete_namespace(name)
-
-
 def test_killed_mid_provisioning_the_operator_converges_with_exactly_one_key_per_agent(
-    cluster: ClusterHandle, crash_namespace: str, tmp_path: Path
+    cluster: ClusterHandle, own_operator_namespace: str, tmp_path: Path
 ) -> None:
+    namespace = own_operator_namespace
     log = tmp_path / "operator.log"
-    operator = OperatorProcess(cluster.kubeconfig, namespaces=["c-*"], log_path=log)
+    operator = OperatorProcess(cluster.kubeconfig, namespaces=[namespace], log_path=log)
     count = 15
     try:
-        agents = [
-            create_agent(cluster, crash_namespace, f"agent-{i:02d}", clusterRoleRefs=["view"]) for i in range(count)
-        ]
+        agents = [create_agent(cluster, namespace, f"agent-{i:02d}", clusterRoleRefs=["view"]) for i in range(count)]
         core = kubernetes.client.CoreV1Api(cluster.admin())
 
         def some_provisioned() -> bool:
             # Kill once provisioning is underway but not finished: some Secrets exist, not all agents have status.
-            return bool(core.list_namespaced_secret(crash_namespace, label_selector="agentid.dev/agent").items)
+            return bool(core.list_namespaced_secret(namespace, label_selector="agentid.dev/agent").items)
 
         eventually(some_provisioned, timeout=60, what="provisioning started")
         operator.kill()
-        operator = OperatorProcess(cluster.kubeconfig, namespaces=["c-*"], log_path=log)
+        operator = OperatorProcess(cluster.kubeconfig, namespaces=[namespace], log_path=log)
         statuses = [agent.wait_ready(timeout=60) for agent in agents]
     finally:
         operator.stop()
 
-    secrets = core.list_namespaced_secret(crash_namespace, label_selector="agentid.dev/agent").items
+    secrets = core.list_namespaced_secret(namespace, label_selector="agentid.dev/agent").items
     assert sorted(s.metadata.name for s in secrets) == sorted(f"agent-{i:02d}-agent-key" for i in range(count))
     for agent, status in zip(agents, statuses, strict=True):
         active = [key for key in status["keys"] if key["state"] == "Active"]
         assert len(active) == 1
         secret = next(s for s in secrets if s.metadata.name == f"{agent.name}-agent-key")
         assert secret.metadata.annotations["agentid.dev/key-id"] == active[0]["keyID"]
-        assert len(Agent(cluster, crash_namespace, agent.name).private_key_pems()) == 1
-    service_accounts = core.list_namespaced_service_account(crash_namespace, label_selector="agentid.dev/agent").items
+        assert len(Agent(cluster, namespace, agent.name).private_key_pems()) == 1
+    service_accounts = core.list_namespaced_service_account(namespace, label_selector="agentid.dev/agent").items
     assert len(service_accounts) == count
     bindings = (
         kubernetes.client.RbacAuthorizationV1Api(cluster.admin())
-        .list_namespaced_role_binding(crash_namespace, label_selector="agentid.dev/agent")
+        .list_namespaced_role_binding(namespace, label_selector="agentid.dev/agent")
         .items
     )
     assert len(bindings) == count * 2  # no orphans, no duplicates

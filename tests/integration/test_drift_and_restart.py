@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import uuid
-from collections.abc import Iterator
 
 import kubernetes
 import pytest
@@ -70,15 +68,6 @@ def test_removed_labels_and_a_hand_edited_service_account_are_put_back(
     eventually(owner_restored, timeout=20, what="ServiceAccount annotation restored")
 
 
-@pytest.fixture
-def restart_namespace(cluster: ClusterHandle, crds: None) -> Iterator[str]:
-    name = f"d-restart-{uuid.uuid4().hex[:6]}"
-    core = kubernetes.client.CoreV1Api(cluster.admin())
-    core.create_namespace({"metadata": {"name": name}})
-    yield name
-    core.delete_namespace(name)
-
-
 def _versions(cluster: ClusterHandle, namespace: str) -> dict[str, str]:
     """resourceVersion of every agent and owned object: any write changes one."""
     client = cluster.admin()
@@ -101,27 +90,26 @@ def _versions(cluster: ClusterHandle, namespace: str) -> dict[str, str]:
 
 
 def test_a_restarted_operator_resumes_many_agents_without_writing_anything(
-    cluster: ClusterHandle, restart_namespace: str
+    cluster: ClusterHandle, own_operator_namespace: str
 ) -> None:
+    namespace = own_operator_namespace
     count = 20
-    operator = OperatorThread(cluster.kubeconfig, namespaces=["d-restart-*"]).start()
+    operator = OperatorThread(cluster.kubeconfig, namespaces=[namespace]).start()
     try:
-        agents = [
-            create_agent(cluster, restart_namespace, f"agent-{i:02d}", clusterRoleRefs=["view"]) for i in range(count)
-        ]
+        agents = [create_agent(cluster, namespace, f"agent-{i:02d}", clusterRoleRefs=["view"]) for i in range(count)]
         for agent in agents:
             agent.wait_ready()
-        before = _versions(cluster, restart_namespace)
+        before = _versions(cluster, namespace)
     finally:
         operator.stop()
     assert len(before) == count * 6  # agent, ServiceAccount, Secret, Role, RoleBinding, ClusterRole binding
     restarted_at = dt.datetime.now(dt.UTC)
-    operator = OperatorThread(cluster.kubeconfig, namespaces=["d-restart-*"]).start()
+    operator = OperatorThread(cluster.kubeconfig, namespaces=[namespace]).start()
     try:
         # Give the resumed operator every chance to (wrongly) write: all agents are processed at startup.
-        probe = create_agent(cluster, restart_namespace, "probe")
+        probe = create_agent(cluster, namespace, "probe")
         probe.wait_ready()
-        after = _versions(cluster, restart_namespace)
+        after = _versions(cluster, namespace)
     finally:
         operator.stop()
     after = {key: value for key, value in after.items() if "probe" not in key}

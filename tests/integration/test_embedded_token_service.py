@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import jwt
@@ -21,17 +19,8 @@ from tests.support.polling import eventually
 pytestmark = pytest.mark.cluster
 
 
-@pytest.fixture
-def embedded_namespace(cluster: ClusterHandle, crds: None) -> Iterator[str]:
-    name = f"e-{uuid.uuid4().hex[:8]}"
-    core = kubernetes.client.CoreV1Api(cluster.admin())
-    core.create_namespace({"metadata": {"name": name}})
-    yield name
-    core.delete_namespace(name)
-
-
 def test_the_operator_can_serve_agent_tokens_itself(
-    cluster: ClusterHandle, embedded_namespace: str, tmp_path: Path
+    cluster: ClusterHandle, own_operator_namespace: str, tmp_path: Path
 ) -> None:
     if cluster.local is None:
         pytest.skip("needs a serving certificate from the embedded control plane's CA")
@@ -40,22 +29,24 @@ def test_the_operator_can_serve_agent_tokens_itself(
     issuer = f"https://127.0.0.1:{port}"
     operator = OperatorProcess(
         cluster.kubeconfig,
-        namespaces=["e-*"],
+        namespaces=[own_operator_namespace],
         log_path=tmp_path / "operator.log",
         extra_args=[
             f"--token-service-issuer={issuer}",
             f"--token-service-port={port}",
             f"--token-service-tls-cert={serving.cert}",
             f"--token-service-tls-key={serving.key}",
-            f"--token-service-namespace={embedded_namespace}",
+            f"--token-service-namespace={own_operator_namespace}",
         ],
     )
     try:
-        agent = create_agent(cluster, embedded_namespace, "inside", credentials={"audiences": ["https://mcp.example"]})
+        agent = create_agent(
+            cluster, own_operator_namespace, "inside", credentials={"audiences": ["https://mcp.example"]}
+        )
         status = agent.wait_ready()
         core = kubernetes.client.CoreV1Api(cluster.admin())
         subject = core.create_namespaced_service_account_token(
-            "inside-agent", embedded_namespace, {"spec": {"audiences": [issuer], "expirationSeconds": 600}}
+            "inside-agent", own_operator_namespace, {"spec": {"audiences": [issuer], "expirationSeconds": 600}}
         ).status.token
         form = {
             "grant_type": claims.GRANT_TOKEN_EXCHANGE,

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import uuid
-from collections.abc import Iterator
 
 import kubernetes
 import pytest
@@ -74,21 +72,11 @@ def test_an_agent_past_its_expiry_ends_expired_with_no_access(cluster: ClusterHa
     assert agent.wait_phase("Expired")["keys"] == []
 
 
-@pytest.fixture
-def unwatched_namespace(cluster: ClusterHandle) -> Iterator[str]:
-    """A namespace the session operator does not watch (``d-*``): this test runs its own operator."""
-    name = f"d-{uuid.uuid4().hex[:8]}"
-    core = kubernetes.client.CoreV1Api(cluster.admin())
-    core.create_namespace({"metadata": {"name": name}})
-    yield name
-    core.delete_namespace(name)
-
-
 def test_deletion_while_the_operator_is_down_completes_when_it_returns(
-    cluster: ClusterHandle, crds: None, unwatched_namespace: str
+    cluster: ClusterHandle, crds: None, own_operator_namespace: str
 ) -> None:
-    namespace = unwatched_namespace
-    operator = OperatorThread(cluster.kubeconfig, namespaces=["d-*"]).start()
+    namespace = own_operator_namespace
+    operator = OperatorThread(cluster.kubeconfig, namespaces=[own_operator_namespace]).start()
     try:
         agent = create_agent(cluster, namespace, "orphan")
         agent.wait_ready()
@@ -101,7 +89,7 @@ def test_deletion_while_the_operator_is_down_completes_when_it_returns(
     assert body["metadata"]["deletionTimestamp"]
     assert "agentid.dev/cleanup" in body["metadata"]["finalizers"]
 
-    operator = OperatorThread(cluster.kubeconfig, namespaces=["d-*"]).start()
+    operator = OperatorThread(cluster.kubeconfig, namespaces=[own_operator_namespace]).start()
     try:
         eventually(
             lambda: _gone(

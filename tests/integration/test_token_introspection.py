@@ -9,7 +9,6 @@ import kubernetes
 import pytest
 
 from agentid.api import v1alpha1
-from agentid.domain import claims
 from tests.support.clusters import ClusterHandle
 from tests.support.polling import eventually
 from tests.support.tokens import (
@@ -95,12 +94,7 @@ def test_a_delegated_token_becomes_inactive_when_its_actor_is_suspended(
     )
     actor = provisioned(cluster, token_service, token_namespace, "orchestrator", **SPEC)
     handed_over = token_service.token(subject.service_account_token(token_service.issuer), audience=MCP)
-    delegated = token_service.token(
-        handed_over,
-        subject_token_type=claims.TOKEN_TYPE_ACCESS_TOKEN,
-        actor_token=actor.service_account_token(token_service.issuer),
-        actor_token_type=claims.TOKEN_TYPE_JWT,
-    )
+    delegated = token_service.delegated(handed_over, actor.service_account_token(token_service.issuer))
     assert token_service.introspect(delegated)["active"] is True
     actor.patch_spec({"supervision": {"mode": "Suspended"}})
     eventually(lambda: inactive(token_service, delegated), what="delegated token inactive")
@@ -120,12 +114,7 @@ def test_a_delegated_token_becomes_inactive_when_the_actor_is_no_longer_allowed(
     )
     actor = provisioned(cluster, token_service, token_namespace, "orchestrator", **SPEC)
     handed_over = token_service.token(subject.service_account_token(token_service.issuer), audience=MCP)
-    delegated = token_service.token(
-        handed_over,
-        subject_token_type=claims.TOKEN_TYPE_ACCESS_TOKEN,
-        actor_token=actor.service_account_token(token_service.issuer),
-        actor_token_type=claims.TOKEN_TYPE_JWT,
-    )
+    delegated = token_service.delegated(handed_over, actor.service_account_token(token_service.issuer))
     subject.patch_spec({"delegation": {"allowedActors": []}})
     eventually(lambda: inactive(token_service, delegated), what="delegated token inactive")
 

@@ -101,10 +101,8 @@ def test_a_deleted_and_recreated_agent_does_not_honour_the_old_incarnations_toke
     old_uid = old.uid
 
     custom = kubernetes.client.CustomObjectsApi(cluster.admin())
-    core = kubernetes.client.CoreV1Api(cluster.admin())
     custom.delete_namespaced_custom_object(v1alpha1.GROUP, v1alpha1.VERSION, token_namespace, v1alpha1.PLURAL, "triage")
-    core.delete_namespaced_service_account("triage-agent", token_namespace)
-    core.delete_namespaced_secret("triage-agent-key", token_namespace)
+    # The operator's finalizer removes bindings, key and ServiceAccount before the object goes.
     eventually(lambda: token_service.service.agents.get(token_namespace, "triage") is None, what="agent gone")
     new = provisioned(cluster, token_service, token_namespace, "triage", **SPEC)
     assert new.uid != old_uid
@@ -192,12 +190,7 @@ def test_an_allowed_actor_gets_a_token_for_the_subject_with_an_act_claim(
     agents = delegation_setup(cluster, token_service, token_namespace)
     handed_over = token_service.token(agents["triage"].service_account_token(token_service.issuer), audience=MCP)
     actor_token = agents["orchestrator"].service_account_token(token_service.issuer)
-    delegated = token_service.token(
-        handed_over,
-        subject_token_type=claims.TOKEN_TYPE_ACCESS_TOKEN,
-        actor_token=actor_token,
-        actor_token_type=claims.TOKEN_TYPE_JWT,
-    )
+    delegated = token_service.delegated(handed_over, actor_token)
     payload = jwt.decode(delegated, options={"verify_signature": False})
     assert payload["sub"] == agents["triage"].agent_id
     assert payload["aud"] == MCP
@@ -211,12 +204,7 @@ def test_an_actor_not_in_allowed_actors_is_refused(
 ) -> None:
     agents = delegation_setup(cluster, token_service, token_namespace)
     handed_over = token_service.token(agents["triage"].service_account_token(token_service.issuer), audience=MCP)
-    response = token_service.exchange(
-        handed_over,
-        subject_token_type=claims.TOKEN_TYPE_ACCESS_TOKEN,
-        actor_token=agents["stranger"].service_account_token(token_service.issuer),
-        actor_token_type=claims.TOKEN_TYPE_JWT,
-    )
+    response = token_service.delegate(handed_over, agents["stranger"].service_account_token(token_service.issuer))
     assert error_of(response) == (400, "invalid_grant")
     assert "allowedActors" in response.json()["error_description"]
 
@@ -226,18 +214,8 @@ def test_a_chain_deeper_than_max_depth_is_refused(
 ) -> None:
     agents = delegation_setup(cluster, token_service, token_namespace, max_depth=1)
     handed_over = token_service.token(agents["triage"].service_account_token(token_service.issuer), audience=MCP)
-    once = token_service.token(
-        handed_over,
-        subject_token_type=claims.TOKEN_TYPE_ACCESS_TOKEN,
-        actor_token=agents["planner"].service_account_token(token_service.issuer),
-        actor_token_type=claims.TOKEN_TYPE_JWT,
-    )
-    twice = token_service.exchange(
-        once,
-        subject_token_type=claims.TOKEN_TYPE_ACCESS_TOKEN,
-        actor_token=agents["orchestrator"].service_account_token(token_service.issuer),
-        actor_token_type=claims.TOKEN_TYPE_JWT,
-    )
+    once = token_service.delegated(handed_over, agents["planner"].service_account_token(token_service.issuer))
+    twice = token_service.delegate(once, agents["orchestrator"].service_account_token(token_service.issuer))
     assert error_of(twice) == (400, "invalid_grant")
     assert "deep" in twice.json()["error_description"]
 
@@ -247,18 +225,8 @@ def test_a_chain_within_max_depth_nests_act_claims_current_actor_outermost(
 ) -> None:
     agents = delegation_setup(cluster, token_service, token_namespace, max_depth=2)
     handed_over = token_service.token(agents["triage"].service_account_token(token_service.issuer), audience=MCP)
-    once = token_service.token(
-        handed_over,
-        subject_token_type=claims.TOKEN_TYPE_ACCESS_TOKEN,
-        actor_token=agents["planner"].service_account_token(token_service.issuer),
-        actor_token_type=claims.TOKEN_TYPE_JWT,
-    )
-    twice = token_service.token(
-        once,
-        subject_token_type=claims.TOKEN_TYPE_ACCESS_TOKEN,
-        actor_token=agents["orchestrator"].service_account_token(token_service.issuer),
-        actor_token_type=claims.TOKEN_TYPE_JWT,
-    )
+    once = token_service.delegated(handed_over, agents["planner"].service_account_token(token_service.issuer))
+    twice = token_service.delegated(once, agents["orchestrator"].service_account_token(token_service.issuer))
     act = jwt.decode(twice, options={"verify_signature": False})["act"]
     assert act["sub"] == agents["orchestrator"].agent_id
     assert act["act"]["sub"] == agents["planner"].agent_id

@@ -139,6 +139,22 @@ class TokenServiceHandle:
         assert response.status_code == 200, response.text
         return str(response.json()["access_token"])
 
+    def delegate(self, agent_token: str, actor_token: str, **params: Any) -> requests.Response:
+        """Exchange an agent token (handed over to an actor) together with the actor's own token: an `act` chain."""
+        return self.exchange(
+            agent_token,
+            subject_token_type=claims.TOKEN_TYPE_ACCESS_TOKEN,
+            actor_token=actor_token,
+            actor_token_type=claims.TOKEN_TYPE_JWT,
+            **params,
+        )
+
+    def delegated(self, agent_token: str, actor_token: str, **params: Any) -> str:
+        """``delegate`` and insist on success; the delegated agent token."""
+        response = self.delegate(agent_token, actor_token, **params)
+        assert response.status_code == 200, response.text
+        return str(response.json()["access_token"])
+
     def introspect(self, token: str) -> dict[str, Any]:
         response = self.post("/introspect", {"token": token})
         assert response.status_code == 200, response.text

@@ -206,16 +206,8 @@ class Exchanger:
         return Presented(agent=agent, kind=KindOfToken.SERVICE_ACCOUNT)
 
     def _authenticate_agent_token(self, token: str, *, what: str) -> Presented:
-        max_bytes = self._settings.limits.max_token_bytes
-        header = verification.header_of(token, max_bytes)
-        verified = verification.verify(
-            token,
-            self._keyring.verification_key(header["kid"]),
-            issuer=self._settings.issuer,
-            audience=None,
-            required=verification.AGENT_TOKEN_CLAIMS,
-            max_bytes=max_bytes,
-        )
+        limit = self._settings.limits.max_token_bytes
+        verified = self._keyring.verify_issued(token, issuer=self._settings.issuer, max_bytes=limit)
         agent = agent_of_token(self._agents, verified.claims)
         if agent is None:
             raise claims.invalid_token(what)

@@ -20,6 +20,7 @@ from agentid.domain.issuer_keys import IssuerKey, RotationPolicy
 from agentid.kube import errors
 from agentid.kube.client import KubeClient
 from agentid.kube.resources import SECRETS
+from agentid.tokens import verification
 from agentid.tokens.settings import KEYRING_DATA_KEY, KEYRING_SECRET_TYPE
 
 logger = logging.getLogger(__name__)
@@ -60,6 +61,19 @@ class IssuerKeyring:
     def verification_key(self, key_id: str) -> keys.SigningKey | None:
         """A published key by ID; keys past their retention are gone, so their tokens no longer verify."""
         return next((entry.key for entry in self.published() if entry.key_id == key_id), None)
+
+    def verify_issued(self, token: str, *, issuer: str, max_bytes: int) -> verification.Verified:
+        """One of this service's own agent tokens (any audience): a published key, our issuer, valid times and the
+        agent claims. Raises ``claims.Refused`` (no detail) otherwise."""
+        header = verification.header_of(token, max_bytes)
+        return verification.verify(
+            token,
+            self.verification_key(header["kid"]),
+            issuer=issuer,
+            audience=None,
+            required=verification.AGENT_TOKEN_CLAIMS,
+            max_bytes=max_bytes,
+        )
 
     def jwks(self) -> dict[str, Any]:
         return {"keys": [keys.public_only(entry.key.jwk) for entry in self.published()]}
