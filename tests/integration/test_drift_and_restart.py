@@ -67,6 +67,21 @@ def test_removed_labels_and_a_hand_edited_service_account_are_put_back(
 
     eventually(owner_restored, timeout=20, what="ServiceAccount annotation restored")
 
+    # Labels removed (the operator's own watches select by them): the objects are found and labelled again.
+    rbac = kubernetes.client.RbacAuthorizationV1Api(cluster.admin())
+    unlabel = [{"op": "remove", "path": "/metadata/labels/agentid.dev~1agent"}]
+    rbac.patch_namespaced_role_binding("labelled-agent", agent_namespace, unlabel)
+    core.patch_namespaced_secret("labelled-agent-key", agent_namespace, unlabel)
+    key_id = agent.status()["keys"][0]["keyID"]
+
+    def relabelled() -> bool:
+        binding = rbac.read_namespaced_role_binding("labelled-agent", agent_namespace).metadata.labels or {}
+        secret = core.read_namespaced_secret("labelled-agent-key", agent_namespace).metadata.labels or {}
+        return binding.get("agentid.dev/agent") == "labelled" and secret.get("agentid.dev/agent") == "labelled"
+
+    eventually(relabelled, timeout=30, what="labels put back")
+    assert agent.status()["keys"][0]["keyID"] == key_id  # the same key: an unlabelled Secret is adopted, not replaced
+
 
 def _versions(cluster: ClusterHandle, namespace: str) -> dict[str, str]:
     """resourceVersion of every agent and owned object: any write changes one."""

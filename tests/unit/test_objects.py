@@ -73,21 +73,6 @@ def test_a_secret_whose_key_does_not_match_its_declared_id_is_not_trusted() -> N
     assert projections.observed_key(wrong_type) is None
 
 
-def test_drift_is_suspected_for_deletions_and_for_changes_by_other_managers() -> None:
-    ours = {"metadata": {"managedFields": [{"manager": naming.FIELD_MANAGER, "time": "2026-11-29T12:00:00Z"}]}}
-    theirs = {
-        "metadata": {
-            "managedFields": [
-                {"manager": naming.FIELD_MANAGER, "time": "2026-11-29T12:00:00Z"},
-                {"manager": "kubectl-edit", "time": "2026-11-29T12:05:00Z"},
-            ]
-        }
-    }
-    assert not projections.changed_by_others(ours, "MODIFIED")
-    assert projections.changed_by_others(theirs, "MODIFIED")
-    assert projections.changed_by_others(ours, "DELETED")
-
-
 def test_jwks_never_carry_private_members_and_thumbprints_follow_rfc_7638() -> None:
     for algorithm in KeyAlgorithm:
         jwk = keys.generate(algorithm).jwk

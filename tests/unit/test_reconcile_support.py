@@ -40,6 +40,16 @@ def test_a_deletion_hides_the_object_until_the_index_drops_it() -> None:
     assert view._overlay == {}
 
 
+def test_a_watch_event_is_foreign_unless_it_echoes_our_own_last_write() -> None:
+    view = ClusterView(Indexes(owned={"Role": {}}))
+    assert view.changed_by_others(OWNER, "Role", "triage-agent", "9")  # never written by us (e.g. after a restart)
+    view.record_written(OWNER, "Role", _role("9", ["get"]))
+    assert not view.changed_by_others(OWNER, "Role", "triage-agent", "9")  # the echo of our apply
+    assert view.changed_by_others(OWNER, "Role", "triage-agent", "10")  # someone wrote after us (even a removal)
+    view.forget(OWNER)
+    assert view.changed_by_others(OWNER, "Role", "triage-agent", "9")
+
+
 async def test_a_new_wakeup_replaces_the_pending_one() -> None:
     scheduler = Scheduler()
     fired: list[str] = []

@@ -13,6 +13,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
+from agentid.api import v1alpha1
 from agentid.api.v1alpha1 import KeyAlgorithm
 from agentid.domain import keys, naming
 from agentid.domain.keyring import ObservedKey
@@ -39,10 +40,20 @@ def summary(kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def agent_key(body: Mapping[str, Any]) -> tuple[str, str] | None:
-    """(namespace, agent name) of an owned object, from its labels."""
+    """(namespace, agent name) of an owned object: from its label, or, when someone removed the label (the object
+    then leaves the operator's label-selected watch), from its owner reference."""
     metadata = body.get("metadata", {})
-    agent = (metadata.get("labels") or {}).get(naming.AGENT_LABEL)
     namespace = metadata.get("namespace")
+    agent = (metadata.get("labels") or {}).get(naming.AGENT_LABEL)
+    if not agent:
+        agent = next(
+            (
+                owner.get("name")
+                for owner in metadata.get("ownerReferences") or []
+                if owner.get("kind") == v1alpha1.KIND and str(owner.get("apiVersion", "")).startswith(v1alpha1.GROUP)
+            ),
+            None,
+        )
     return (namespace, agent) if agent and namespace else None
 
 
@@ -79,14 +90,3 @@ def cluster_role_info(body: Mapping[str, Any]) -> ClusterRoleInfo:
         resources=frozenset(str(resource) for rule in rules for resource in rule.get("resources") or []),
         verbs=frozenset(str(verb) for rule in rules for verb in rule.get("verbs") or []),
     )
-
-
-def changed_by_others(body: Mapping[str, Any], event_type: str | None) -> bool:
-    """Whether an owned object's event may be drift: a deletion, or a change last written by another manager."""
-    if event_type == "DELETED":
-        return True
-    entries = (body.get("metadata") or {}).get("managedFields") or []
-    if not entries:
-        return True
-    latest = max(entries, key=lambda entry: str(entry.get("time") or ""))
-    return bool(latest.get("manager") != naming.FIELD_MANAGER)

@@ -123,7 +123,9 @@ def _register_owned(registry: kopf.OperatorRegistry, kind: str, resource: tuple[
         runtime.view.watched(
             owner, kind, body.metadata.name or "", body.metadata.get("resourceVersion"), deleted=type == "DELETED"
         )
-        if type in ("DELETED", "MODIFIED") and projections.changed_by_others(body, type):
+        name, version = body.metadata.name or "", body.metadata.get("resourceVersion")
+        foreign = type == "MODIFIED" and runtime.view.changed_by_others(owner, kind, name, version)
+        if type == "DELETED" or foreign:
             await runtime.reconcile_agent(*owner)
 
 

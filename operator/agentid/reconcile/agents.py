@@ -129,7 +129,7 @@ class AgentReconciler:
             conflict = await self._foreign_service_account(agent, observed)
             if conflict is not None:
                 access = Access(withheld=(*access.withheld, conflict))  # never bind anything to someone else's SA
-            key, action = await self._ensure_key(agent, observed.key, now)
+            key, action = await self._ensure_key(agent, observed, now)
         plan = lifecycle.plan_objects(agent, observed, access=access, agent_id=agent_id, terminal=terminal is not None)
         if any(item.reason == reasons.SERVICE_ACCOUNT_CONFLICT for item in access.withheld):
             plan = lifecycle.without_applies_of(plan, "ServiceAccount")
@@ -190,9 +190,10 @@ class AgentReconciler:
     # -- keys -----------------------------------------------------------------------------------------------
 
     async def _ensure_key(
-        self, agent: AgentIdentity, observed: ObservedKey | None, now: dt.datetime
+        self, agent: AgentIdentity, objects: Observed, now: dt.datetime
     ) -> tuple[ObservedKey, KeyAction]:
         credentials = agent.spec.credentials
+        observed = objects.key
         action = keyring.key_action(credentials, observed, had_keys=bool(agent.status.keys), now=now)
         if action in (KeyAction.CREATE, KeyAction.REPLACE_LOST):
             # The index may lag or the Secret may have lost its labels: never mint a second key on hearsay.
@@ -203,6 +204,11 @@ class AgentReconciler:
                 observed = recovered
                 action = keyring.key_action(credentials, observed, had_keys=True, now=now)
         if action is KeyAction.KEEP and observed is not None:
+            summary = objects.get("Secret", naming.key_secret(agent.name))
+            if summary is not None and not lifecycle.contains(summary, _key_secret_shape(agent, observed)):
+                live = await self.client.get(resources.SECRETS, naming.key_secret(agent.name), agent.namespace)
+                if live is not None:
+                    await self._apply_key_secret(agent, live, observed)  # labels, owner, annotations put back
             return observed, action
         signing_key = keys.generate(credentials.key_algorithm)
         created = ObservedKey(signing_key.key_id, credentials.key_algorithm, now, dict(signing_key.jwk))
@@ -218,15 +224,7 @@ class AgentReconciler:
         return created, action
 
     async def _apply_key_secret(self, agent: AgentIdentity, live: Body, key: ObservedKey) -> None:
-        data = live.get("data") or {}
-        manifest = desired.key_secret(
-            agent,
-            private_pem=b"",
-            key_id=key.key_id,
-            algorithm=key.algorithm.value,
-            created_at=key.created_at.isoformat(),
-        )
-        manifest["data"] = dict(data)  # the live key material, unchanged
+        manifest = {**_key_secret_shape(agent, key), "data": dict(live.get("data") or {})}  # the live key, unchanged
         if lifecycle.contains(live, manifest):
             return
         written = await self.client.apply(resources.SECRETS, manifest)
@@ -416,6 +414,15 @@ def _invalid_status(body: Body, error: pydantic.ValidationError, now: dt.datetim
     }
     status["conditions"] = [c for c in status.get("conditions", []) if c.get("type") != reasons.READY] + [ready]
     return status
+
+
+def _key_secret_shape(agent: AgentIdentity, key: ObservedKey) -> dict[str, Any]:
+    """Everything of the key Secret agentid manages except its data (which only a key change rewrites)."""
+    manifest = desired.key_secret(
+        agent, private_pem=b"", key_id=key.key_id, algorithm=key.algorithm.value, created_at=key.created_at.isoformat()
+    )
+    del manifest["data"]
+    return manifest
 
 
 def _withdrawal_kind(agent: AgentIdentity, terminal: Phase | None) -> str | None:

@@ -56,6 +56,9 @@ class ClusterView:
     def __init__(self, indexes: Indexes | None = None) -> None:
         self.indexes = indexes or Indexes()
         self._overlay: dict[AgentKey, dict[tuple[str, str], _Written]] = {}
+        # The resourceVersion of each owned object as our own last write left it: a watch event with any other
+        # version is someone else's change (a removal leaves no managedFields entry to tell by).
+        self._versions: dict[AgentKey, dict[tuple[str, str], str]] = {}
 
     # -- agents ---------------------------------------------------------------------------------------------
 
@@ -113,8 +116,9 @@ class ClusterView:
     ) -> None:
         """Remember an object this operator just applied (the API server's response body)."""
         summary = projections.summary(kind, body)
-        entry = _Written(summary, _rv(summary), time.monotonic(), key)
-        self._overlay.setdefault(agent, {})[(kind, summary["metadata"]["name"])] = entry
+        name = summary["metadata"]["name"]
+        self._overlay.setdefault(agent, {})[(kind, name)] = _Written(summary, _rv(summary), time.monotonic(), key)
+        self._versions.setdefault(agent, {})[(kind, name)] = str(summary["metadata"].get("resourceVersion") or "")
 
     def watched(self, agent: AgentKey, kind: str, name: str, resource_version: str | None, *, deleted: bool) -> None:
         """A watch event for an owned object: once the index has caught up with (or passed) what we wrote, our
@@ -132,11 +136,17 @@ class ClusterView:
             if not written_objects:
                 del self._overlay[agent]
 
+    def changed_by_others(self, agent: AgentKey, kind: str, name: str, resource_version: str | None) -> bool:
+        """Whether a MODIFIED event is not the echo of our own last write of that object."""
+        return self._versions.get(agent, {}).get((kind, name)) != str(resource_version or "")
+
     def record_deleted(self, agent: AgentKey, kind: str, name: str) -> None:
+        self._versions.get(agent, {}).pop((kind, name), None)
         self._overlay.setdefault(agent, {})[(kind, name)] = _Written(None, 0, time.monotonic())
 
     def forget(self, agent: AgentKey) -> None:
         self._overlay.pop(agent, None)
+        self._versions.pop(agent, None)
 
     # -- policies -------------------------------------------------------------------------------------------
 
