@@ -94,6 +94,7 @@ class LocalCluster:
         self.kubeconfig = self.workdir / "kubeconfig"
         self.audit_log: Path | None = self.workdir / "audit.log" if audit else None
         self.apiserver_args: list[str] = []
+        self._apiserver_argv: list[str] = []
         self.processes: list[ManagedProcess] = []
         self._admin = self.ca.issue("admin", common_name="admin", organization="system:masters", client=True)
 
@@ -198,9 +199,20 @@ class LocalCluster:
                 "--audit-log-format=json",
                 "--audit-log-maxsize=100",
             ]
-        process = self._spawn("kube-apiserver", args + self.apiserver_args)
+        self._apiserver_argv = args + self.apiserver_args
+        process = self._spawn("kube-apiserver", self._apiserver_argv)
         context = self.admin_ssl_context()
         self._poll(process, deadline, lambda: _http_ok(f"{self.server}/readyz", context))
+
+    def restart_apiserver(self, timeout: float = 60.0) -> None:
+        """Stop kube-apiserver and start it again on the same port with the same state (etcd keeps running):
+        what clients see during an upgrade or a crash of the control plane."""
+        current = next(process for process in self.processes if process.name == "kube-apiserver")
+        current.stop()
+        self.processes.remove(current)
+        process = self._spawn("kube-apiserver", self._apiserver_argv)
+        context = self.admin_ssl_context()
+        self._poll(process, time.monotonic() + timeout, lambda: _http_ok(f"{self.server}/readyz", context))
 
     def _start_controller_manager(self) -> None:
         cert = self.ca.issue(
