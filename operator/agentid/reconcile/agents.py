@@ -9,6 +9,7 @@ agent UID); passes for different agents run concurrently.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import random
@@ -117,52 +118,70 @@ class AgentReconciler:
             return None
         body = await self._ensure_finalizer(body)
         now = self.clock()
-        agent_id = naming.agent_id(self.settings.trust_domain, agent.namespace, agent.name)
-        terminal = lifecycle.terminal_phase(agent, now)
-        observed = self.view.observe(agent)
-        access = NO_ACCESS
-        governing = self.view.policy_for(agent.namespace)
-        key, action = observed.key, KeyAction.KEEP
-        if terminal is None:
-            cluster_roles = self.view.cluster_roles(agent.spec.cluster_role_refs)
-            access = policy.governed_access(agent.spec, governing, cluster_roles, now)
-            conflict = await self._foreign_service_account(agent, observed)
-            if conflict is not None:
-                access = Access(withheld=(*access.withheld, conflict))  # never bind anything to someone else's SA
-            key, action = await self._ensure_key(agent, observed, now)
-        plan = lifecycle.plan_objects(agent, observed, access=access, agent_id=agent_id, terminal=terminal is not None)
-        if any(item.reason == reasons.SERVICE_ACCOUNT_CONFLICT for item in access.withheld):
-            plan = lifecycle.without_applies_of(plan, "ServiceAccount")
-        if terminal is not None and not agent.status.phase.terminal:
-            plan = _with_well_known_deletes(agent, plan)
+        gathered = await self._gather(agent, now)
+        plan = _plan(agent, gathered)
         started = time.monotonic()
-        service_account_uid = await self._execute(agent, plan, observed)
-        withdrawal = _withdrawal_kind(agent, terminal)
+        service_account_uid = await self._execute(agent, plan, gathered.observed)
+        withdrawal = _withdrawal_kind(agent, gathered.terminal)
         if withdrawal is not None and any(ref.kind == "RoleBinding" for ref in plan.deletes):
             metrics.REVOCATION_SECONDS.labels(kind=withdrawal).observe(time.monotonic() - started)
-        outcome = lifecycle.Outcome(
-            phase=lifecycle.phase_for(agent, access, terminal),
-            access=access,
-            keys=tuple(self._key_statuses(agent, key, now)) if key is not None and terminal is None else (),
-            key=key if terminal is None else None,
+        outcome = self._outcome(agent, gathered, plan, service_account_uid, now)
+        status = lifecycle.compute_status(agent, outcome, agent_id=gathered.agent_id, now=now)
+        await self._write_status(body, status.model_dump(mode="json", by_alias=True, exclude_none=True))
+        events = lifecycle.transition_events(agent, status, outcome, actor=status.last_changed_by)
+        await self._announce(agent, body, events, agent_id=gathered.agent_id, now=now)
+        return lifecycle.next_wakeup(agent, status)
+
+    async def _gather(self, agent: AgentIdentity, now: dt.datetime) -> Gathered:
+        """What the cluster holds and what the policies say; the key is made sure of here (it is generated, not
+        planned, and its Secret is the source of truth for everything after)."""
+        observed = self.view.observe(agent)
+        governing = self.view.policy_for(agent.namespace)
+        gathered = Gathered(
+            agent_id=naming.agent_id(self.settings.trust_domain, agent.namespace, agent.name),
+            terminal=lifecycle.terminal_phase(agent, now),
+            observed=observed,
+            governing=governing,
+            key=observed.key,
+        )
+        if gathered.terminal is not None:
+            return gathered
+        cluster_roles = self.view.cluster_roles(agent.spec.cluster_role_refs)
+        access = policy.governed_access(agent.spec, governing, cluster_roles, now)
+        conflict = await self._foreign_service_account(agent, observed)
+        if conflict is not None:
+            access = Access(withheld=(*access.withheld, conflict))  # never bind anything to someone else's SA
+        key, action = await self._ensure_key(agent, observed, now)
+        return dataclasses.replace(gathered, access=access, key=key, key_action=action)
+
+    def _outcome(
+        self,
+        agent: AgentIdentity,
+        gathered: Gathered,
+        plan: ObjectPlan,
+        service_account_uid: str | None,
+        now: dt.datetime,
+    ) -> lifecycle.Outcome:
+        live = gathered.terminal is None
+        previous_key = gathered.observed.key
+        return lifecycle.Outcome(
+            phase=lifecycle.phase_for(agent, gathered.access, gathered.terminal),
+            access=gathered.access,
+            keys=tuple(self._key_statuses(agent, gathered.key, now)) if gathered.key is not None and live else (),
+            key=gathered.key if live else None,
             service_account_uid=service_account_uid,
-            key_action=action,
+            key_action=gathered.key_action,
             repaired=plan.repaired,
-            supervision=policy.allowed_mode(agent.spec, governing),
-            token_ttl=policy.token_ttl(agent.spec, governing),
+            supervision=policy.allowed_mode(agent.spec, gathered.governing),
+            token_ttl=policy.token_ttl(agent.spec, gathered.governing),
             created_by=attribution.parse(agent.metadata.annotations, attribution.CREATED_BY),
             last_changed_by=attribution.parse(agent.metadata.annotations, attribution.LAST_CHANGED_BY),
             revoked_key_ids=tuple(
                 keyring.revoked_key_ids(
-                    agent.status.revoked_key_ids, agent.status.keys, [observed.key.key_id] if observed.key else []
+                    agent.status.revoked_key_ids, agent.status.keys, [previous_key.key_id] if previous_key else []
                 )
             ),
         )
-        status = lifecycle.compute_status(agent, outcome, agent_id=agent_id, now=now)
-        await self._write_status(body, status.model_dump(mode="json", by_alias=True, exclude_none=True))
-        events = lifecycle.transition_events(agent, status, outcome, actor=status.last_changed_by)
-        await self._announce(agent, body, events, agent_id=agent_id, now=now)
-        return lifecycle.next_wakeup(agent, status)
 
     async def _foreign_service_account(self, agent: AgentIdentity, observed: Observed) -> Withheld | None:
         """A ServiceAccount of the agent's name that this agent does not own is never adopted: its tokens would
@@ -414,6 +433,31 @@ def _invalid_status(body: Body, error: pydantic.ValidationError, now: dt.datetim
     }
     status["conditions"] = [c for c in status.get("conditions", []) if c.get("type") != reasons.READY] + [ready]
     return status
+
+
+@dataclasses.dataclass(frozen=True)
+class Gathered:
+    """One pass's view of the world, before anything is written."""
+
+    agent_id: str
+    terminal: Phase | None
+    observed: Observed
+    governing: policy.EffectivePolicy
+    access: Access = NO_ACCESS
+    key: ObservedKey | None = None
+    key_action: KeyAction = KeyAction.KEEP
+
+
+def _plan(agent: AgentIdentity, gathered: Gathered) -> ObjectPlan:
+    terminal = gathered.terminal is not None
+    plan = lifecycle.plan_objects(
+        agent, gathered.observed, access=gathered.access, agent_id=gathered.agent_id, terminal=terminal
+    )
+    if any(item.reason == reasons.SERVICE_ACCOUNT_CONFLICT for item in gathered.access.withheld):
+        plan = lifecycle.without_applies_of(plan, "ServiceAccount")
+    if terminal and not agent.status.phase.terminal:
+        plan = _with_well_known_deletes(agent, plan)
+    return plan
 
 
 def _key_secret_shape(agent: AgentIdentity, key: ObservedKey) -> dict[str, Any]:
