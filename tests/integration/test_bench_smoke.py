@@ -1,0 +1,79 @@
+"""The benchmarks run end to end at tiny sizes (``python -m bench --smoke``), so the suite never rots.
+
+Nothing here judges speed: timings live only in bench/ and docs/benchmarks.md. What is checked is that every
+benchmark ran against its baseline and wrote its result, and the invariants it exists to watch (every access
+path closed after a revocation, no refused exchange under load, no write by a restarted operator).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentid.devcluster import assets
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    """One smoke run of all four benchmarks on their own control plane; their JSON results by name."""
+    try:
+        assets.find_binary("kube-apiserver")
+    except assets.AssetsNotFound:
+        pytest.skip("the benchmarks start their own control plane: its binaries are not built here")
+    folder = tmp_path_factory.mktemp("bench-results")
+    run = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", f"--results={folder}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    found = {path.name.split("-", 1)[0]: json.loads(path.read_text()) for path in folder.glob("*.json")}
+    assert sorted(found) == ["p1", "p2", "p3", "p4"], run.stdout[-3000:]
+    return found
+
+
+@pytest.mark.timeout(900)
+def test_provisioning_compares_the_operator_with_the_raw_client(results: dict[str, dict[str, Any]]) -> None:
+    p1 = results["p1"]
+    assert p1["machine"]["cores"] >= 1
+    for measured in p1["rounds"]:
+        assert measured["baseline"]["seconds"] > 0
+        assert measured["operator"]["seconds"] > 0
+        assert measured["operator"]["writes_per_agent"] > 0
+        assert measured["ratio"] > 0
+
+
+@pytest.mark.timeout(900)
+def test_revocation_closes_every_access_path_for_every_agent(results: dict[str, dict[str, Any]]) -> None:
+    for action, paths in results["p2"]["summary"].items():
+        for path, stats in paths.items():
+            assert stats["not_closed"] == 0, f"{action}: {path}"
+            assert stats["n"] == results["p2"]["agents_per_action"], f"{action}: {path}"
+
+
+@pytest.mark.timeout(900)
+def test_token_exchange_is_measured_warm_and_cold_without_refusals(results: dict[str, dict[str, Any]]) -> None:
+    p3 = results["p3"]
+    assert {row["cache"] for row in p3["rows"]} == {"warm", "cold"}
+    assert all(row["errors"] == {} and row["n"] > 0 for row in p3["rows"])
+    assert all(baseline["tokens_per_second"] > 0 for baseline in p3["baseline"])
+
+
+@pytest.mark.timeout(900)
+def test_a_restarted_operator_resumes_every_agent_without_writing(results: dict[str, dict[str, Any]]) -> None:
+    for measured in results["p4"]["rounds"]:
+        assert [point["agents"] for point in measured["points"]] == [0, *sorted(results["p4"]["scale"])]
+        assert all(point["rss_mb"] > 0 for point in measured["points"])
+        assert measured["restart"]["writes"] == 0, measured["restart"]["requests"]
