@@ -20,7 +20,7 @@ import kopf
 from agentid import metrics
 from agentid.domain import naming
 from agentid.domain.settings import OperatorSettings
-from agentid.handlers import registrations
+from agentid.handlers import kopfpatches, registrations
 from agentid.handlers.state import Runtime
 from agentid.kube.client import KubeClient, load_configuration
 from agentid.kube.events import EventRecorder
@@ -117,6 +117,7 @@ async def run_operator(
     stop_flag: Any = None,  # threading.Event / asyncio.Event / Future: set it to stop the operator
     ready_flag: Any = None,  # set by Kopf once the operator is up
 ) -> None:
+    kopfpatches.apply()  # Kopf 1.45's index readiness is quadratic in the number of watched objects
     runtime = await build_runtime(config)
     if config.metrics_port is not None:
         metrics.serve(config.metrics_port)
