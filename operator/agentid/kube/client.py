@@ -119,8 +119,11 @@ class KubeClient:
         )
         async with self._in_flight:  # the REST layer JSON-encodes dict bodies for json and apply-patch types
             self.requests[method] += 1
-            response = await self.api.call_api(method, url, header_params=headers, body=body)
-            payload = await response.read()
+            try:
+                response = await self.api.call_api(method, url, header_params=headers, body=body)
+                payload = await response.read()
+            except (aiohttp.ClientError, TimeoutError) as error:  # apiserver restarting, connection reset
+                raise errors.Unavailable(0, "ConnectionError", type(error).__name__) from None
         if not 200 <= response.status < 300:
             raise errors.from_response(response.status, payload, response.headers)
         if not payload:
