@@ -1,8 +1,9 @@
 """Kopf registrations of the operator: thin functions that unpack Kopf's arguments and await one call.
 
 Built into an explicit registry by ``agentid.handlers.runtime`` (``agentid run`` and the tests use the same
-function). Owned objects are watched through indexes (no create/update handlers, no annotations written on
-them; Secrets are reduced to public key information). AgentIdentities get only an event handler: the
+function). Owned objects are watched by ``agentid.reconcile.owned`` (plain list+watch, not Kopf: at thousands of
+agents Kopf's per-object machinery dominated memory and CPU); no create/update handlers, no annotations written
+on them; Secrets are reduced to public key information. AgentIdentities get only an event handler: the
 reconciler is level-triggered, manages its own finalizer and writes status itself, so Kopf writes nothing on
 the agents either, and a restarted operator with nothing to do writes nothing at all.
 """
@@ -17,18 +18,11 @@ import pydantic
 
 from agentid.api import v1alpha1
 from agentid.api.v1alpha1 import AgentPolicy
-from agentid.domain import naming, projections
+from agentid.domain import projections
 from agentid.handlers.state import Runtime
 from agentid.reconcile.view import Indexes
 from agentid.webhooks import admission, configuration
 
-MANAGED = {naming.MANAGED_BY_LABEL: naming.MANAGED_BY}
-OWNED_RESOURCES = {
-    "ServiceAccount": ("", "v1", "serviceaccounts"),
-    "Secret": ("", "v1", "secrets"),
-    "Role": ("rbac.authorization.k8s.io", "v1", "roles"),
-    "RoleBinding": ("rbac.authorization.k8s.io", "v1", "rolebindings"),
-}
 AGENTS = (v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL)
 POLICIES = (v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.POLICY_PLURAL)
 
@@ -51,12 +45,14 @@ def register(registry: kopf.OperatorRegistry) -> None:
         runtime = _runtime(memo)
         runtime.view.indexes = Indexes(
             agents=indices["agents"],
-            owned={kind: indices[_index_id(kind)] for kind in OWNED_RESOURCES},
+            owned=runtime.owned.index if runtime.owned is not None else {},
             cluster_roles=indices["clusterroles"],
             policies=indices["policies"],
             namespaces=indices["namespaces"],
         )
         runtime.start_background_tasks()
+        if runtime.owned is not None:  # like Kopf's indexes: no handler runs before the first full listing
+            await runtime.owned.synced.wait()
 
     @kopf.on.probe(id="agents", registry=registry)
     async def agents_probe(memo: kopf.Memo, **_: Any) -> int:
@@ -83,9 +79,6 @@ def register(registry: kopf.OperatorRegistry) -> None:
     async def namespaces(body: kopf.Body, **_: Any) -> dict[str, dict[str, str]]:
         return {body.metadata.name or "": dict(body.metadata.labels)}
 
-    for kind, resource in OWNED_RESOURCES.items():
-        _register_owned(registry, kind, resource)
-
     # -- reconciliation triggers ----------------------------------------------------------------------------
 
     @kopf.on.event(*AGENTS, registry=registry)
@@ -97,36 +90,6 @@ def register(registry: kopf.OperatorRegistry) -> None:
     async def clusterrole_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
         if type is not None:  # not the initial listing: agents reconcile on their own listing
             await _runtime(memo).reconcile_agents_referencing(body.metadata.name or "")
-
-
-def _index_id(kind: str) -> str:
-    return f"owned-{kind.lower()}s"
-
-
-def _register_owned(registry: kopf.OperatorRegistry, kind: str, resource: tuple[str, str, str]) -> None:
-    @kopf.index(*resource, labels=MANAGED, id=_index_id(kind), registry=registry)
-    async def index(body: kopf.Body, **_: Any) -> dict[tuple[str, str], Any] | None:
-        owner = projections.agent_key(body)
-        if owner is None:
-            return None
-        summary = projections.summary(kind, body)
-        if kind == "Secret":
-            return {owner: {"summary": summary, "key": projections.observed_key(body)}}
-        return {owner: summary}
-
-    @kopf.on.event(*resource, labels=MANAGED, id=f"drift-{kind.lower()}", registry=registry)
-    async def drift(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
-        owner = projections.agent_key(body)
-        if owner is None:
-            return
-        runtime = _runtime(memo)
-        runtime.view.watched(
-            owner, kind, body.metadata.name or "", body.metadata.get("resourceVersion"), deleted=type == "DELETED"
-        )
-        name, version = body.metadata.name or "", body.metadata.get("resourceVersion")
-        foreign = type == "MODIFIED" and runtime.view.changed_by_others(owner, kind, name, version)
-        if type == "DELETED" or foreign:
-            await runtime.reconcile_agent(*owner)
 
 
 def register_admission(registry: kopf.OperatorRegistry) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import os
 import socket
@@ -25,6 +26,7 @@ from agentid.handlers.state import Runtime
 from agentid.kube.client import KubeClient, load_configuration
 from agentid.kube.events import EventRecorder
 from agentid.reconcile.agents import AgentReconciler
+from agentid.reconcile.owned import KINDS, OwnedObjects
 from agentid.reconcile.policies import PolicyStatusWriter
 from agentid.reconcile.scheduler import Scheduler
 from agentid.reconcile.view import ClusterView
@@ -98,7 +100,7 @@ async def build_runtime(config: OperatorConfig) -> Runtime:
         scheduler=scheduler,
         settings=config.settings,
     )
-    return Runtime(
+    runtime = Runtime(
         configuration=configuration,
         client=client,
         view=view,
@@ -109,6 +111,18 @@ async def build_runtime(config: OperatorConfig) -> Runtime:
             client=client, view=view, interval=config.settings.timings.policy_status_interval.total_seconds()
         ),
     )
+    namespaces = list(config.namespaces)
+    watches = len(KINDS) * max(1, len(namespaces))
+    # Its own connection pool: long-lived watches must never take the connections the reconciler writes with.
+    watcher = KubeClient(copy.deepcopy(configuration), field_manager=naming.FIELD_MANAGER, max_in_flight=watches + 4)
+    runtime.owned = OwnedObjects(
+        watcher,
+        view,
+        on_drift=lambda owner: runtime.reconcile_agent(*owner),
+        namespaces=namespaces,
+        all_namespaces=config.all_namespaces,
+    )
+    return runtime
 
 
 async def run_operator(

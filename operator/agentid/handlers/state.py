@@ -18,6 +18,7 @@ from agentid.api.v1alpha1 import AgentPolicy
 from agentid.domain.policy import POLICY_VIOLATION
 from agentid.kube.client import KubeClient
 from agentid.reconcile.agents import AgentReconciler
+from agentid.reconcile.owned import OwnedObjects
 from agentid.reconcile.policies import PolicyStatusWriter
 from agentid.reconcile.scheduler import Scheduler
 from agentid.reconcile.view import ClusterView
@@ -33,10 +34,13 @@ class Runtime:
     reconciler: AgentReconciler
     admission: AgentAdmission
     policy_status: PolicyStatusWriter
+    owned: OwnedObjects | None = None  # the watch of owned objects (set by build_runtime)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def start_background_tasks(self) -> None:
         self._tasks.append(asyncio.create_task(self.policy_status.run(), name="agentpolicy-status"))
+        if self.owned is not None:
+            self._tasks.append(asyncio.create_task(self.owned.run(), name="owned-objects"))
 
     def connection_info(self) -> kopf.ConnectionInfo:
         """Kopf's own watch connections use the very credentials of our client."""
@@ -85,4 +89,6 @@ class Runtime:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.scheduler.close()
+        if self.owned is not None:
+            await self.owned.client.close()
         await self.client.close()

@@ -1,7 +1,8 @@
 """The reconciler's read side: owned objects from the operator's watch indexes, corrected by its own writes.
 
-Kopf's indexes (registered in ``agentid.handlers``) hold a summary of every object the operator manages, kept
-current by watches, so a reconcile pass reads nothing from the API server. Right after a write the watch may
+Kopf's indexes (registered in ``agentid.handlers``: agents, ClusterRoles, policies, namespaces) and the watch of
+owned objects (``agentid.reconcile.owned``) hold a summary of every object the operator manages, kept current by
+watches, so a reconcile pass reads nothing from the API server. Right after a write the watch may
 lag by milliseconds; the overlay remembers what was just written (by resourceVersion) so the next pass does
 not write it again.
 """
@@ -28,7 +29,8 @@ OWNED_KINDS = ("ServiceAccount", "Secret", "Role", "RoleBinding")
 
 @dataclass
 class Indexes:
-    """Live read-only views handed over by Kopf at startup (same objects handlers receive as kwargs)."""
+    """Live read-only views handed over at startup: Kopf's indexes (the objects handlers receive as kwargs) and the
+    owned-object watch's."""
 
     agents: IndexLike = field(default_factory=dict)  # (ns, name) -> [AgentIdentity body]
     owned: Mapping[str, IndexLike] = field(default_factory=dict)  # kind -> (ns, agent) -> [summary]

@@ -1,0 +1,165 @@
+"""The operator's watch of the objects it owns (ServiceAccounts, key Secrets, Roles, RoleBindings), without Kopf.
+
+Started by the handlers at startup (``OwnedObjects.run``, a background task). Each kind is one list+watch
+(``kube.watch.informer``, server-side label selector) per scope that keeps the summaries the reconciler reads
+(``ClusterView.indexes.owned``, the shape Kopf's indexes had) and reports changes made by others (drift) to a
+callback. Kopf gave every one of these objects a worker, a memory record and an index entry, and ran its
+per-event machinery for each: at 5000 agents that was 20,000 objects, most of the operator's memory and a third
+of its CPU while provisioning (docs/benchmarks.md). Passes wait for the first complete listing (``synced``), as
+they waited for Kopf's indexes.
+
+Scopes follow the operator's namespaces: every namespace; or one watch per namespace when every pattern names a
+namespace exactly (what the Helm chart's namespaced Roles allow); or, for glob patterns, one cluster-wide watch
+filtered with Kopf's own pattern matching (that needs cluster-wide list/watch on these kinds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from kopf._cogs.structs import references
+
+from agentid.domain import naming, projections
+from agentid.kube import resources, watch
+from agentid.kube.client import KubeClient
+from agentid.kube.resources import Resource
+from agentid.reconcile.view import AgentKey, ClusterView
+
+logger = logging.getLogger(__name__)
+KINDS: dict[str, Resource] = {
+    "ServiceAccount": resources.SERVICE_ACCOUNTS,
+    "Secret": resources.SECRETS,
+    "Role": resources.ROLES,
+    "RoleBinding": resources.ROLE_BINDINGS,
+}
+SELECTOR = f"{naming.MANAGED_BY_LABEL}={naming.MANAGED_BY}"
+Drift = Callable[[AgentKey], Coroutine[Any, Any, None]]
+
+
+class _Values(Mapping[AgentKey, Iterable[Any]]):
+    """(namespace, agent) -> the values of that agent's objects of one kind (what a Kopf index returned)."""
+
+    def __init__(self) -> None:
+        self.by_agent: dict[AgentKey, dict[str, Any]] = {}
+
+    def __getitem__(self, key: AgentKey) -> Iterable[Any]:
+        return self.by_agent[key].values()
+
+    def __iter__(self) -> Iterator[AgentKey]:
+        return iter(self.by_agent)
+
+    def __len__(self) -> int:
+        return len(self.by_agent)
+
+
+def scopes(namespaces: Sequence[str], *, all_namespaces: bool) -> tuple[list[str | None], Sequence[str]]:
+    """The namespaces to watch (None: cluster-wide) and the patterns a cluster-wide watch must filter by."""
+    if all_namespaces and not namespaces:
+        return [None], ()
+    specific = references.select_specific_namespaces(namespaces)
+    if len(specific) == len(set(namespaces)):
+        return [str(namespace) for namespace in sorted(specific)], ()
+    return [None], namespaces
+
+
+class OwnedObjects:
+    def __init__(
+        self,
+        client: KubeClient,
+        view: ClusterView,
+        *,
+        on_drift: Drift,
+        namespaces: Sequence[str] = (),
+        all_namespaces: bool = True,
+    ) -> None:
+        self.client = client
+        self.view = view
+        self.on_drift = on_drift
+        self.scopes, self.patterns = scopes(namespaces, all_namespaces=all_namespaces)
+        self.index: dict[str, _Values] = {kind: _Values() for kind in KINDS}
+        self._where: dict[str, tuple[str, AgentKey, str]] = {}  # uid -> (kind, agent, name)
+        self._listed: set[tuple[str, str | None]] = set()
+        self._drifts: set[asyncio.Task[None]] = set()
+        self.synced = asyncio.Event()
+
+    async def run(self) -> None:
+        """Every kind in every scope, until cancelled."""
+        try:
+            await asyncio.gather(*(self._follow(kind, scope) for kind in KINDS for scope in self.scopes))
+        finally:
+            for task in self._drifts:
+                task.cancel()
+
+    async def _follow(self, kind: str, scope: str | None) -> None:
+        selector = watch.Selector(namespace=scope, label_selector=SELECTOR)
+        async for event in watch.informer(self.client, KINDS[kind], selector):
+            if isinstance(event, watch.Listed):
+                self._replace(kind, scope, event.items)
+                self._listed.add((kind, scope))
+                if len(self._listed) == len(KINDS) * len(self.scopes):
+                    self.synced.set()
+            else:
+                self._changed(kind, event.type, event.object)
+
+    def _selected(self, body: Mapping[str, Any]) -> bool:
+        namespace = references.NamespaceName(str((body.get("metadata") or {}).get("namespace") or ""))
+        return not self.patterns or any(references.match_namespace(namespace, p) for p in self.patterns)
+
+    def _replace(self, kind: str, scope: str | None, items: list[dict[str, Any]]) -> None:
+        stale = [
+            uid
+            for uid, (known, agent, _) in self._where.items()
+            if known == kind and (scope is None or agent[0] == scope)
+        ]
+        for uid in stale:
+            self._remove(uid)
+        for body in items:
+            self._put(kind, body)
+
+    def _changed(self, kind: str, event_type: str, body: dict[str, Any]) -> None:
+        metadata = body.get("metadata") or {}
+        uid = str(metadata.get("uid") or "")
+        self._remove(uid)
+        if event_type != "DELETED":
+            self._put(kind, body)
+        owner = projections.agent_key(body)
+        if owner is None or not self._selected(body):
+            return
+        name, version = str(metadata.get("name") or ""), metadata.get("resourceVersion")
+        self.view.watched(owner, kind, name, version, deleted=event_type == "DELETED")
+        foreign = event_type == "MODIFIED" and self.view.changed_by_others(owner, kind, name, version)
+        if event_type == "DELETED" or foreign:
+            task = asyncio.create_task(self.on_drift(owner), name=f"drift {kind} {owner[0]}/{name}")
+            self._drifts.add(task)
+            task.add_done_callback(self._drift_done)
+
+    def _drift_done(self, task: asyncio.Task[None]) -> None:
+        self._drifts.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("drift repair failed: %r", task.exception())
+
+    def _put(self, kind: str, body: dict[str, Any]) -> None:
+        owner = projections.agent_key(body)
+        if owner is None or not self._selected(body):
+            return
+        metadata = body["metadata"]
+        body.setdefault("apiVersion", KINDS[kind].api_version)  # items of a list come without them
+        body.setdefault("kind", kind)
+        summary = projections.summary(kind, body)
+        value: Any = {"summary": summary, "key": projections.observed_key(body)} if kind == "Secret" else summary
+        self.index[kind].by_agent.setdefault(owner, {})[str(metadata["uid"])] = value
+        self._where[str(metadata["uid"])] = (kind, owner, str(metadata.get("name") or ""))
+
+    def _remove(self, uid: str) -> None:
+        where = self._where.pop(uid, None)
+        if where is None:
+            return
+        kind, owner, _ = where
+        values = self.index[kind].by_agent.get(owner)
+        if values is not None:
+            values.pop(uid, None)
+            if not values:
+                del self.index[kind].by_agent[owner]

@@ -1,0 +1,78 @@
+"""The watch of owned objects keeps the reconciler's view and reports drift (agentid.reconcile.owned)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from agentid.domain import desired
+from agentid.reconcile.owned import OwnedObjects, scopes
+from agentid.reconcile.view import AgentKey, ClusterView, Indexes
+from tests.support.factories import agent
+
+
+def _owned(namespaces: tuple[str, ...] = ()) -> tuple[OwnedObjects, ClusterView, list[AgentKey]]:
+    drifted: list[AgentKey] = []
+
+    async def drift(owner: AgentKey) -> None:
+        drifted.append(owner)
+
+    view = ClusterView()
+    owned = OwnedObjects(
+        client=None,  # type: ignore[arg-type]  # listing and events are fed directly
+        view=view,
+        on_drift=drift,
+        namespaces=namespaces,
+        all_namespaces=not namespaces,
+    )
+    view.indexes = Indexes(owned=owned.index)
+    return owned, view, drifted
+
+
+def _service_account(name: str, namespace: str, *, uid: str, version: str) -> dict[str, Any]:
+    manifest = desired.service_account(agent(name, namespace), f"spiffe://cluster.local/ns/{namespace}/agent/{name}")
+    manifest["metadata"].update({"uid": uid, "resourceVersion": version})
+    del manifest["apiVersion"], manifest["kind"]  # as the items of a list arrive
+    return manifest
+
+
+def test_exact_namespaces_are_watched_one_by_one_and_globs_cluster_wide() -> None:
+    assert scopes((), all_namespaces=True) == ([None], ())
+    assert scopes(("team-b", "team-a"), all_namespaces=False) == (["team-a", "team-b"], ())
+    assert scopes(("team-a", "a-*"), all_namespaces=False) == ([None], ("team-a", "a-*"))
+
+
+async def test_a_listing_fills_the_view_and_only_changes_by_others_are_drift() -> None:
+    owned, view, drifted = _owned()
+    owned._replace("ServiceAccount", None, [_service_account("triage", "finance", uid="u1", version="10")])
+    observed = view.observe(agent("triage", "finance"))
+    assert observed.get("ServiceAccount", "triage-agent") is not None
+    assert observed.get("ServiceAccount", "triage-agent")["apiVersion"] == "v1"  # type: ignore[index]
+
+    ours = _service_account("triage", "finance", uid="u1", version="11")
+    view.record_written(("finance", "triage"), "ServiceAccount", {"apiVersion": "v1", **ours})
+    owned._changed("ServiceAccount", "MODIFIED", ours)
+    theirs = _service_account("triage", "finance", uid="u1", version="12")
+    owned._changed("ServiceAccount", "MODIFIED", theirs)
+    owned._changed("ServiceAccount", "DELETED", theirs)
+    await asyncio.gather(*owned._drifts)
+
+    assert drifted == [("finance", "triage"), ("finance", "triage")]
+    assert view.observe(agent("triage", "finance")).get("ServiceAccount", "triage-agent") is None
+
+
+async def test_glob_patterns_keep_other_namespaces_out() -> None:
+    owned, view, drifted = _owned(("fin*",))
+    owned._replace(
+        "ServiceAccount",
+        None,
+        [
+            _service_account("triage", "finance", uid="u1", version="1"),
+            _service_account("triage", "sales", uid="u2", version="1"),
+        ],
+    )
+    owned._changed("ServiceAccount", "DELETED", _service_account("triage", "sales", uid="u2", version="2"))
+    await asyncio.gather(*owned._drifts)
+    assert view.observe(agent("triage", "finance")).get("ServiceAccount", "triage-agent") is not None
+    assert view.observe(agent("triage", "sales")).get("ServiceAccount", "triage-agent") is None
+    assert drifted == []
