@@ -14,7 +14,7 @@ CHART := charts/agentid-operator
 CHECKOV_VERSION := 3.3.30
 CHECKOV := $(VENV)/tools/checkov/bin/checkov
 
-.PHONY: test demo lint format crds crds-check control-plane checkov reference unit integration e2e bench bench-smoke clean help
+.PHONY: test demo lint format crds crds-check control-plane checkov reference unit integration e2e bench clean help
 
 help:
 	@echo "make demo   - start the local control plane and run the agentid story on it"

@@ -174,6 +174,9 @@ def _run(args: argparse.Namespace, command: Callable[[KubeClient], Awaitable[int
     except errors.NotFound as error:
         print(f"error: {error.message or 'not found'}", file=sys.stderr)
         return EXIT_NOT_FOUND
+    except errors.Unreachable as error:
+        print(f"error: cannot reach the API server: {error.message}", file=sys.stderr)
+        return EXIT_ERROR
     except errors.ApiError as error:
         print(f"error: the API server refused: {error.reason}: {error.message}", file=sys.stderr)
         return EXIT_ERROR

@@ -123,7 +123,7 @@ class KubeClient:
                 response = await self.api.call_api(method, url, header_params=headers, body=body)
                 payload = await response.read()
             except (aiohttp.ClientError, TimeoutError) as error:  # apiserver restarting, connection reset
-                raise errors.Unavailable(0, "ConnectionError", type(error).__name__) from None
+                raise errors.Unreachable(0, "Unreachable", f"{type(error).__name__}: {error}") from None
         if not 200 <= response.status < 300:
             raise errors.from_response(response.status, payload, response.headers)
         if not payload:

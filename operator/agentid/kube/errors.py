@@ -51,6 +51,10 @@ class Unavailable(ApiError):
     retryable = True
 
 
+class Unreachable(Unavailable):
+    """No HTTP answer at all: connection refused or reset (an apiserver restarting), a timeout."""
+
+
 def from_response(status: int, body: bytes | str | None, headers: Any = None) -> ApiError:
     """Build the right ApiError from a failed response (Status object body when there is one)."""
     reason, message = "", ""
