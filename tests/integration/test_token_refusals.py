@@ -131,6 +131,14 @@ def test_a_status_naming_another_service_account_uid_is_not_matched_by_name(
     assert "serviceAccountUID" not in agent.status()
     impostor = ProvisionedAgent(agent).service_account_token(token_service.issuer)
     assert error_of(token_service.exchange(impostor)) == (401, "invalid_grant")
+    # Once the stranger is gone, the agent gets a ServiceAccount of its own (a new UID) and its access.
+    core.delete_namespaced_service_account("triage-agent", token_namespace)
+    status = agent.wait_ready()
+    assert status["grantedRules"] == 1
+    assert (
+        status["serviceAccountUID"]
+        == core.read_namespaced_service_account("triage-agent", token_namespace).metadata.uid
+    )
 
 
 def test_an_audience_the_agent_does_not_declare_is_refused_with_invalid_target(

@@ -156,7 +156,9 @@ class KubeClient:
                 return items
 
     async def create(self, resource: Resource, body: JsonObject, namespace: str | None = None) -> JsonObject:
-        return await self.request("POST", resource.path(namespace), body=body)
+        """POST; raises ``errors.Conflict`` (409 AlreadyExists) if an object of that name exists."""
+        query = {"fieldManager": self.field_manager}
+        return await self.request("POST", resource.path(namespace), body=body, query=query)
 
     async def apply(self, resource: Resource, manifest: JsonObject, *, force: bool = True) -> JsonObject:
         """Server-side apply as this client's field manager (force: the operator owns what it applies)."""

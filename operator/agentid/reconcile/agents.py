@@ -35,6 +35,7 @@ from agentid.reconcile.view import ClusterView
 logger = logging.getLogger(__name__)
 DELETED_NOTE = "deleted: bindings, keys and ServiceAccount removed"
 Body = Mapping[str, Any]
+Manifest = dict[str, Any]
 
 
 def utc_now() -> dt.datetime:
@@ -62,6 +63,7 @@ class AgentReconciler:
         self._locks: dict[str, asyncio.Lock] = {}
         self._failures: dict[str, int] = {}
         self._latest: dict[str, Body] = {}  # the agent as our own last write returned it
+        self._foreign_accounts: set[str] = set()  # agents whose ServiceAccount name is taken by a stranger
         self._random = random.Random()  # noqa: S311 - jitter, not crypto
 
     # -- entry points ---------------------------------------------------------------------------------------
@@ -121,7 +123,15 @@ class AgentReconciler:
         gathered = await self._gather(agent, now)
         plan = _plan(agent, gathered)
         started = time.monotonic()
-        service_account_uid = await self._execute(agent, plan, gathered.observed)
+        try:
+            service_account_uid = await self._execute(agent, plan, gathered.observed)
+        except _ForeignServiceAccountError:
+            # Found while creating it: plan again without it, withdrawing any access that was bound to that name.
+            self._foreign_accounts.add(agent.metadata.uid)
+            access = Access(withheld=(*gathered.access.withheld, _foreign_account(agent)))
+            gathered = dataclasses.replace(gathered, access=access)
+            plan = _plan(agent, gathered)
+            service_account_uid = await self._execute(agent, plan, gathered.observed)
         withdrawal = _withdrawal_kind(agent, gathered.terminal)
         if withdrawal is not None and any(ref.kind == "RoleBinding" for ref in plan.deletes):
             metrics.REVOCATION_SECONDS.labels(kind=withdrawal).observe(time.monotonic() - started)
@@ -148,9 +158,8 @@ class AgentReconciler:
             return gathered
         cluster_roles = self.view.cluster_roles(agent.spec.cluster_role_refs)
         access = policy.governed_access(agent.spec, governing, cluster_roles, now)
-        conflict = await self._foreign_service_account(agent, observed)
-        if conflict is not None:
-            access = Access(withheld=(*access.withheld, conflict))  # never bind anything to someone else's SA
+        if agent.metadata.uid in self._foreign_accounts and await self._name_still_taken(agent):
+            access = Access(withheld=(*access.withheld, _foreign_account(agent)))  # bind nothing to someone else's SA
         key, action = await self._ensure_key(agent, observed, now)
         return dataclasses.replace(gathered, access=access, key=key, key_action=action)
 
@@ -183,25 +192,6 @@ class AgentReconciler:
             ),
         )
 
-    async def _foreign_service_account(self, agent: AgentIdentity, observed: Observed) -> Withheld | None:
-        """A ServiceAccount of the agent's name that this agent does not own is never adopted: its tokens would
-        become the agent's identity. Checked live, only when the index has none of ours (creation, drift)."""
-        name = naming.service_account(agent.name)
-        if observed.get("ServiceAccount", name) is not None:
-            return None
-        live = await self.client.get(resources.SERVICE_ACCOUNTS, name, agent.namespace)
-        if live is None:
-            return None
-        owners = (live.get("metadata") or {}).get("ownerReferences") or []
-        if any(owner.get("uid") == agent.metadata.uid for owner in owners):
-            return None
-        return Withheld(
-            reasons.SERVICE_ACCOUNT_CONFLICT,
-            f"ServiceAccount {name} exists and does not belong to this agent; delete or rename it (agentid never "
-            "adopts a ServiceAccount it did not create)",
-            problem=True,
-        )
-
     def _key_statuses(self, agent: AgentIdentity, key: ObservedKey, now: dt.datetime) -> list[Any]:
         window = keyring.retirement_window(agent.spec.credentials, self.settings.timings.key_overlap_allowance)
         return keyring.key_statuses(agent.status.keys, key, now=now, window=window)
@@ -214,14 +204,6 @@ class AgentReconciler:
         credentials = agent.spec.credentials
         observed = objects.key
         action = keyring.key_action(credentials, observed, had_keys=bool(agent.status.keys), now=now)
-        if action in (KeyAction.CREATE, KeyAction.REPLACE_LOST):
-            # The index may lag or the Secret may have lost its labels: never mint a second key on hearsay.
-            live = await self.client.get(resources.SECRETS, naming.key_secret(agent.name), agent.namespace)
-            recovered = projections.observed_key(live) if live is not None else None
-            if live is not None and recovered is not None:
-                await self._apply_key_secret(agent, live, recovered)  # puts labels and owner back if removed
-                observed = recovered
-                action = keyring.key_action(credentials, observed, had_keys=True, now=now)
         if action is KeyAction.KEEP and observed is not None:
             summary = objects.get("Secret", naming.key_secret(agent.name))
             if summary is not None and not lifecycle.contains(summary, _key_secret_shape(agent, observed)):
@@ -238,8 +220,25 @@ class AgentReconciler:
             algorithm=credentials.key_algorithm.value,
             created_at=now.isoformat(),
         )
-        written = await self.client.apply(resources.SECRETS, manifest)
-        self.view.record_written((agent.namespace, agent.name), "Secret", written, created)
+        owner = (agent.namespace, agent.name)
+        if action in (KeyAction.CREATE, KeyAction.REPLACE_LOST):
+            # Create, never overwrite: the index may lag or the Secret may have lost its labels, and a second key
+            # must never replace a first one on hearsay. If it exists, the key in it is adopted.
+            try:
+                written = await self.client.create(resources.SECRETS, manifest, agent.namespace)
+            except errors.Conflict:
+                live = await self.client.get(resources.SECRETS, naming.key_secret(agent.name), agent.namespace)
+                recovered = projections.observed_key(live) if live is not None else None
+                if live is not None and recovered is not None:
+                    await self._apply_key_secret(agent, live, recovered)  # labels and owner put back if removed
+                    action = keyring.key_action(credentials, recovered, had_keys=True, now=now)
+                    if action is KeyAction.KEEP:
+                        return recovered, action
+                written = await self.client.apply(resources.SECRETS, manifest)  # unusable, or due for rotation
+            self.view.record_written(owner, "Secret", written, created)
+            return created, action
+        written = await self.client.apply(resources.SECRETS, manifest)  # rotation: the new key replaces the old
+        self.view.record_written(owner, "Secret", written, created)
         return created, action
 
     async def _apply_key_secret(self, agent: AgentIdentity, live: Body, key: ObservedKey) -> None:
@@ -261,13 +260,36 @@ class AgentReconciler:
         uid = str(service_account["metadata"].get("uid")) if service_account else None
         for kinds in (("ServiceAccount", "Role"), ("RoleBinding",)):
             stage = [manifest for manifest in plan.applies if manifest["kind"] in kinds]
-            written = await asyncio.gather(*(self.client.apply(resources.BY_KIND[m["kind"]], m) for m in stage))
+            written = await asyncio.gather(*(self._write(agent, m, observed) for m in stage))
             for manifest, body in zip(stage, written, strict=True):
                 self.view.record_written(owner, manifest["kind"], body)
                 if manifest["kind"] == "ServiceAccount":
                     uid = str(body["metadata"]["uid"])
         deleted_service_account = any(ref.kind == "ServiceAccount" for ref in plan.deletes)
         return None if deleted_service_account else uid
+
+    async def _name_still_taken(self, agent: AgentIdentity) -> bool:
+        """For an agent whose ServiceAccount name was taken: still so? (Checked live; rare.)"""
+        live = await self.client.get(resources.SERVICE_ACCOUNTS, naming.service_account(agent.name), agent.namespace)
+        if live is not None and not _owned_by(live, agent):
+            return True
+        self._foreign_accounts.discard(agent.metadata.uid)
+        return False
+
+    async def _write(self, agent: AgentIdentity, manifest: Manifest, observed: Observed) -> Body:
+        """Objects the index does not know are created (cheaper for the apiserver than an apply, and a name taken
+        by someone else shows as a conflict); known ones are server-side applied."""
+        resource = resources.BY_KIND[manifest["kind"]]
+        if observed.get(manifest["kind"], manifest["metadata"]["name"]) is not None:
+            return await self.client.apply(resource, manifest)
+        try:
+            return await self.client.create(resource, manifest, agent.namespace)
+        except errors.Conflict:
+            if manifest["kind"] == "ServiceAccount":
+                live = await self.client.get(resource, manifest["metadata"]["name"], agent.namespace)
+                if live is not None and not _owned_by(live, agent):
+                    raise _ForeignServiceAccountError from None
+            return await self.client.apply(resource, manifest)  # ours, unknown to the index (lost labels)
 
     async def _delete(self, owner: tuple[str, str], namespace: str, ref: ObjectRef) -> None:
         await self.client.delete(resources.BY_KIND[ref.kind], ref.name, namespace, uid=ref.uid)
@@ -318,6 +340,7 @@ class AgentReconciler:
 
     def _forget(self, body: Body) -> None:
         metadata = body["metadata"]
+        self._foreign_accounts.discard(metadata["uid"])
         self.scheduler.cancel(metadata["uid"])
         self._locks.pop(metadata["uid"], None)
         self._failures.pop(metadata["uid"], None)
@@ -433,6 +456,25 @@ def _invalid_status(body: Body, error: pydantic.ValidationError, now: dt.datetim
     }
     status["conditions"] = [c for c in status.get("conditions", []) if c.get("type") != reasons.READY] + [ready]
     return status
+
+
+class _ForeignServiceAccountError(Exception):
+    """The agent's ServiceAccount name is taken by a ServiceAccount this agent does not own."""
+
+
+def _owned_by(body: Body, agent: AgentIdentity) -> bool:
+    owners = (body.get("metadata") or {}).get("ownerReferences") or []
+    return any(owner.get("uid") == agent.metadata.uid for owner in owners)
+
+
+def _foreign_account(agent: AgentIdentity) -> Withheld:
+    name = naming.service_account(agent.name)
+    return Withheld(
+        reasons.SERVICE_ACCOUNT_CONFLICT,
+        f"ServiceAccount {name} exists and does not belong to this agent; delete or rename it (agentid never "
+        "adopts a ServiceAccount it did not create)",
+        problem=True,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
