@@ -368,3 +368,15 @@ def test_the_kill_switch_works_even_for_an_agent_outside_its_policy_and_above_it
         )
     )
     assert "erin@example.com may not grant 'get configmaps'" in message
+
+
+def test_a_new_agent_carries_the_cleanup_finalizer_from_its_first_write(
+    cluster: ClusterHandle, agent_namespace: str
+) -> None:
+    """The mutating webhook adds it at creation: no window in which a deletion could skip the cleanup."""
+    custom = kubernetes.client.CustomObjectsApi(cluster.admin())
+    created = custom.create_namespaced_custom_object(
+        v1alpha1.GROUP, v1alpha1.VERSION, agent_namespace, v1alpha1.PLURAL, agent_manifest("sealed", agent_namespace)
+    )
+    assert created["metadata"]["finalizers"] == ["agentid.dev/cleanup"]
+    assert Agent(cluster, agent_namespace, "sealed").wait_ready()["phase"] == "Active"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from agentid.domain import attribution
-from agentid.webhooks.admission import transition_error
+from agentid.webhooks.admission import AgentAdmission, transition_error
 from tests.support.agents import agent_manifest
 from tests.support.factories import NOW, agent
 
@@ -50,3 +50,12 @@ def test_no_write_can_unrevoke_an_agent() -> None:
     )
     assert transition_error(active, revoked) is None
     assert transition_error(None, active) is None
+
+
+def test_the_finalizer_is_added_on_creation_only() -> None:
+
+    fresh = agent_manifest("a", "ns")
+    assert AgentAdmission.finalizers(body=fresh, old=None) == ["agentid.dev/cleanup"]
+    assert AgentAdmission.finalizers(body=fresh, old=fresh) is None  # updates never touch finalizers
+    other = {**fresh, "metadata": {**fresh["metadata"], "finalizers": ["example.com/x"]}}
+    assert AgentAdmission.finalizers(body=other, old=None) == ["example.com/x", "agentid.dev/cleanup"]

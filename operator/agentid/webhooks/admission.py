@@ -18,7 +18,7 @@ import pydantic
 
 from agentid import audit, metrics
 from agentid.api.v1alpha1 import AgentIdentity, AgentIdentitySpec, AgentPolicy, PolicyRule, SupervisionMode
-from agentid.domain import attribution, policy, projections
+from agentid.domain import attribution, naming, policy, projections
 from agentid.domain.supervision import Access, ClusterRoleInfo
 from agentid.kube import resources
 from agentid.kube.client import KubeClient
@@ -82,6 +82,15 @@ class AgentAdmission:
         return attribution.stamped_annotations(
             old=old, new=body, userinfo=userinfo, now=self.clock().replace(microsecond=0)
         )
+
+    @staticmethod
+    def finalizers(*, body: Mapping[str, Any], old: Mapping[str, Any] | None) -> list[str] | None:
+        """On creation, the operator's finalizer goes on with the object itself (saving the operator a write
+        per agent, and closing the window in which a new agent could be deleted without cleanup)."""
+        current = list((body.get("metadata") or {}).get("finalizers") or [])
+        if old is not None or naming.FINALIZER in current:
+            return None
+        return [*current, naming.FINALIZER]
 
     # -- validation -----------------------------------------------------------------------------------------
 
