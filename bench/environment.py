@@ -342,7 +342,7 @@ class ReadyWatch:
 
     async def _run(self) -> None:
         selector = watch.Selector(namespace=self.namespace)
-        async for event in watch.informer(self.client, resources.AGENT_IDENTITIES, selector):
+        async for event in watch.informer(self.client, resources.AGENT_IDENTITIES, selector, project=watch.unchanged):
             now = time.monotonic()
             items = event.items if isinstance(event, watch.Listed) else [event.object]
             for body in items:

@@ -30,7 +30,7 @@ async def next_event(events: AsyncIterator[watch.Event]) -> watch.Event:
 
 async def test_the_informer_lists_then_streams_changes_in_order(client: KubeClient, namespace: str) -> None:
     await client.create(AGENT_IDENTITIES, agent_manifest("first", namespace), namespace)
-    events = watch.informer(client, AGENT_IDENTITIES, watch.Selector(namespace=namespace))
+    events = watch.informer(client, AGENT_IDENTITIES, watch.Selector(namespace=namespace), project=watch.unchanged)
     listed = await next_event(events)
     assert isinstance(listed, watch.Listed)
     assert [item["metadata"]["name"] for item in listed.items] == ["first"]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import json
 
 from agentid.api.v1alpha1 import KeyAlgorithm
 from agentid.domain import desired, keys, naming, projections
 from agentid.domain.supervision import effective_access
+from tests.support.agents import agent_manifest
 from tests.support.factories import NOW, agent
 
 
@@ -88,3 +90,27 @@ def test_jwks_never_carry_private_members_and_thumbprints_follow_rfc_7638() -> N
         ),
     }
     assert keys.thumbprint(rfc_example) == "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+
+
+def test_the_in_memory_agent_drops_bookkeeping_but_keeps_what_the_reconciler_reads() -> None:
+    body = agent_manifest("triage", "finance")
+    body["metadata"]["uid"] = "uid-triage"
+    body["metadata"]["managedFields"] = [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}]
+    body["metadata"]["annotations"] = {
+        "kubectl.kubernetes.io/last-applied-configuration": "{...}",
+        "agentid.dev/created-by": "alice",
+    }
+    body["status"] = {"phase": "Active"}
+    compact = projections.compact_agent(body)
+    assert "managedFields" not in compact["metadata"]
+    assert compact["metadata"]["annotations"] == {"agentid.dev/created-by": "alice"}
+    assert (compact["spec"], compact["status"]) == (body["spec"], body["status"])
+    assert compact["metadata"]["uid"] == body["metadata"]["uid"]
+
+
+def test_kept_objects_share_their_repeated_strings() -> None:
+    first, second = (json.loads(json.dumps(agent_manifest("triage", "finance"))) for _ in range(2))
+    assert first["apiVersion"] is not second["apiVersion"]  # as two watch events decode them
+    kept = [projections.compact_agent(body) for body in (first, second)]
+    assert kept[0]["apiVersion"] is kept[1]["apiVersion"]
+    assert kept[0] == projections.compact_agent(first)

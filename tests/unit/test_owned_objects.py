@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from agentid.domain import desired
-from agentid.reconcile.owned import OwnedObjects, scopes
+from agentid.reconcile.owned import OwnedObjects, reducer, scopes
 from agentid.reconcile.view import AgentKey, ClusterView, Indexes
 from tests.support.factories import agent
 
@@ -36,6 +36,9 @@ def _service_account(name: str, namespace: str, *, uid: str, version: str) -> di
     return manifest
 
 
+seen = reducer("ServiceAccount")
+
+
 def test_exact_namespaces_are_watched_one_by_one_and_globs_cluster_wide() -> None:
     assert scopes((), all_namespaces=True) == ([None], ())
     assert scopes(("team-b", "team-a"), all_namespaces=False) == (["team-a", "team-b"], ())
@@ -44,17 +47,17 @@ def test_exact_namespaces_are_watched_one_by_one_and_globs_cluster_wide() -> Non
 
 async def test_a_listing_fills_the_view_and_only_changes_by_others_are_drift() -> None:
     owned, view, drifted = _owned()
-    owned._replace("ServiceAccount", None, [_service_account("triage", "finance", uid="u1", version="10")])
+    owned._replace("ServiceAccount", None, [seen(_service_account("triage", "finance", uid="u1", version="10"))])
     observed = view.observe(agent("triage", "finance"))
     assert observed.get("ServiceAccount", "triage-agent") is not None
     assert observed.get("ServiceAccount", "triage-agent")["apiVersion"] == "v1"  # type: ignore[index]
 
     ours = _service_account("triage", "finance", uid="u1", version="11")
     view.record_written(("finance", "triage"), "ServiceAccount", {"apiVersion": "v1", **ours})
-    owned._changed("ServiceAccount", "MODIFIED", ours)
+    owned._changed("ServiceAccount", "MODIFIED", seen(ours))
     theirs = _service_account("triage", "finance", uid="u1", version="12")
-    owned._changed("ServiceAccount", "MODIFIED", theirs)
-    owned._changed("ServiceAccount", "DELETED", theirs)
+    owned._changed("ServiceAccount", "MODIFIED", seen(theirs))
+    owned._changed("ServiceAccount", "DELETED", seen(theirs))
     await asyncio.gather(*owned._drifts)
 
     assert drifted == [("finance", "triage"), ("finance", "triage")]
@@ -67,11 +70,11 @@ async def test_glob_patterns_keep_other_namespaces_out() -> None:
         "ServiceAccount",
         None,
         [
-            _service_account("triage", "finance", uid="u1", version="1"),
-            _service_account("triage", "sales", uid="u2", version="1"),
+            seen(_service_account("triage", "finance", uid="u1", version="1")),
+            seen(_service_account("triage", "sales", uid="u2", version="1")),
         ],
     )
-    owned._changed("ServiceAccount", "DELETED", _service_account("triage", "sales", uid="u2", version="2"))
+    owned._changed("ServiceAccount", "DELETED", seen(_service_account("triage", "sales", uid="u2", version="2")))
     await asyncio.gather(*owned._drifts)
     assert view.observe(agent("triage", "finance")).get("ServiceAccount", "triage-agent") is not None
     assert view.observe(agent("triage", "sales")).get("ServiceAccount", "triage-agent") is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 
 from agentid.reconcile.scheduler import Scheduler
 from agentid.reconcile.view import ClusterView, Indexes
@@ -66,3 +67,20 @@ async def test_a_new_wakeup_replaces_the_pending_one() -> None:
     await scheduler.close()
     scheduler.schedule("agent", 0, lambda: mark("after close"))
     assert not scheduler.pending("agent")
+
+
+async def test_a_wakeup_does_not_keep_the_scheduling_context_alive() -> None:
+    """Scheduled from a Kopf handler, the caller's context holds the triggering event's raw body."""
+    scheduler = Scheduler()
+    caller_body: contextvars.ContextVar[str] = contextvars.ContextVar("caller_body", default="none")
+    seen: list[str] = []
+
+    async def read() -> None:
+        seen.append(caller_body.get())
+
+    caller_body.set("a whole raw event body")
+    scheduler.schedule("agent", 0, read)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert seen == ["none"]
+    await scheduler.close()

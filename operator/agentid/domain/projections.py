@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,7 +37,54 @@ def summary(kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
             reduced[name] = body[name]
     if kind == "Secret":
         reduced["metadata"]["annotations"] = dict(metadata.get("annotations") or {})
-    return reduced
+    kept: dict[str, Any] = shared(reduced)
+    return kept
+
+
+_SHARED_STRING_LENGTH = 64
+
+
+def shared(value: Any) -> Any:
+    """A copy of a JSON value whose keys and short strings are interned: every decoded object has its own copy of
+    "apiVersion", "rbac.authorization.k8s.io/v1" or "agentid.dev/agent", and at thousands of agents those copies
+    were half of what the operator keeps in memory (docs/benchmarks.md, P4)."""
+    if isinstance(value, dict):
+        return {sys.intern(key): shared(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [shared(item) for item in value]
+    if isinstance(value, str) and len(value) <= _SHARED_STRING_LENGTH:
+        return sys.intern(value)
+    return value
+
+
+_AGENT_METADATA = (
+    "name",
+    "namespace",
+    "uid",
+    "generation",
+    "resourceVersion",
+    "labels",
+    "annotations",
+    "finalizers",
+    "deletionTimestamp",
+    "creationTimestamp",
+)
+_BULKY_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
+
+
+def compact_agent(body: Mapping[str, Any]) -> dict[str, Any]:
+    """An AgentIdentity as the operator keeps it in memory: what the reconciler reads, without managedFields or
+    kubectl's copy of the last applied manifest (together most of an object's size, times thousands of agents)."""
+    metadata = body.get("metadata") or {}
+    kept = {key: metadata[key] for key in _AGENT_METADATA if key in metadata}
+    if "annotations" in kept:
+        kept["annotations"] = {k: v for k, v in kept["annotations"].items() if k not in _BULKY_ANNOTATIONS}
+    compact = {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"), "metadata": kept}
+    for part in ("spec", "status"):
+        if part in body:
+            compact[part] = body[part]
+    in_memory: dict[str, Any] = shared(compact)
+    return in_memory
 
 
 def agent_key(body: Mapping[str, Any]) -> tuple[str, str] | None:

@@ -62,7 +62,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
 
     @kopf.index(*AGENTS, id="agents", registry=registry)
     async def agents(body: kopf.Body, **_: Any) -> dict[tuple[str, str], Mapping[str, Any]]:
-        return {(body.metadata.namespace or "", body.metadata.name or ""): dict(body)}
+        return {(body.metadata.namespace or "", body.metadata.name or ""): projections.compact_agent(body)}
 
     @kopf.index("rbac.authorization.k8s.io", "v1", "clusterroles", id="clusterroles", registry=registry)
     async def clusterroles(body: kopf.Body, **_: Any) -> dict[str, Any]:

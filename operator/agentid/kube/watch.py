@@ -2,6 +2,8 @@
 
 Called by the token service's agent cache (AgentIdentities) and keyring (its Secret). Each (re)list yields one
 ``Listed`` event with the complete current set, so a consumer replaces its state wholesale; watch events follow.
+Every object passes through the consumer's ``project`` as it arrives (page by page while listing), so a consumer
+that keeps a reduced form never holds thousands of full bodies at once.
 A watch that expires (410 Gone, or an ERROR event carrying it) or breaks re-lists; bookmarks keep the
 resourceVersion fresh so a quiet resource re-watches instead of re-listing. Objects are plain dicts.
 """
@@ -12,9 +14,9 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import aiohttp
 
@@ -26,25 +28,28 @@ logger = logging.getLogger(__name__)
 
 WATCH_SECONDS = 290  # the apiserver ends each watch after this; we re-watch from the last resourceVersion
 _PAGE = "500"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class Listed:
+class Listed(Generic[T]):
     """The complete set of objects at ``resource_version`` (after the first list and every re-list)."""
 
-    items: list[JsonObject]
+    items: list[T]
     resource_version: str
 
 
 @dataclass(frozen=True)
-class Changed:
+class Changed(Generic[T]):
     """One watch event: ADDED, MODIFIED or DELETED."""
 
     type: str
-    object: JsonObject
+    object: T
 
 
-Event = Listed | Changed
+def unchanged(body: JsonObject) -> JsonObject:
+    """The projection of a consumer that keeps whole objects."""
+    return body
 
 
 @dataclass
@@ -67,25 +72,37 @@ class Expired(Exception):
     """The resourceVersion is too old (410 Gone): the caller must re-list."""
 
 
-async def list_all(client: KubeClient, resource: Resource, selector: Selector) -> Listed:
-    """A consistent list (all pages of one snapshot) with its resourceVersion."""
-    items: list[JsonObject] = []
+async def list_all(
+    client: KubeClient, resource: Resource, selector: Selector, project: Callable[[JsonObject], T]
+) -> Listed[T]:
+    """A consistent list (all pages of one snapshot) with its resourceVersion, each object projected."""
+    items: list[T] = []
     continue_token: str | None = None
     while True:
         query = dict(selector.query(), limit=_PAGE)
         if continue_token:
             query["continue"] = continue_token
         page = await client.request("GET", resource.path(selector.namespace), query=query)
-        items.extend(page.get("items") or [])
+        kind = str(page.get("kind") or "").removesuffix("List")
+        for body in page.get("items") or []:
+            body.setdefault("apiVersion", page.get("apiVersion"))  # items of a list come without them
+            body.setdefault("kind", kind)
+            items.append(project(body))
         metadata = page.get("metadata") or {}
+        del page
         continue_token = metadata.get("continue")
         if not continue_token:
             return Listed(items, str(metadata.get("resourceVersion") or ""))
 
 
 async def informer(
-    client: KubeClient, resource: Resource, selector: Selector | None = None, *, max_backoff: float = 5.0
-) -> AsyncIterator[Event]:
+    client: KubeClient,
+    resource: Resource,
+    selector: Selector | None = None,
+    *,
+    project: Callable[[JsonObject], T],
+    max_backoff: float = 5.0,
+) -> AsyncIterator[Listed[T] | Changed[T]]:
     """Yield ``Listed`` then ``Changed`` events forever (cancel the consumer to stop)."""
     selector = selector or Selector()
     backoff = 0.1
@@ -93,13 +110,14 @@ async def informer(
     while True:
         try:
             if resource_version is None:
-                listed = await list_all(client, resource, selector)
+                listed = await list_all(client, resource, selector, project)
                 resource_version = listed.resource_version
                 yield listed
+                del listed  # the generator lives as long as the watch: never keep every listed body alive
             async for event_type, body in watch_once(client, resource, selector, resource_version):
                 resource_version = str((body.get("metadata") or {}).get("resourceVersion") or resource_version)
                 if event_type != "BOOKMARK":
-                    yield Changed(event_type, body)
+                    yield Changed(event_type, project(body))
                 backoff = 0.1
         except Expired:
             resource_version = None  # too old: re-list at once (no backoff: this is routine)

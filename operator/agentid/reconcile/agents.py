@@ -99,7 +99,7 @@ class AgentReconciler:
         return body
 
     def _remember(self, written: Body) -> Body:
-        self._latest[written["metadata"]["uid"]] = written
+        self._latest[written["metadata"]["uid"]] = projections.compact_agent(written)
         return written
 
     async def wake(self, namespace: str, name: str, uid: str) -> None:

@@ -18,13 +18,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from kopf._cogs.structs import references
 
 from agentid.domain import naming, projections
+from agentid.domain.keyring import ObservedKey
 from agentid.kube import resources, watch
-from agentid.kube.client import KubeClient
+from agentid.kube.client import JsonObject, KubeClient
 from agentid.kube.resources import Resource
 from agentid.reconcile.view import AgentKey, ClusterView
 
@@ -65,6 +67,23 @@ def scopes(namespaces: Sequence[str], *, all_namespaces: bool) -> tuple[list[str
     return [None], namespaces
 
 
+@dataclass(frozen=True)
+class _Seen:
+    """What is kept of one owned object: its summary and, for a key Secret, the public side of the key."""
+
+    summary: dict[str, Any]
+    key: ObservedKey | None = None
+
+
+def reducer(kind: str) -> Callable[[JsonObject], _Seen]:
+    def reduce(body: JsonObject) -> _Seen:
+        body.setdefault("apiVersion", KINDS[kind].api_version)
+        body.setdefault("kind", kind)
+        return _Seen(projections.summary(kind, body), projections.observed_key(body) if kind == "Secret" else None)
+
+    return reduce
+
+
 class OwnedObjects:
     def __init__(
         self,
@@ -95,7 +114,7 @@ class OwnedObjects:
 
     async def _follow(self, kind: str, scope: str | None) -> None:
         selector = watch.Selector(namespace=scope, label_selector=SELECTOR)
-        async for event in watch.informer(self.client, KINDS[kind], selector):
+        async for event in watch.informer(self.client, KINDS[kind], selector, project=reducer(kind)):
             if isinstance(event, watch.Listed):
                 self._replace(kind, scope, event.items)
                 self._listed.add((kind, scope))
@@ -103,12 +122,13 @@ class OwnedObjects:
                     self.synced.set()
             else:
                 self._changed(kind, event.type, event.object)
+            del event  # idle between events, the loop variable would pin a whole listing
 
     def _selected(self, body: Mapping[str, Any]) -> bool:
         namespace = references.NamespaceName(str((body.get("metadata") or {}).get("namespace") or ""))
         return not self.patterns or any(references.match_namespace(namespace, p) for p in self.patterns)
 
-    def _replace(self, kind: str, scope: str | None, items: list[dict[str, Any]]) -> None:
+    def _replace(self, kind: str, scope: str | None, items: list[_Seen]) -> None:
         stale = [
             uid
             for uid, (known, agent, _) in self._where.items()
@@ -116,17 +136,17 @@ class OwnedObjects:
         ]
         for uid in stale:
             self._remove(uid)
-        for body in items:
-            self._put(kind, body)
+        for seen in items:
+            self._put(kind, seen)
 
-    def _changed(self, kind: str, event_type: str, body: dict[str, Any]) -> None:
-        metadata = body.get("metadata") or {}
+    def _changed(self, kind: str, event_type: str, seen: _Seen) -> None:
+        metadata = seen.summary["metadata"]
         uid = str(metadata.get("uid") or "")
         self._remove(uid)
         if event_type != "DELETED":
-            self._put(kind, body)
-        owner = projections.agent_key(body)
-        if owner is None or not self._selected(body):
+            self._put(kind, seen)
+        owner = projections.agent_key(seen.summary)
+        if owner is None or not self._selected(seen.summary):
             return
         name, version = str(metadata.get("name") or ""), metadata.get("resourceVersion")
         self.view.watched(owner, kind, name, version, deleted=event_type == "DELETED")
@@ -141,15 +161,12 @@ class OwnedObjects:
         if not task.cancelled() and task.exception() is not None:
             logger.error("drift repair failed: %r", task.exception())
 
-    def _put(self, kind: str, body: dict[str, Any]) -> None:
-        owner = projections.agent_key(body)
-        if owner is None or not self._selected(body):
+    def _put(self, kind: str, seen: _Seen) -> None:
+        owner = projections.agent_key(seen.summary)
+        if owner is None or not self._selected(seen.summary):
             return
-        metadata = body["metadata"]
-        body.setdefault("apiVersion", KINDS[kind].api_version)  # items of a list come without them
-        body.setdefault("kind", kind)
-        summary = projections.summary(kind, body)
-        value: Any = {"summary": summary, "key": projections.observed_key(body)} if kind == "Secret" else summary
+        metadata = seen.summary["metadata"]
+        value: Any = {"summary": seen.summary, "key": seen.key} if kind == "Secret" else seen.summary
         self.index[kind].by_agent.setdefault(owner, {})[str(metadata["uid"])] = value
         self._where[str(metadata["uid"])] = (kind, owner, str(metadata.get("name") or ""))
 

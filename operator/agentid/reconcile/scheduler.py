@@ -7,6 +7,7 @@ in memory: after a restart every agent is reconciled from the initial listing an
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Callable, Coroutine, Hashable
 from typing import Any
@@ -26,7 +27,9 @@ class Scheduler:
             return
         self.cancel(key)
         loop = asyncio.get_running_loop()
-        self._handles[key] = loop.call_later(max(delay, 0.0), self._fire, key, callback)
+        # A fresh context: the caller's (a Kopf handler's) holds the raw event body that triggered it, and a
+        # wake-up pending for days would keep that body alive, for every agent.
+        self._handles[key] = loop.call_later(max(delay, 0.0), self._fire, key, callback, context=contextvars.Context())
 
     def _fire(self, key: Hashable, callback: Callable[[], Coroutine[Any, Any, None]]) -> None:
         self._handles.pop(key, None)

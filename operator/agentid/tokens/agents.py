@@ -58,7 +58,7 @@ class AgentCache:
 
     async def run(self, client: KubeClient) -> None:
         """Consume list+watch forever (cancel to stop)."""
-        async for event in watch.informer(client, AGENT_IDENTITIES):
+        async for event in watch.informer(client, AGENT_IDENTITIES, project=watch.unchanged):
             if isinstance(event, watch.Listed):
                 self.replace(event.items)
                 self.synced.set()
@@ -66,6 +66,7 @@ class AgentCache:
                 self.remove(event.object)
             else:
                 self.upsert(event.object)
+            del event  # idle between events, the loop variable would pin a whole list response
 
     def replace(self, bodies: Iterable[Mapping[str, Any]]) -> None:
         fresh = [agent for agent in map(_parse, bodies) if agent is not None]
