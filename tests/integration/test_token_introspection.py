@@ -13,6 +13,7 @@ from tests.support.clusters import ClusterHandle
 from tests.support.polling import eventually
 from tests.support.tokens import (
     MCP,
+    ProvisionedAgent,
     TokenServiceHandle,
     provisioned,
 )
@@ -81,20 +82,28 @@ def test_a_token_becomes_inactive_when_its_agent_is_deleted(
     eventually(lambda: inactive(token_service, token), what="inactive after deletion")
 
 
-def test_a_delegated_token_becomes_inactive_when_its_actor_is_suspended(
-    cluster: ClusterHandle, token_service: TokenServiceHandle, token_namespace: str
-) -> None:
+def _delegation(
+    cluster: ClusterHandle, token_service: TokenServiceHandle, namespace: str
+) -> tuple[ProvisionedAgent, ProvisionedAgent, str, str]:
+    """triage hands a token over to orchestrator: (subject, actor, the handed-over token, the delegated one)."""
     subject = provisioned(
         cluster,
         token_service,
-        token_namespace,
+        namespace,
         "triage",
         **SPEC,
         delegation={"allowedActors": [{"name": "orchestrator"}]},
     )
-    actor = provisioned(cluster, token_service, token_namespace, "orchestrator", **SPEC)
+    actor = provisioned(cluster, token_service, namespace, "orchestrator", **SPEC)
     handed_over = token_service.token(subject.service_account_token(token_service.issuer), audience=MCP)
     delegated = token_service.delegated(handed_over, actor.service_account_token(token_service.issuer))
+    return subject, actor, handed_over, delegated
+
+
+def test_a_delegated_token_becomes_inactive_when_its_actor_is_suspended(
+    cluster: ClusterHandle, token_service: TokenServiceHandle, token_namespace: str
+) -> None:
+    _, actor, handed_over, delegated = _delegation(cluster, token_service, token_namespace)
     assert token_service.introspect(delegated)["active"] is True
     actor.patch_spec({"supervision": {"mode": "Suspended"}})
     eventually(lambda: inactive(token_service, delegated), what="delegated token inactive")
@@ -104,17 +113,7 @@ def test_a_delegated_token_becomes_inactive_when_its_actor_is_suspended(
 def test_a_delegated_token_becomes_inactive_when_the_actor_is_no_longer_allowed(
     cluster: ClusterHandle, token_service: TokenServiceHandle, token_namespace: str
 ) -> None:
-    subject = provisioned(
-        cluster,
-        token_service,
-        token_namespace,
-        "triage",
-        **SPEC,
-        delegation={"allowedActors": [{"name": "orchestrator"}]},
-    )
-    actor = provisioned(cluster, token_service, token_namespace, "orchestrator", **SPEC)
-    handed_over = token_service.token(subject.service_account_token(token_service.issuer), audience=MCP)
-    delegated = token_service.delegated(handed_over, actor.service_account_token(token_service.issuer))
+    subject, _, _, delegated = _delegation(cluster, token_service, token_namespace)
     subject.patch_spec({"delegation": {"allowedActors": []}})
     eventually(lambda: inactive(token_service, delegated), what="delegated token inactive")
 
