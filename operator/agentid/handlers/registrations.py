@@ -1,16 +1,15 @@
 """Kopf registrations of the operator: thin functions that unpack Kopf's arguments and await one call.
 
 Built into an explicit registry by ``agentid.handlers.runtime`` (``agentid run`` and the tests use the same
-function). Owned objects are watched by ``agentid.reconcile.owned`` (plain list+watch, not Kopf: at thousands of
-agents Kopf's per-object machinery dominated memory and CPU); no create/update handlers, no annotations written
-on them; Secrets are reduced to public key information. AgentIdentities get only an event handler: the
-reconciler is level-triggered, manages its own finalizer and writes status itself, so Kopf writes nothing on
-the agents either, and a restarted operator with nothing to do writes nothing at all.
+function). Agents and the objects they own are watched by ``agentid.reconcile.agentwatch`` and
+``agentid.reconcile.owned`` (plain list+watch, not Kopf: at thousands of agents Kopf's per-object machinery
+dominated memory and CPU); Kopf serves admission, the indexes of what agents refer to (ClusterRoles, policies,
+namespaces) and the probes. Nothing here writes on agents or their objects: the reconciler is level-triggered,
+manages its own finalizer and writes status itself, and a restarted operator with nothing to do writes nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -44,25 +43,20 @@ def register(registry: kopf.OperatorRegistry) -> None:
     async def startup(memo: kopf.Memo, **indices: Any) -> None:
         runtime = _runtime(memo)
         runtime.view.indexes = Indexes(
-            agents=indices["agents"],
+            agents=runtime.agents.index if runtime.agents is not None else {},
             owned=runtime.owned.index if runtime.owned is not None else {},
             cluster_roles=indices["clusterroles"],
             policies=indices["policies"],
             namespaces=indices["namespaces"],
         )
         runtime.start_background_tasks()
-        if runtime.owned is not None:  # like Kopf's indexes: no handler runs before the first full listing
-            await runtime.owned.synced.wait()
+        await runtime.synced()  # like Kopf's indexes: no handler runs before the first full listing
 
     @kopf.on.probe(id="agents", registry=registry)
     async def agents_probe(memo: kopf.Memo, **_: Any) -> int:
         return len(_runtime(memo).view.indexes.agents)
 
     # -- indexes: the reconciler's read side ----------------------------------------------------------------
-
-    @kopf.index(*AGENTS, id="agents", registry=registry)
-    async def agents(body: kopf.Body, **_: Any) -> dict[tuple[str, str], Mapping[str, Any]]:
-        return {(body.metadata.namespace or "", body.metadata.name or ""): projections.compact_agent(body)}
 
     @kopf.index("rbac.authorization.k8s.io", "v1", "clusterroles", id="clusterroles", registry=registry)
     async def clusterroles(body: kopf.Body, **_: Any) -> dict[str, Any]:
@@ -81,15 +75,14 @@ def register(registry: kopf.OperatorRegistry) -> None:
 
     # -- reconciliation triggers ----------------------------------------------------------------------------
 
-    @kopf.on.event(*AGENTS, registry=registry)
-    async def agent_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
-        if type != "DELETED":
-            await _runtime(memo).reconciler.reconcile(dict(body))
-
     @kopf.on.event("rbac.authorization.k8s.io", "v1", "clusterroles", registry=registry)
     async def clusterrole_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+        runtime = _runtime(memo)
+        # Kopf runs event handlers only once all its indexes are complete, and ClusterRoles always exist (the
+        # apiserver bootstraps them): the first call is the signal that agents' passes may start.
+        runtime.kopf_indexed.set()
         if type is not None:  # not the initial listing: agents reconcile on their own listing
-            await _runtime(memo).reconcile_agents_referencing(body.metadata.name or "")
+            await runtime.reconcile_agents_referencing(body.metadata.name or "")
 
 
 def register_admission(registry: kopf.OperatorRegistry) -> None:

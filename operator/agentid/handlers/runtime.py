@@ -26,6 +26,7 @@ from agentid.handlers.state import Runtime
 from agentid.kube.client import KubeClient, load_configuration
 from agentid.kube.events import EventRecorder
 from agentid.reconcile.agents import AgentReconciler
+from agentid.reconcile.agentwatch import AgentWatch
 from agentid.reconcile.owned import KINDS, OwnedObjects
 from agentid.reconcile.policies import PolicyStatusWriter
 from agentid.reconcile.scheduler import Scheduler
@@ -113,7 +114,7 @@ async def build_runtime(config: OperatorConfig) -> Runtime:
         ),
     )
     namespaces = list(config.namespaces)
-    watches = len(KINDS) * max(1, len(namespaces))
+    watches = (len(KINDS) + 1) * max(1, len(namespaces))
     # Its own connection pool: long-lived watches must never take the connections the reconciler writes with.
     watcher = KubeClient(copy.deepcopy(configuration), field_manager=naming.FIELD_MANAGER, max_in_flight=watches + 4)
     runtime.owned = OwnedObjects(
@@ -122,6 +123,14 @@ async def build_runtime(config: OperatorConfig) -> Runtime:
         on_drift=lambda owner: runtime.reconcile_agent(*owner),
         namespaces=namespaces,
         all_namespaces=config.all_namespaces,
+    )
+    runtime.agents = AgentWatch(
+        watcher,
+        reconcile=reconciler.reconcile,
+        ready=runtime.passes_may_start,
+        namespaces=namespaces,
+        all_namespaces=config.all_namespaces,
+        workers=2 * config.max_in_flight,  # a pass waits on the API about half its time
     )
     return runtime
 

@@ -18,6 +18,7 @@ from agentid.api.v1alpha1 import AgentPolicy
 from agentid.domain.policy import POLICY_VIOLATION
 from agentid.kube.client import KubeClient
 from agentid.reconcile.agents import AgentReconciler
+from agentid.reconcile.agentwatch import AgentWatch
 from agentid.reconcile.owned import OwnedObjects
 from agentid.reconcile.policies import PolicyStatusWriter
 from agentid.reconcile.scheduler import Scheduler
@@ -35,12 +36,27 @@ class Runtime:
     admission: AgentAdmission
     policy_status: PolicyStatusWriter
     owned: OwnedObjects | None = None  # the watch of owned objects (set by build_runtime)
+    agents: AgentWatch | None = None  # the watch of agents and the reconcile queue (set by build_runtime)
+    kopf_indexed: asyncio.Event = field(default_factory=asyncio.Event)  # Kopf's indexes are complete
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def start_background_tasks(self) -> None:
         self._tasks.append(asyncio.create_task(self.policy_status.run(), name="agentpolicy-status"))
         if self.owned is not None:
             self._tasks.append(asyncio.create_task(self.owned.run(), name="owned-objects"))
+        if self.agents is not None:
+            self._tasks.append(asyncio.create_task(self.agents.run(), name="agents"))
+
+    async def synced(self) -> None:
+        """The operator's own watches have listed everything once."""
+        for watch in (self.owned, self.agents):
+            if watch is not None:
+                await watch.synced.wait()
+
+    async def passes_may_start(self) -> None:
+        """A pass reads the whole view: every watch listed, Kopf's indexes included."""
+        await self.synced()
+        await self.kopf_indexed.wait()
 
     def connection_info(self) -> kopf.ConnectionInfo:
         """Kopf's own watch connections use the very credentials of our client."""
@@ -90,5 +106,5 @@ class Runtime:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.scheduler.close()
         if self.owned is not None:
-            await self.owned.client.close()
+            await self.owned.client.close()  # the agents' watch shares this client
         await self.client.close()

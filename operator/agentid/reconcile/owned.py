@@ -84,6 +84,12 @@ def reducer(kind: str) -> Callable[[JsonObject], _Seen]:
     return reduce
 
 
+def selected(body: Mapping[str, Any], patterns: Sequence[str]) -> bool:
+    """Whether a cluster-wide watch's object is in the operator's namespaces (Kopf's own pattern matching)."""
+    namespace = references.NamespaceName(str((body.get("metadata") or {}).get("namespace") or ""))
+    return not patterns or any(references.match_namespace(namespace, pattern) for pattern in patterns)
+
+
 class OwnedObjects:
     def __init__(
         self,
@@ -124,10 +130,6 @@ class OwnedObjects:
                 self._changed(kind, event.type, event.object)
             del event  # idle between events, the loop variable would pin a whole listing
 
-    def _selected(self, body: Mapping[str, Any]) -> bool:
-        namespace = references.NamespaceName(str((body.get("metadata") or {}).get("namespace") or ""))
-        return not self.patterns or any(references.match_namespace(namespace, p) for p in self.patterns)
-
     def _replace(self, kind: str, scope: str | None, items: list[_Seen]) -> None:
         stale = [
             uid
@@ -146,7 +148,7 @@ class OwnedObjects:
         if event_type != "DELETED":
             self._put(kind, seen)
         owner = projections.agent_key(seen.summary)
-        if owner is None or not self._selected(seen.summary):
+        if owner is None or not selected(seen.summary, self.patterns):
             return
         name, version = str(metadata.get("name") or ""), metadata.get("resourceVersion")
         self.view.watched(owner, kind, name, version, deleted=event_type == "DELETED")
@@ -163,7 +165,7 @@ class OwnedObjects:
 
     def _put(self, kind: str, seen: _Seen) -> None:
         owner = projections.agent_key(seen.summary)
-        if owner is None or not self._selected(seen.summary):
+        if owner is None or not selected(seen.summary, self.patterns):
             return
         metadata = seen.summary["metadata"]
         value: Any = {"summary": seen.summary, "key": seen.key} if kind == "Secret" else seen.summary

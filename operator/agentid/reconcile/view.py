@@ -1,10 +1,10 @@
 """The reconciler's read side: owned objects from the operator's watch indexes, corrected by its own writes.
 
-Kopf's indexes (registered in ``agentid.handlers``: agents, ClusterRoles, policies, namespaces) and the watch of
-owned objects (``agentid.reconcile.owned``) hold a summary of every object the operator manages, kept current by
-watches, so a reconcile pass reads nothing from the API server. Right after a write the watch may
-lag by milliseconds; the overlay remembers what was just written (by resourceVersion) so the next pass does
-not write it again.
+The operator's watches of agents and of their owned objects (``agentid.reconcile.agentwatch``, ``.owned``) and
+Kopf's indexes (registered in ``agentid.handlers``: ClusterRoles, policies, namespaces) hold a summary of every
+object the operator reads, kept current by watches, so a reconcile pass reads nothing from the API server. Right
+after a write the watch may lag by milliseconds; the overlay remembers what was just written (by resourceVersion)
+so the next pass does not write it again.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ OWNED_KINDS = ("ServiceAccount", "Secret", "Role", "RoleBinding")
 @dataclass
 class Indexes:
     """Live read-only views handed over at startup: Kopf's indexes (the objects handlers receive as kwargs) and the
-    owned-object watch's."""
+    operator's own watches'."""
 
-    agents: IndexLike = field(default_factory=dict)  # (ns, name) -> [AgentIdentity body]
+    agents: IndexLike = field(default_factory=dict)  # (ns, name) -> [compact AgentIdentity body]
     owned: Mapping[str, IndexLike] = field(default_factory=dict)  # kind -> (ns, agent) -> [summary]
     cluster_roles: IndexLike = field(default_factory=dict)  # name -> [ClusterRoleInfo]
     policies: IndexLike = field(default_factory=dict)  # name -> [AgentPolicy]
