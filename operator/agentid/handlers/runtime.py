@@ -76,7 +76,7 @@ def kopf_settings(config: OperatorConfig) -> kopf.OperatorSettings:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.inactivity_timeout = 400
-    settings.watching.chunk_size = 500  # list thousands of agents page by page, not as one response in memory
+    settings.watching.chunk_size = 500  # list page by page (a cluster may have thousands of namespaces)
     settings.networking.request_timeout = 60
     settings.networking.enforce_retry_after = True
     if config.webhook is not None:

@@ -1,10 +1,10 @@
 """List-then-watch of one resource as an async stream of events: the informer pattern, without a framework.
 
-Called by the token service's agent cache (AgentIdentities) and keyring (its Secret). Each (re)list yields one
-``Listed`` event with the complete current set, so a consumer replaces its state wholesale; watch events follow.
-Every object passes through the consumer's ``project`` as it arrives (page by page while listing), so a consumer
-that keeps a reduced form never holds thousands of full bodies at once.
-A watch that expires (410 Gone, or an ERROR event carrying it) or breaks re-lists; bookmarks keep the
+Called by the operator's watches of agents and owned objects (``agentid.reconcile``) and the token service's agent
+cache. Each (re)list yields one ``Listed`` event with the complete current set, so a consumer replaces its state
+wholesale; watch events follow. Every object passes through the consumer's ``project`` as it arrives (page by
+page while listing), so a consumer that keeps a reduced form never holds thousands of full bodies at once. A
+watch that expires (410 Gone, or an ERROR event carrying it) or breaks re-lists; bookmarks keep the
 resourceVersion fresh so a quiet resource re-watches instead of re-listing. Objects are plain dicts.
 """
 
