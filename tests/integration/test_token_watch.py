@@ -1,12 +1,15 @@
-"""The list+watch helper the token service's agent cache runs on: events in order, 410 Gone means re-list."""
+"""The list+watch helper the operator's watches and the token service's agent cache run on: events in order, list
+items complete with apiVersion and kind, 410 Gone means re-list."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
+from agentid.api import v1alpha1
 from agentid.kube import watch
 from agentid.kube.client import KubeClient
 from agentid.kube.resources import AGENT_IDENTITIES
@@ -14,6 +17,7 @@ from tests.support.agents import agent_manifest
 from tests.support.clusters import ClusterHandle
 
 pytestmark = pytest.mark.cluster
+Event = watch.Listed[Any] | watch.Changed[Any]
 
 
 @pytest.fixture
@@ -23,7 +27,7 @@ async def client(cluster: ClusterHandle, crds: None) -> AsyncIterator[KubeClient
     await kube.close()
 
 
-async def next_event(events: AsyncIterator[watch.Event]) -> watch.Event:
+async def next_event(events: AsyncIterator[Event]) -> Event:
     async with asyncio.timeout(30):
         return await anext(events)
 
@@ -34,6 +38,7 @@ async def test_the_informer_lists_then_streams_changes_in_order(client: KubeClie
     listed = await next_event(events)
     assert isinstance(listed, watch.Listed)
     assert [item["metadata"]["name"] for item in listed.items] == ["first"]
+    assert (listed.items[0]["apiVersion"], listed.items[0]["kind"]) == (v1alpha1.API_VERSION, v1alpha1.KIND)
 
     await client.create(AGENT_IDENTITIES, agent_manifest("second", namespace), namespace)
     await client.patch(AGENT_IDENTITIES, "second", {"spec": {"supervision": {"mode": "Suspended"}}}, namespace)

@@ -117,13 +117,6 @@ async def build_runtime(config: OperatorConfig) -> Runtime:
     watches = (len(KINDS) + 1) * max(1, len(namespaces))
     # Its own connection pool: long-lived watches must never take the connections the reconciler writes with.
     watcher = KubeClient(copy.deepcopy(configuration), field_manager=naming.FIELD_MANAGER, max_in_flight=watches + 4)
-    runtime.owned = OwnedObjects(
-        watcher,
-        view,
-        on_drift=lambda owner: runtime.reconcile_agent(*owner),
-        namespaces=namespaces,
-        all_namespaces=config.all_namespaces,
-    )
     runtime.agents = AgentWatch(
         watcher,
         reconcile=reconciler.reconcile,
@@ -131,6 +124,13 @@ async def build_runtime(config: OperatorConfig) -> Runtime:
         namespaces=namespaces,
         all_namespaces=config.all_namespaces,
         workers=2 * config.max_in_flight,  # a pass waits on the API about half its time
+    )
+    runtime.owned = OwnedObjects(
+        watcher,
+        view,
+        on_drift=runtime.agents.queue,  # a burst of changes to one agent's objects is one pass
+        namespaces=namespaces,
+        all_namespaces=config.all_namespaces,
     )
     return runtime
 

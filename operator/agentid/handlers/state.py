@@ -73,15 +73,6 @@ class Runtime:
             private_key_path=configuration.key_file,
         )
 
-    async def reconcile_agent(self, namespace: str, name: str) -> None:
-        """Drift of one of its objects: queued, so a burst of changes to one agent's objects is one pass."""
-        if self.agents is not None:
-            self.agents.queue((namespace, name))
-            return
-        body = self.view.agent_body(namespace, name)
-        if body is not None:
-            await self.reconciler.reconcile(body)
-
     async def reconcile_agents_referencing(self, cluster_role: str) -> None:
         await self._reconcile_all(self.view.agents_referencing(cluster_role))
 

@@ -16,8 +16,7 @@ filtered with Kopf's own pattern matching (that needs cluster-wide list/watch on
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +29,6 @@ from agentid.kube.client import JsonObject, KubeClient
 from agentid.kube.resources import Resource
 from agentid.reconcile.view import AgentKey, ClusterView
 
-logger = logging.getLogger(__name__)
 KINDS: dict[str, Resource] = {
     "ServiceAccount": resources.SERVICE_ACCOUNTS,
     "Secret": resources.SECRETS,
@@ -38,7 +36,7 @@ KINDS: dict[str, Resource] = {
     "RoleBinding": resources.ROLE_BINDINGS,
 }
 SELECTOR = f"{naming.MANAGED_BY_LABEL}={naming.MANAGED_BY}"
-Drift = Callable[[AgentKey], Coroutine[Any, Any, None]]
+Drift = Callable[[AgentKey], None]  # queues a pass for the agent (agentid.reconcile.agentwatch)
 
 
 class _Values(Mapping[AgentKey, Iterable[Any]]):
@@ -77,8 +75,6 @@ class _Seen:
 
 def reducer(kind: str) -> Callable[[JsonObject], _Seen]:
     def reduce(body: JsonObject) -> _Seen:
-        body.setdefault("apiVersion", KINDS[kind].api_version)
-        body.setdefault("kind", kind)
         return _Seen(projections.summary(kind, body), projections.observed_key(body) if kind == "Secret" else None)
 
     return reduce
@@ -107,16 +103,11 @@ class OwnedObjects:
         self.index: dict[str, _Values] = {kind: _Values() for kind in KINDS}
         self._where: dict[str, tuple[str, AgentKey, str]] = {}  # uid -> (kind, agent, name)
         self._listed: set[tuple[str, str | None]] = set()
-        self._drifts: set[asyncio.Task[None]] = set()
         self.synced = asyncio.Event()
 
     async def run(self) -> None:
         """Every kind in every scope, until cancelled."""
-        try:
-            await asyncio.gather(*(self._follow(kind, scope) for kind in KINDS for scope in self.scopes))
-        finally:
-            for task in self._drifts:
-                task.cancel()
+        await asyncio.gather(*(self._follow(kind, scope) for kind in KINDS for scope in self.scopes))
 
     async def _follow(self, kind: str, scope: str | None) -> None:
         selector = watch.Selector(namespace=scope, label_selector=SELECTOR)
@@ -154,14 +145,7 @@ class OwnedObjects:
         self.view.watched(owner, kind, name, version, deleted=event_type == "DELETED")
         foreign = event_type == "MODIFIED" and self.view.changed_by_others(owner, kind, name, version)
         if event_type == "DELETED" or foreign:
-            task = asyncio.create_task(self.on_drift(owner), name=f"drift {kind} {owner[0]}/{name}")
-            self._drifts.add(task)
-            task.add_done_callback(self._drift_done)
-
-    def _drift_done(self, task: asyncio.Task[None]) -> None:
-        self._drifts.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("drift repair failed: %r", task.exception())
+            self.on_drift(owner)
 
     def _put(self, kind: str, seen: _Seen) -> None:
         owner = projections.agent_key(seen.summary)
