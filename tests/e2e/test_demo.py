@@ -31,3 +31,5 @@ def test_the_demo_tells_the_story_and_leaves_nothing_behind() -> None:
         "Done: every process stopped",
     ):
         assert milestone in output, milestone
+    assert "eyJ" not in output  # no token is ever printed (every JWT starts with base64url of '{"')
+    assert "PRIVATE KEY" not in output
