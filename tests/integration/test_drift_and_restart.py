@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
 import kubernetes
 import pytest
@@ -134,3 +135,28 @@ def test_a_restarted_operator_resumes_many_agents_without_writing_anything(
             cluster.local.audit_log, user_agent_prefixes=("agentid-operator", "kopf"), since=restarted_at
         )
         assert [write for write in writes if "probe" not in write and not write.startswith("create events")] == []
+
+
+def test_the_operator_stops_its_own_work_before_kopf_collects_leftover_tasks(
+    cluster: ClusterHandle, own_operator_namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Kopf waits for every task started while it ran, then re-raises what any of them raised: a pass refused
+    during shutdown (a namespace being deleted) crashed the operator. Its watches, passes and retries stop in
+    Kopf's cleanup, so Kopf finds nothing of ours left to wait for."""
+    namespace = own_operator_namespace
+    roles = {"count/roles.rbac.authorization.k8s.io": "0"}
+    core = kubernetes.client.CoreV1Api(cluster.admin())
+    core.create_namespaced_resource_quota(namespace, {"metadata": {"name": "no-roles"}, "spec": {"hard": roles}})
+    # What kube-controller-manager's quota controller would record (the local control plane does not run it).
+    core.patch_namespaced_resource_quota_status("no-roles", namespace, {"status": {"hard": roles, "used": roles}})
+    caplog.set_level(logging.DEBUG, logger="kopf._core.reactor.running")
+    operator = OperatorThread(cluster.kubeconfig, namespaces=[namespace]).start()
+    try:
+        agent = create_agent(cluster, namespace, "over-quota")
+        # Its Role is refused (quota): the pass fails and is retried after 1 s, 2 s, 4 s..., through the stop.
+        eventually(lambda: agent.condition("Ready").get("reason") == "ApplyFailed", what="the refused Role reported")
+    finally:
+        operator.stop()
+    # Kopf's own account of what it had to wait for at shutdown (its debug log; kopf._core.reactor.running).
+    hung = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Hung tasks")]
+    assert hung == ["Hung tasks stopping is skipped: no tasks given."]

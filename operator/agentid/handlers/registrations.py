@@ -52,6 +52,10 @@ def register(registry: kopf.OperatorRegistry) -> None:
         runtime.start_background_tasks()
         await runtime.synced()  # like Kopf's indexes: no handler runs before the first full listing
 
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+        await _runtime(memo).stop_background_tasks()
+
     @kopf.on.probe(id="agents", registry=registry)
     async def agents_probe(memo: kopf.Memo, **_: Any) -> int:
         return len(_runtime(memo).view.indexes.agents)

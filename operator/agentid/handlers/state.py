@@ -95,11 +95,17 @@ class Runtime:
     async def _reconcile_all(self, bodies: list[Mapping[str, Any]]) -> None:
         await asyncio.gather(*(self.reconciler.reconcile(body) for body in bodies))
 
-    async def close(self) -> None:
+    async def stop_background_tasks(self) -> None:
+        """Watches, passes and wake-ups stop before Kopf finishes stopping: it waits for every task started while
+        it ran, and re-raises what any of them raised meanwhile (a pass refused in a namespace being deleted)."""
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
         await self.scheduler.close()
+
+    async def close(self) -> None:
+        await self.stop_background_tasks()
         if self.owned is not None:
             await self.owned.client.close()  # the agents' watch shares this client
         await self.client.close()
