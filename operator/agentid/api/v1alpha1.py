@@ -16,7 +16,6 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from agentid.api.durations import PATTERN as DURATION_PATTERN
 from agentid.api.durations import DurationRange, parse
 
 GROUP = "agentid.dev"
@@ -152,13 +151,12 @@ class PolicyRule(ApiModel):
     """Restrict the rule to these object names (empty: every object of the resources)."""
 
 
+# The grammar is a CEL rule of DurationRange (with its own message), not an OpenAPI pattern that reads "should match".
 RotationPeriod = Annotated[
-    str, Field(pattern=DURATION_PATTERN, max_length=32), DurationRange(minimum=dt.timedelta(hours=1))
+    str, Field(max_length=32), DurationRange(minimum=dt.timedelta(hours=1), maximum=dt.timedelta(days=366))
 ]
 TokenTTL = Annotated[
-    str,
-    Field(pattern=DURATION_PATTERN, max_length=32),
-    DurationRange(minimum=dt.timedelta(seconds=10), maximum=dt.timedelta(hours=24)),
+    str, Field(max_length=32), DurationRange(minimum=dt.timedelta(seconds=10), maximum=dt.timedelta(hours=24))
 ]
 Audience = Annotated[str, Field(min_length=1, max_length=512)]
 
@@ -167,7 +165,7 @@ class Credentials(ApiModel):
     key_algorithm: KeyAlgorithm = KeyAlgorithm.ED25519
     """Algorithm of the agent's own signing key (kept in its Secret)."""
     rotation_period: RotationPeriod = "720h"
-    """How long one agent key is used before a new one replaces it (Go duration, at least 1h)."""
+    """How long one agent key is used before a new one replaces it (Go duration, 1h to 8784h)."""
     token_ttl: TokenTTL = Field(default="15m", alias="tokenTTL")
     """Longest lifetime of an agent token from the token service (Go duration, at most 24h)."""
     audiences: Annotated[list[Audience], Field(max_length=AUDIENCES_MAX)] = []
@@ -369,7 +367,7 @@ DEFAULT_FORBIDDEN_RESOURCES = ("secrets", "serviceaccounts/token", "pods/exec")
 DEFAULT_FORBIDDEN_VERBS = ("escalate", "bind", "impersonate")
 
 PolicyDuration = Annotated[
-    str, Field(pattern=DURATION_PATTERN, max_length=32), DurationRange(minimum=dt.timedelta(seconds=10))
+    str, Field(max_length=32), DurationRange(minimum=dt.timedelta(seconds=10), maximum=dt.timedelta(days=3660))
 ]
 Pattern = Annotated[str, Field(min_length=1, max_length=NAME_MAX)]
 
