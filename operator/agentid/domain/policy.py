@@ -329,15 +329,17 @@ def governed_access(
     policy: EffectivePolicy,
     cluster_roles: Mapping[str, ClusterRoleInfo | None],
     now: dt.datetime,
+    admitted: Mapping[str, str] | None = None,
 ) -> Access:
-    """Supervision first (lowered to a mode the policy allows), then the policy's ceilings."""
+    """Supervision first (lowered to a mode the policy allows), then the policy's ceilings. ``admitted`` is the
+    ClusterRole proof admission stamped (``domain.admitted``); None where there is none to honour."""
     mode = allowed_mode(spec, policy)
     supervised_spec = (
         spec
         if mode is spec.supervision.mode
         else spec.model_copy(update={"supervision": spec.supervision.model_copy(update={"mode": mode})})
     )
-    return constrain(effective_access(supervised_spec, cluster_roles), spec, policy, now, cluster_roles)
+    return constrain(effective_access(supervised_spec, cluster_roles, admitted), spec, policy, now, cluster_roles)
 
 
 def token_ttl(spec: AgentIdentitySpec, policy: EffectivePolicy) -> dt.timedelta:

@@ -9,6 +9,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from agentid.api.v1alpha1 import READ_VERBS, AgentIdentitySpec, PolicyRule, SupervisionMode
+from agentid.domain import admitted as admitted_roles
+from agentid.domain import reasons
 
 
 @dataclass(frozen=True)
@@ -20,6 +22,7 @@ class ClusterRoleInfo:
     read_only: bool
     resources: frozenset[str] = frozenset()
     verbs: frozenset[str] = frozenset()
+    uid: str = ""
 
 
 @dataclass(frozen=True)
@@ -58,11 +61,16 @@ def read_only(rule: PolicyRule) -> PolicyRule | None:
     return rule.model_copy(update={"verbs": verbs}) if verbs else None
 
 
-def effective_access(spec: AgentIdentitySpec, cluster_roles: Mapping[str, ClusterRoleInfo | None]) -> Access:
+def effective_access(
+    spec: AgentIdentitySpec,
+    cluster_roles: Mapping[str, ClusterRoleInfo | None],
+    admitted: admitted_roles.Proof | None = None,
+) -> Access:
     """Apply the supervision mode to the declared permissions and ClusterRole refs.
 
     ``cluster_roles`` maps each referenced name to what the cluster says (None: it does not exist). A missing
-    ClusterRole is never bound (binding a name that does not exist yet would grant whatever appears later).
+    ClusterRole is never bound (binding a name that does not exist yet would grant whatever appears later), nor
+    is one that admission never checked for this agent (``admitted``: the proof admission stamped).
     """
     mode = spec.supervision.mode
     if mode is SupervisionMode.SUSPENDED:
@@ -75,7 +83,14 @@ def effective_access(spec: AgentIdentitySpec, cluster_roles: Mapping[str, Cluste
     for name in dict.fromkeys(spec.cluster_role_refs):  # de-duplicated, order kept
         info = cluster_roles.get(name)
         if info is None:
-            withheld.append(Withheld("ClusterRoleNotFound", f"ClusterRole {name!r} does not exist", problem=True))
+            missing = f"ClusterRole {name!r} does not exist"
+            withheld.append(Withheld(reasons.CLUSTER_ROLE_NOT_FOUND, missing, problem=True))
+        elif not admitted_roles.admitted(admitted, name, info.uid):
+            message = (
+                f"ClusterRole {name!r} was created or re-created after admission checked this agent: "
+                "change the agent's spec (e.g. supervision.reason) to have it checked again"
+            )
+            withheld.append(Withheld(reasons.CLUSTER_ROLE_NOT_ADMITTED, message, problem=True))
         elif mode is SupervisionMode.SUPERVISED and not info.read_only:
             withheld.append(
                 Withheld("ClusterRoleNotReadOnly", f"ClusterRole {name!r} is not read-only; withheld while Supervised")

@@ -95,7 +95,7 @@ def register_admission(registry: kopf.OperatorRegistry) -> None:
     @kopf.on.mutate(*AGENTS, id=configuration.MUTATE_AGENT_PATH, operations=["CREATE", "UPDATE"], registry=registry)
     async def attribute(body: kopf.Body, userinfo: kopf.UserInfo, patch: kopf.Patch, memo: Any, **kwargs: Any) -> None:
         admission_ = _runtime(memo).admission
-        stamped = admission_.annotations(body=body, old=kwargs.get("old"), userinfo=userinfo)
+        stamped = await admission_.annotations(body=body, old=kwargs.get("old"), userinfo=userinfo)
         patch.setdefault("metadata", {}).setdefault("annotations", {}).update(stamped)
         finalizers = admission_.finalizers(body=body, old=kwargs.get("old"))
         if finalizers is not None:

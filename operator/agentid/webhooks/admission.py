@@ -18,12 +18,14 @@ import pydantic
 
 from agentid import audit, metrics
 from agentid.api.v1alpha1 import AgentIdentity, AgentIdentitySpec, AgentPolicy, PolicyRule, SupervisionMode
-from agentid.domain import attribution, naming, policy, projections
+from agentid.domain import admitted, attribution, naming, policy, projections
 from agentid.domain.supervision import Access, ClusterRoleInfo
 from agentid.kube import resources
 from agentid.kube.client import KubeClient
 from agentid.kube.reviews import Attempt, Subject, first_denied
 
+# Distinct (verb, group, resource, name) combinations one write may ask us to verify. Counted from the sizes of
+# the lists *before* anything is expanded: the schema allows lists whose product runs to millions.
 MAX_ATTEMPTS = 1024
 
 
@@ -36,10 +38,50 @@ class ClusterRoleView:
     info: ClusterRoleInfo | None
     rules: tuple[Mapping[str, Any], ...] = ()
 
+    @property
+    def uid(self) -> str | None:
+        return self.info.uid if self.info is not None else None
+
+
+def _cluster_role_refs(body: Mapping[str, Any]) -> list[str]:
+    refs = (body.get("spec") or {}).get("clusterRoleRefs") or []
+    return [str(ref) for ref in refs] if isinstance(refs, list) else []
+
 
 def _first_error(error: pydantic.ValidationError) -> str:
     first = error.errors()[0]
     return f"spec.{'.'.join(str(part) for part in first['loc'])}: {first['msg']}"
+
+
+def attempt_count(rules: Iterable[PolicyRule]) -> int:
+    """How many attempts ``_attempts`` would expand ``rules`` into, computed without expanding them."""
+    return sum(
+        len(rule.api_groups) * len(rule.resources) * len(rule.verbs) * max(1, len(rule.resource_names))
+        for rule in rules
+    )
+
+
+def _bound_work(spec: AgentIdentitySpec, previous: AgentIdentitySpec | None) -> None:
+    """Refuse, before any expansion, a write whose permissions would take too much work to verify."""
+    count = attempt_count(spec.permissions)
+    if count > MAX_ATTEMPTS:
+        raise Denied(
+            f"spec.permissions: the rules expand to {count} distinct (verb, API group, resource, name) "
+            f"combinations; at most {MAX_ATTEMPTS} can be verified: split the agent or list fewer names per rule"
+        )
+    if previous is not None and attempt_count(previous.permissions) > MAX_ATTEMPTS:
+        raise Denied(
+            "spec.permissions: the stored rules exceed the verification limit "
+            f"({MAX_ATTEMPTS} combinations); only a write that brings them within it is admitted"
+        )
+
+
+def _declared(spec: AgentIdentitySpec | None) -> Access:
+    """Everything a spec asks for, whatever its mode: the ceilings apply to this, not to today's grant (a
+    Suspended agent's rules are granted the moment somebody resumes it)."""
+    if spec is None or spec.revoked:
+        return Access()  # revoked is terminal: nothing will ever be granted again
+    return Access(rules=tuple(spec.permissions), cluster_roles=tuple(dict.fromkeys(spec.cluster_role_refs)))
 
 
 def _attempts(rules: Iterable[PolicyRule], namespace: str) -> list[Attempt]:
@@ -76,12 +118,26 @@ class AgentAdmission:
 
     # -- mutation: attribution ------------------------------------------------------------------------------
 
-    def annotations(
+    async def annotations(
         self, *, body: Mapping[str, Any], old: Mapping[str, Any] | None, userinfo: Mapping[str, Any]
     ) -> dict[str, str]:
-        return attribution.stamped_annotations(
+        """Attribution, and the proof of which ClusterRoles admission saw (both overwrite what a client sent)."""
+        stamped = attribution.stamped_annotations(
             old=old, new=body, userinfo=userinfo, now=self.clock().replace(microsecond=0)
         )
+        proof = await self._proof(body, old)
+        if proof is not None:
+            stamped[admitted.ANNOTATION] = admitted.encode(proof)
+        return stamped
+
+    async def _proof(self, body: Mapping[str, Any], old: Mapping[str, Any] | None) -> dict[str, str] | None:
+        """A write that may add access stamps what the ClusterRoles are now; a metadata-only or kill-switch
+        write keeps the old proof (or none): it checks nothing, so it must not vouch for anything."""
+        if old is not None and only_kill_switch_changes(old.get("spec") or {}, body.get("spec") or {}):
+            return admitted.parse(((old.get("metadata") or {}).get("annotations")) or {})
+        refs = _cluster_role_refs(body)
+        views = await self._cluster_roles(refs)
+        return admitted.stamp(refs, {name: view.uid for name, view in views.items()})
 
     @staticmethod
     def finalizers(*, body: Mapping[str, Any], old: Mapping[str, Any] | None) -> list[str] | None:
@@ -111,6 +167,8 @@ class AgentAdmission:
             raise Denied(_first_error(error)) from None
         previous = AgentIdentity.from_body(old) if old is not None else None
         if previous is not None and previous.spec == agent.spec:
+            if admitted.parse(agent.metadata.annotations) != admitted.parse(previous.metadata.annotations):
+                raise Denied(f"metadata.annotations[{admitted.ANNOTATION}]: written by admission only")
             return  # metadata-only writes (finalizers, labels) pass: nothing is granted or changed
         try:
             await self._check(agent, previous, userinfo, warnings)
@@ -136,9 +194,11 @@ class AgentAdmission:
         refused = transition_error(previous, agent)
         if refused is not None:
             raise Denied(refused)
+        _bound_work(spec, previous.spec if previous is not None else None)
         governing = await self._policy(agent.namespace)
         names = [*spec.cluster_role_refs, *(previous.spec.cluster_role_refs if previous else [])]
         roles = await self._cluster_roles(names)
+        proof = self._checked_proof(agent, previous, roles)
         infos = {name: view.info for name, view in roles.items()}
         granted = policy.governed_access(spec, governing, infos, now) if not spec.revoked else Access()
         before = (
@@ -146,8 +206,15 @@ class AgentAdmission:
             if previous is not None and not previous.spec.revoked
             else Access()
         )
-        added = _new_grants(granted, before)
-        widening = bool(added.rules or added.cluster_roles)
+        grown = _new_grants(granted, before)
+        widening = bool(grown.rules or grown.cluster_roles)
+        # The ceilings: what the spec declares that it did not before, whatever the mode; and every ClusterRole
+        # whose identity changed since admission last saw it (deleted and re-created, or created since).
+        declared = _declared(spec)
+        new = _new_grants(declared, _declared(previous.spec if previous is not None else None))
+        old_proof = admitted.parse(previous.metadata.annotations) if previous is not None else None
+        recheck = [name for name in admitted.rechecked(old_proof, proof or {}) if name in declared.cluster_roles]
+        added = Access(rules=new.rules, cluster_roles=tuple(dict.fromkeys([*new.cluster_roles, *recheck])))
         if widening or not _only_restricts(previous, agent):
             found = policy.violations(spec, governing, now, infos)
             if found:
@@ -165,11 +232,11 @@ class AgentAdmission:
             lambda what: f"{who} may not grant {what}: they do not hold it themselves",
         )
         owner_changed = previous is not None and previous.spec.owner != spec.owner
-        if governing.owner_ceiling and (widening or owner_changed):
+        if governing.owner_ceiling and (widening or owner_changed or added.rules or added.cluster_roles):
             ceiling = f"owner ceiling, policy {governing.label}"
             await self._require(
                 _owner_subject(spec),
-                granted,
+                declared,
                 roles,
                 agent.namespace,
                 lambda what: f"the owner {spec.owner.name} does not hold {what} ({ceiling})",
@@ -183,21 +250,37 @@ class AgentAdmission:
         namespace: str,
         message: Callable[[str], str],
     ) -> None:
-        attempts = _attempts(access.rules, namespace)
-        if len(attempts) > MAX_ATTEMPTS:
-            raise Denied(
-                f"spec.permissions: too many distinct permissions to verify ({len(attempts)} > {MAX_ATTEMPTS})"
-            )
-        denied = await first_denied(self.client, subject, attempts)
+        denied = await first_denied(self.client, subject, _attempts(access.rules, namespace))
         if denied is not None:
             raise Denied(message(f"'{denied.what}' in namespace {namespace}"))
         for name in access.cluster_roles:
             bind = Attempt("bind", "rbac.authorization.k8s.io", "clusterroles", namespace, name, f"bind {name}")
             if await first_denied(self.client, subject, [bind]) is None:
                 continue
-            inner = await first_denied(self.client, subject, _cluster_role_attempts(roles[name].rules, namespace))
+            view = roles[name]
+            if view.info is None:
+                # Not there yet: whatever is created under this name later would be bound unchecked.
+                raise Denied(message(f"ClusterRole {name!r}, which does not exist (only 'bind' on it admits that)"))
+            inner = await first_denied(self.client, subject, _cluster_role_attempts(view.rules, namespace))
             if inner is not None:
                 raise Denied(message(f"ClusterRole {name!r} (no 'bind' on it, and no '{inner.what}')"))
+
+    @staticmethod
+    def _checked_proof(
+        agent: AgentIdentity, previous: AgentIdentity | None, roles: Mapping[str, ClusterRoleView]
+    ) -> dict[str, str] | None:
+        """The proof the mutating webhook stamped on this write, which must be what admission sees now."""
+        if previous is not None and _only_restricts(previous, agent):
+            expected = admitted.parse(previous.metadata.annotations)
+        else:
+            refs = list(dict.fromkeys(agent.spec.cluster_role_refs))
+            expected = admitted.stamp(refs, {name: roles[name].uid for name in refs})
+        if admitted.parse(agent.metadata.annotations) != expected:
+            raise Denied(
+                f"metadata.annotations[{admitted.ANNOTATION}]: does not match the ClusterRoles as they are now "
+                "(one was created or deleted during this write, or the mutating webhook did not run): retry"
+            )
+        return expected
 
     async def _policy(self, namespace: str) -> policy.EffectivePolicy:
         """Live reads: admission must agree with the policies as they are now, not as a cache last saw them."""
@@ -239,18 +322,25 @@ def _new_grants(granted: Access, before: Access) -> Access:
     return Access(rules=tuple(rules), cluster_roles=roles)
 
 
+# The spec fields a kill-switch write changes (and, with them, nothing else): see ``webhooks.configuration``.
+KILL_SWITCH_FIELDS = ("supervision", "revoked", "revocationReason")
+
+
+def only_kill_switch_changes(old_spec: Mapping[str, Any], new_spec: Mapping[str, Any]) -> bool:
+    """True if two raw specs differ in nothing but supervision and revocation."""
+
+    def rest(spec: Mapping[str, Any]) -> dict[str, Any]:
+        return {key: value for key, value in spec.items() if key not in KILL_SWITCH_FIELDS}
+
+    return rest(old_spec) == rest(new_spec)
+
+
 def _only_restricts(previous: AgentIdentity | None, agent: AgentIdentity) -> bool:
     """True for updates that only change supervision or revocation (what a human must always be able to do)."""
     if previous is None:
         return False
-    unchanged = previous.spec.model_copy(
-        update={
-            "supervision": agent.spec.supervision,
-            "revoked": agent.spec.revoked,
-            "revocation_reason": agent.spec.revocation_reason,
-        }
-    )
-    return unchanged == agent.spec
+    before, after = (spec.model_dump(by_alias=True, mode="json") for spec in (previous.spec, agent.spec))
+    return only_kill_switch_changes(before, after)
 
 
 def _owner_subject(spec: AgentIdentitySpec) -> Subject:
