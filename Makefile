@@ -42,10 +42,12 @@ format: $(INSTALLED)
 	$(BIN)/ruff format operator tests bench hack
 	$(BIN)/ruff check --fix operator tests bench hack
 
-# The CRDs, their copy in the chart, and docs/reference.md all follow the models: one command refreshes all three.
+# The CRDs, their copy in the chart, the chart's kill-switch condition and docs/reference.md all follow the models:
+# one command refreshes them all.
 crds: $(INSTALLED)
 	$(BIN)/python -m agentid.api.crdgen crds
 	rm -f $(CHART)/crds/*.yaml && cp crds/*.yaml $(CHART)/crds/
+	$(BIN)/python -m agentid.webhooks.configuration $(CHART)/files
 	$(BIN)/python hack/reference.py > docs/reference.md
 
 # docs/reference.md is generated from the API models and the CLI (a test fails when it is stale).

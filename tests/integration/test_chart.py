@@ -18,6 +18,7 @@ import yaml
 
 from agentid.devcluster import assets
 from agentid.domain import naming
+from agentid.webhooks import configuration
 from tests.support.clusters import ClusterHandle
 
 pytestmark = pytest.mark.cluster
@@ -200,12 +201,19 @@ def test_webhooks_fail_closed_for_agents_and_carry_a_ca() -> None:
         "agentidentities.validate.agentid.dev": "/validate-agentidentity",
         "agentpolicies.validate.agentid.dev": "/validate-agentpolicy",
         "agentidentities.mutate.agentid.dev": "/mutate-agentidentity",
+        "kill-switch.agentidentities.mutate.agentid.dev": "/mutate-agentidentity",
     }
+    kill_switch = configuration.kill_switch_expression()
     for name, hook in hooks.items():
         assert hook["rules"][0]["apiGroups"] == ["agentid.dev"]
         assert hook["clientConfig"]["caBundle"]
         if name.startswith("agentidentities"):
             assert hook["failurePolicy"] == "Fail"
+            assert hook["matchConditions"] == [{"name": "not-kill-switch", "expression": f"!({kill_switch})"}]
+    # Suspend and revoke (and the operator's finalizer removal) never wait for the webhook.
+    killer = hooks["kill-switch.agentidentities.mutate.agentid.dev"]
+    assert killer["failurePolicy"] == "Ignore"
+    assert killer["matchConditions"] == [{"name": "kill-switch", "expression": kill_switch}]
     secret = named(docs, "Secret", "agentid-webhook-tls")
     assert secret["data"]["ca.crt"] == validating["webhooks"][0]["clientConfig"]["caBundle"]
 
