@@ -35,6 +35,7 @@ from agentid.tokens.service import FIELD_MANAGER as TOKEN_SERVICE_FIELD_MANAGER
 from agentid.tokens.service import TokenService
 from agentid.tokens.settings import TokenServiceSettings
 from agentid.webhooks.admission import AgentAdmission
+from agentid.webhooks.server import AdmissionServer
 
 PERSISTENCE_PREFIX = "agentid.dev"
 
@@ -80,11 +81,11 @@ def kopf_settings(config: OperatorConfig) -> kopf.OperatorSettings:
     settings.networking.request_timeout = 60
     settings.networking.enforce_retry_after = True
     if config.webhook is not None:
-        settings.admission.server = kopf.WebhookServer(
+        settings.admission.server = AdmissionServer(
             addr=config.webhook.addr,
             port=config.webhook.port,
             certfile=config.webhook.certfile,
-            pkeyfile=config.webhook.keyfile,
+            keyfile=config.webhook.keyfile,
         )
         settings.admission.managed = None  # configurations come from the chart, not from Kopf
     return settings
