@@ -350,11 +350,13 @@ def provisioned(
 
 
 def wait_known(service: TokenServiceHandle, agent: ProvisionedAgent) -> None:
-    """Until the service's watch has seen the agent's status (provisioning is asynchronous to the service)."""
+    """Until the service's watches have seen the agent's status and its ServiceAccount (provisioning is
+    asynchronous to the service)."""
     eventually(
         lambda: (
             (known := service.service.agents.get(agent.namespace, agent.name)) is not None
             and known.status.agent_id is not None
+            and bool(service.service.accounts.keys_of(known, dt.datetime.now(dt.UTC)))
         ),
-        what=f"token service sees {agent.namespace}/{agent.name}",
+        what=f"token service sees {agent.namespace}/{agent.name} and its ServiceAccount's keys",
     )

@@ -121,7 +121,7 @@ def _outcome(current: Any, phase: Phase, action: KeyAction = KeyAction.KEEP) -> 
     return Outcome(
         phase=phase,
         access=access,
-        keys=tuple(key_statuses([], KEY, now=NOW, window=dt.timedelta(minutes=5))),
+        keys=tuple(key_statuses(KEY, now=NOW)),
         key=KEY,
         service_account_uid="sa-uid",
         key_action=action,

@@ -90,4 +90,5 @@ def _token_service_settings(args: argparse.Namespace) -> TokenServiceSettings | 
         port=args.token_service_port,
         tls=tls,
         namespace=args.token_service_namespace,
+        trust_domain=args.trust_domain,
     )

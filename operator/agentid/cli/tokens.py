@@ -81,6 +81,9 @@ def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         help="audience of agent tokens for the apiserver (config)",
     )
     serve_parser.add_argument("--ca-file", type=Path, help="CA the apiserver should trust the issuer with")
+    serve_parser.add_argument(
+        "--trust-domain", default="cluster.local", help="trust domain of agent IDs (the operator's --trust-domain)"
+    )
     serve_parser.set_defaults(func=serve_command)
 
 
@@ -136,6 +139,7 @@ def serve_settings(args: argparse.Namespace) -> TokenServiceSettings:
         subject_audiences=tuple(args.subject_audience),
         rotation=RotationPolicy(period=parse_duration(args.rotation_period), lead=parse_duration(args.rotation_lead)),
         limits=Limits(),
+        trust_domain=args.trust_domain,
     )
 
 

@@ -7,11 +7,12 @@ apiserver returns them, so "desired is contained in observed" means "nothing to 
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from typing import Any
 
 from agentid.api import v1alpha1
-from agentid.api.v1alpha1 import AgentIdentity, PolicyRule
-from agentid.domain import naming
+from agentid.api.v1alpha1 import AgentIdentity, KeyStatus, PolicyRule
+from agentid.domain import keyring, naming
 from agentid.domain.supervision import Access
 
 Manifest = dict[str, Any]
@@ -39,19 +40,30 @@ def _metadata(agent: AgentIdentity, name: str, component: str) -> dict[str, Any]
     }
 
 
-def service_account(agent: AgentIdentity, agent_id: str) -> Manifest:
+def service_account(agent: AgentIdentity, agent_id: str, published: Sequence[KeyStatus] = ()) -> Manifest:
+    """The agent's ServiceAccount; ``published`` mirrors the key Secret's public keys for the token service."""
     metadata = _metadata(agent, naming.service_account(agent.name), "service-account")
     metadata["annotations"] = {
         naming.OWNER_ANNOTATION: f"{agent.spec.owner.kind}:{agent.spec.owner.name}",
         naming.PURPOSE_ANNOTATION: agent.spec.purpose,
         naming.AGENT_ID_ANNOTATION: agent_id,
+        naming.PUBLIC_KEYS_ANNOTATION: keyring.encode_keys(published),
     }
     return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata}
 
 
-def key_secret(agent: AgentIdentity, *, private_pem: bytes, key_id: str, algorithm: str, created_at: str) -> Manifest:
+def key_secret(
+    agent: AgentIdentity,
+    *,
+    private_pem: bytes,
+    key_id: str,
+    algorithm: str,
+    created_at: str,
+    retiring: Sequence[KeyStatus] = (),
+) -> Manifest:
     """The agent's private key Secret. The key ID and creation time ride along so a restarted operator can
-    rebuild the public half and the rotation schedule from the Secret alone (crash consistency)."""
+    rebuild the public half and the rotation schedule from the Secret alone (crash consistency); ``retiring``
+    keeps the public halves of the keys it replaced, for as long as they stay published."""
     metadata = _metadata(agent, naming.key_secret(agent.name), "key")
     metadata["annotations"] = {naming.KEY_ID_ANNOTATION: key_id, naming.KEY_CREATED_ANNOTATION: created_at}
     return {
@@ -63,6 +75,7 @@ def key_secret(agent: AgentIdentity, *, private_pem: bytes, key_id: str, algorit
             naming.KEY_SECRET_PRIVATE_KEY: base64.b64encode(private_pem).decode(),
             naming.KEY_SECRET_KEY_ID: base64.b64encode(key_id.encode()).decode(),
             naming.KEY_SECRET_ALGORITHM: base64.b64encode(algorithm.encode()).decode(),
+            naming.KEY_SECRET_RETIRING: base64.b64encode(keyring.encode_keys(retiring).encode()).decode(),
         },
     }
 

@@ -7,7 +7,7 @@ clock: ``now`` and observations come in, decisions come out, so every rule of ap
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,10 +100,17 @@ def _describe(kind: str, name: str, how: str) -> str:
 
 
 def plan_objects(
-    agent: AgentIdentity, observed: Observed, *, access: Access, agent_id: str, terminal: bool
+    agent: AgentIdentity,
+    observed: Observed,
+    *,
+    access: Access,
+    agent_id: str,
+    terminal: bool,
+    published: Sequence[KeyStatus] = (),
 ) -> ObjectPlan:
-    """What to apply and delete so the cluster holds exactly the agent's declared access."""
-    wanted: list[Manifest] = [] if terminal else [desired.service_account(agent, agent_id)]
+    """What to apply and delete so the cluster holds exactly the agent's declared access (and the
+    ServiceAccount mirrors the ``published`` keys)."""
+    wanted: list[Manifest] = [] if terminal else [desired.service_account(agent, agent_id, published)]
     if not terminal:
         wanted += desired.access_objects(agent, access)
     wanted_keys = {(manifest["kind"], manifest["metadata"]["name"]) for manifest in wanted}

@@ -26,6 +26,10 @@ KEY_SECRET_TYPE = f"{v1alpha1.GROUP}/agent-key"
 KEY_SECRET_PRIVATE_KEY = "private-key.pem"  # noqa: S105
 KEY_SECRET_KEY_ID = "key-id"  # noqa: S105
 KEY_SECRET_ALGORITHM = "algorithm"  # noqa: S105
+KEY_SECRET_RETIRING = "retiring-keys.json"  # noqa: S105 - public halves of replaced keys still published
+# On the agent's ServiceAccount: its published public keys, mirrored from the key Secret for the token service
+# (which may read ServiceAccounts but not Secrets). Never read back by the operator.
+PUBLIC_KEYS_ANNOTATION = f"{v1alpha1.GROUP}/public-keys"
 
 FIELD_MANAGER = "agentid-operator"
 FINALIZER = f"{v1alpha1.GROUP}/cleanup"

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from agentid.api import v1alpha1
-from agentid.api.v1alpha1 import KeyAlgorithm
-from agentid.domain import keys, naming
+from agentid.api.v1alpha1 import KeyAlgorithm, KeyStatus
+from agentid.domain import keyring, keys, naming
 from agentid.domain.keyring import ObservedKey
 from agentid.domain.supervision import ClusterRoleInfo, is_read_only
 
@@ -121,7 +121,23 @@ def observed_key(secret: Mapping[str, Any]) -> ObservedKey | None:
     declared = annotations.get(naming.KEY_ID_ANNOTATION)
     if declared != signing_key.key_id or _decode(data.get(naming.KEY_SECRET_KEY_ID)).decode() != signing_key.key_id:
         return None
-    return ObservedKey(key_id=signing_key.key_id, algorithm=algorithm, created_at=created_at, jwk=dict(signing_key.jwk))
+    return ObservedKey(
+        key_id=signing_key.key_id,
+        algorithm=algorithm,
+        created_at=created_at,
+        jwk=dict(signing_key.jwk),
+        retiring=_retiring(data.get(naming.KEY_SECRET_RETIRING)),
+    )
+
+
+def _retiring(value: object) -> tuple[KeyStatus, ...]:
+    """The replaced keys the Secret keeps; an unreadable record keeps none (it can only shorten an overlap)."""
+    if value is None:
+        return ()
+    try:
+        return keyring.decode_keys(_decode(value).decode())
+    except (ValueError, binascii.Error):  # pydantic's ValidationError and UnicodeDecodeError are ValueErrors
+        return ()
 
 
 def _decode(value: object) -> bytes:
@@ -137,4 +153,5 @@ def cluster_role_info(body: Mapping[str, Any]) -> ClusterRoleInfo:
         read_only=is_read_only(body.get("rules") or []),
         resources=frozenset(str(resource) for rule in rules for resource in rule.get("resources") or []),
         verbs=frozenset(str(verb) for rule in rules for verb in rule.get("verbs") or []),
+        uid=str(body.get("metadata", {}).get("uid") or ""),
     )

@@ -14,9 +14,9 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import aiohttp
 
@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 WATCH_SECONDS = 290  # the apiserver ends each watch after this; we re-watch from the last resourceVersion
 _PAGE = "500"
 T = TypeVar("T")
+T_contra = TypeVar("T_contra", contravariant=True)
 
 
 @dataclass(frozen=True)
@@ -173,3 +174,26 @@ async def watch_once(
 def _status_code(body: Mapping[str, Any]) -> int:
     code = body.get("code")
     return code if isinstance(code, int) else 0
+
+
+class Store(Protocol[T_contra]):
+    """What ``feed`` keeps up to date: a complete set replaced on every (re)list, then single changes."""
+
+    synced: asyncio.Event
+
+    def replace(self, items: Iterable[T_contra]) -> None: ...
+    def upsert(self, item: T_contra) -> None: ...
+    def remove(self, item: T_contra) -> None: ...
+
+
+async def feed(events: AsyncIterator[Listed[T] | Changed[T]], store: Store[T]) -> None:
+    """Apply an informer's events to ``store`` forever (cancel to stop); ``synced`` is set after the first list."""
+    async for event in events:
+        if isinstance(event, Listed):
+            store.replace(event.items)
+            store.synced.set()
+        elif event.type == "DELETED":
+            store.remove(event.object)
+        else:
+            store.upsert(event.object)
+        del event  # idle between events, the loop variable would pin a whole list response

@@ -20,8 +20,19 @@ from typing import Any
 import pydantic
 
 from agentid import audit, metrics
-from agentid.api.v1alpha1 import AgentIdentity, Phase, SupervisionMode
-from agentid.domain import attribution, desired, keyring, keys, lifecycle, naming, policy, projections, reasons
+from agentid.api.v1alpha1 import AgentIdentity, KeyStatus, Phase, SupervisionMode
+from agentid.domain import (
+    admitted,
+    attribution,
+    desired,
+    keyring,
+    keys,
+    lifecycle,
+    naming,
+    policy,
+    projections,
+    reasons,
+)
 from agentid.domain.keyring import KeyAction, ObservedKey
 from agentid.domain.lifecycle import DELETE_ORDER, ObjectPlan, ObjectRef, Observed
 from agentid.domain.settings import OperatorSettings
@@ -157,11 +168,13 @@ class AgentReconciler:
         if gathered.terminal is not None:
             return gathered
         cluster_roles = self.view.cluster_roles(agent.spec.cluster_role_refs)
-        access = policy.governed_access(agent.spec, governing, cluster_roles, now)
+        proof = admitted.parse(agent.metadata.annotations)
+        access = policy.governed_access(agent.spec, governing, cluster_roles, now, proof)
         if agent.metadata.uid in self._foreign_accounts and await self._name_still_taken(agent):
             access = Access(withheld=(*access.withheld, _foreign_account(agent)))  # bind nothing to someone else's SA
         key, action = await self._ensure_key(agent, observed, now)
-        return dataclasses.replace(gathered, access=access, key=key, key_action=action)
+        published = tuple(keyring.key_statuses(key, now=now))
+        return dataclasses.replace(gathered, access=access, key=key, key_action=action, published=published)
 
     def _outcome(
         self,
@@ -176,7 +189,7 @@ class AgentReconciler:
         return lifecycle.Outcome(
             phase=lifecycle.phase_for(agent, gathered.access, gathered.terminal),
             access=gathered.access,
-            keys=tuple(self._key_statuses(agent, gathered.key, now)) if gathered.key is not None and live else (),
+            keys=gathered.published if live else (),
             key=gathered.key if live else None,
             service_account_uid=service_account_uid,
             key_action=gathered.key_action,
@@ -192,9 +205,9 @@ class AgentReconciler:
             ),
         )
 
-    def _key_statuses(self, agent: AgentIdentity, key: ObservedKey, now: dt.datetime) -> list[Any]:
+    def _retiring_after(self, agent: AgentIdentity, replaced: ObservedKey | None, now: dt.datetime) -> tuple[Any, ...]:
         window = keyring.retirement_window(agent.spec.credentials, self.settings.timings.key_overlap_allowance)
-        return keyring.key_statuses(agent.status.keys, key, now=now, window=window)
+        return keyring.retiring_after(replaced, now=now, window=window)
 
     # -- keys -----------------------------------------------------------------------------------------------
 
@@ -212,13 +225,16 @@ class AgentReconciler:
                     await self._apply_key_secret(agent, live, observed)  # labels, owner, annotations put back
             return observed, action
         signing_key = keys.generate(credentials.key_algorithm)
-        created = ObservedKey(signing_key.key_id, credentials.key_algorithm, now, dict(signing_key.jwk))
+        replaced = observed if action in (KeyAction.ROTATE, KeyAction.CHANGE_ALGORITHM) else None
+        retiring = self._retiring_after(agent, replaced, now)
+        created = ObservedKey(signing_key.key_id, credentials.key_algorithm, now, dict(signing_key.jwk), retiring)
         manifest = desired.key_secret(
             agent,
             private_pem=signing_key.private_pem(),
             key_id=signing_key.key_id,
             algorithm=credentials.key_algorithm.value,
             created_at=now.isoformat(),
+            retiring=retiring,
         )
         owner = (agent.namespace, agent.name)
         if action in (KeyAction.CREATE, KeyAction.REPLACE_LOST):
@@ -488,12 +504,18 @@ class Gathered:
     access: Access = NO_ACCESS
     key: ObservedKey | None = None
     key_action: KeyAction = KeyAction.KEEP
+    published: tuple[KeyStatus, ...] = ()  # from the key Secret alone
 
 
 def _plan(agent: AgentIdentity, gathered: Gathered) -> ObjectPlan:
     terminal = gathered.terminal is not None
     plan = lifecycle.plan_objects(
-        agent, gathered.observed, access=gathered.access, agent_id=gathered.agent_id, terminal=terminal
+        agent,
+        gathered.observed,
+        access=gathered.access,
+        agent_id=gathered.agent_id,
+        terminal=terminal,
+        published=gathered.published,
     )
     if any(item.reason == reasons.SERVICE_ACCOUNT_CONFLICT for item in gathered.access.withheld):
         plan = lifecycle.without_applies_of(plan, "ServiceAccount")

@@ -18,10 +18,12 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+from agentid import httpbounds
 from agentid.domain import keys
 from agentid.domain.claims import Error, Reason, Refused
 from agentid.kube import errors
 from agentid.tokens import metadata
+from agentid.tokens.accounts import AccountCache
 from agentid.tokens.agents import AgentCache, published_keys
 from agentid.tokens.exchange import Exchanger, ExchangeRequest
 from agentid.tokens.introspection import INACTIVE, Introspector
@@ -68,7 +70,7 @@ async def client_errors(request: web.Request, handler: Handler) -> web.StreamRes
     except web.HTTPException as error:
         if error.status < 400 or error.status >= 500:
             raise
-        code = "invalid_request" if error.status in (400, 411, 413, 415) else "not_found"
+        code = "invalid_request" if error.status in (400, 408, 411, 413, 415) else "not_found"
         if error.status == 405:
             code = "invalid_request"
         return oauth_error(error.status, code, error.reason)
@@ -80,12 +82,14 @@ class Routes:
         *,
         settings: TokenServiceSettings,
         agents: AgentCache,
+        accounts: AccountCache,
         keyring: IssuerKeyring,
         exchanger: Exchanger,
         introspector: Introspector,
     ) -> None:
         self.settings = settings
         self.agents = agents
+        self.accounts = accounts
         self.keyring = keyring
         self.exchanger = exchanger
         self.introspector = introspector
@@ -115,7 +119,8 @@ class Routes:
         agent = self.agents.get(request.match_info["namespace"], request.match_info["name"])
         if agent is None:
             return oauth_error(404, "not_found", "no such agent")
-        jwks = {"keys": [_public(key.jwk) for key in published_keys(agent)]}
+        now = dt.datetime.now(dt.UTC)
+        jwks = {"keys": [_public(key.jwk) for key in published_keys(agent, self.accounts, now)]}
         return web.json_response(jwks, headers=JWKS_CACHE)
 
     # -- health -----------------------------------------------------------------------------------------------
@@ -130,7 +135,8 @@ class Routes:
 
     @property
     def ready(self) -> bool:
-        return self.agents.synced.is_set() and bool(self.keyring.published())
+        synced = self.agents.synced.is_set() and self.accounts.synced.is_set()
+        return synced and bool(self.keyring.published())
 
     # -- token endpoints --------------------------------------------------------------------------------------
 
@@ -170,7 +176,8 @@ class Routes:
 
 
 def build_app(routes: Routes) -> web.Application:
-    app = web.Application(client_max_size=routes.settings.limits.max_body_bytes, middlewares=[client_errors])
+    limit = routes.settings.limits.max_body_bytes
+    app = web.Application(client_max_size=limit, middlewares=[client_errors, httpbounds.bounded_bodies(limit)])
     routes.install(app)
     return app
 

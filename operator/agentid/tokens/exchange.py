@@ -23,6 +23,7 @@ from agentid.api.v1alpha1 import AgentIdentity
 from agentid.domain import claims
 from agentid.domain.claims import Actor, Error, Reason, Refused
 from agentid.tokens import verification
+from agentid.tokens.accounts import AccountCache
 from agentid.tokens.agents import AgentCache, published_keys
 from agentid.tokens.keyring import IssuerKeyring, utcnow
 from agentid.tokens.reviews import ServiceAccountReviewer
@@ -76,6 +77,7 @@ class Exchanger:
         *,
         settings: TokenServiceSettings,
         agents: AgentCache,
+        accounts: AccountCache,
         keyring: IssuerKeyring,
         reviewer: ServiceAccountReviewer,
         replay: verification.ReplayGuard,
@@ -83,6 +85,7 @@ class Exchanger:
     ) -> None:
         self._settings = settings
         self._agents = agents
+        self._accounts = accounts
         self._keyring = keyring
         self._reviewer = reviewer
         self._replay = replay
@@ -200,8 +203,10 @@ class Exchanger:
         user = await self._reviewer.review(token)
         if user is None:
             raise claims.invalid_token(what)
-        agent = self._agents.by_service_account_uid(user.uid)
-        if agent is None or agent.namespace != user.namespace or agent.status.service_account_name != user.name:
+        # The ServiceAccount itself says whose it is (its controller, by UID); status is never asked.
+        account = self._accounts.by_uid(user.uid)
+        agent = self._agents.by_uid(account.agent_uid) if account is not None else None
+        if agent is None or self._accounts.account_of(agent) != account:  # the agent's own, by name and UID
             raise claims.invalid_token(what)  # a ServiceAccount no (current) agent is bound to
         return Presented(agent=agent, kind=KindOfToken.SERVICE_ACCOUNT)
 
@@ -228,7 +233,8 @@ class Exchanger:
         agent = self._agents.by_agent_id(issuer) if isinstance(issuer, str) else None
         if agent is None:
             raise claims.invalid_token(what)
-        key = next((key for key in published_keys(agent) if key.key_id == header["kid"]), None)
+        published = published_keys(agent, self._accounts, self._clock())
+        key = next((key for key in published if key.key_id == header["kid"]), None)
         if key is None:
             raise claims.invalid_token(what)
         verified = verification.verify(

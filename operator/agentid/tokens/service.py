@@ -16,6 +16,7 @@ from aiohttp import web
 
 from agentid.kube.client import KubeClient
 from agentid.tokens import verification
+from agentid.tokens.accounts import AccountCache
 from agentid.tokens.agents import AgentCache
 from agentid.tokens.app import AccessLogger, Routes, build_app
 from agentid.tokens.exchange import Exchanger
@@ -32,7 +33,8 @@ class TokenService:
     def __init__(self, settings: TokenServiceSettings, client: KubeClient) -> None:
         self.settings = settings
         self.client = client
-        self.agents = AgentCache()
+        self.agents = AgentCache(settings.trust_domain)
+        self.accounts = AccountCache()
         self.keyring = IssuerKeyring(
             client, namespace=settings.namespace, secret_name=settings.secret_name, policy=settings.rotation
         )
@@ -46,6 +48,7 @@ class TokenService:
         self.exchanger = Exchanger(
             settings=settings,
             agents=self.agents,
+            accounts=self.accounts,
             keyring=self.keyring,
             reviewer=self.reviewer,
             replay=verification.ReplayGuard(),
@@ -54,6 +57,7 @@ class TokenService:
         self.routes = Routes(
             settings=settings,
             agents=self.agents,
+            accounts=self.accounts,
             keyring=self.keyring,
             exchanger=self.exchanger,
             introspector=self.introspector,
@@ -66,6 +70,7 @@ class TokenService:
         await self.keyring.refresh()
         self._tasks = [
             asyncio.create_task(self.agents.run(self.client), name="agentid-tokens-agents"),
+            asyncio.create_task(self.accounts.run(self.client), name="agentid-tokens-accounts"),
             asyncio.create_task(self.keyring.run(self.settings.keyring_refresh_seconds), name="agentid-tokens-keyring"),
         ]
         self._runner = web.AppRunner(self.app, access_log_class=AccessLogger, handle_signals=False)
@@ -77,6 +82,7 @@ class TokenService:
     async def wait_ready(self) -> None:
         """Until the first list of agents is in (callers bound the wait with ``asyncio.timeout``)."""
         await self.agents.synced.wait()
+        await self.accounts.synced.wait()
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -49,6 +49,7 @@ class TokenServiceSettings:
     review_cache_entries: int = 10_000
     keyring_refresh_seconds: float = 30.0  # re-read the Secret (other replicas may have rotated) and plan
     limits: Limits = field(default_factory=Limits)
+    trust_domain: str = "cluster.local"  # agent IDs are computed from it, never taken from status
 
     def tls_problem(self) -> str | None:
         """Why this configuration may not serve (an issuer other than loopback needs TLS), or None."""
