@@ -136,6 +136,24 @@ def configmap_editor(cluster: ClusterHandle) -> Iterator[str]:
 
 
 @pytest.fixture
+def admission_webhook(cluster: ClusterHandle, agent_namespace: str) -> None:
+    """Skips unless an agentid admission webhook serves ``agent_namespace``: the session operator's on the
+    embedded control plane, or an installed release's whose namespaceSelector selects it on an existing cluster."""
+    if cluster.local is not None:
+        return
+    labels = kubernetes.client.CoreV1Api(cluster.admin()).read_namespace(agent_namespace).metadata.labels or {}
+    api = kubernetes.client.AdmissionregistrationV1Api(cluster.admin())
+    for configuration in api.list_validating_webhook_configuration().items:
+        for webhook in configuration.webhooks or []:
+            selector = webhook.namespace_selector
+            wanted = (selector.match_labels or {}) if selector is not None else {}
+            exact = selector is None or not selector.match_expressions
+            if webhook.name == "agentidentities.validate.agentid.dev" and exact and wanted.items() <= labels.items():
+                return
+    pytest.skip("no agentid admission webhook serves this namespace (install the chart for it to run admission tests)")
+
+
+@pytest.fixture
 def agent_namespace(cluster: ClusterHandle, operator: OperatorThread, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace that the session operator watches (and, locally, whose agents pass admission)."""
     yield from _fresh_namespace(cluster, request, "a", labels={ADMISSION_LABEL: "enforced"})

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import kubernetes
 import pytest
 import yaml
 
@@ -12,6 +13,7 @@ from agentid.api import v1alpha1
 from tests.support.agents import Agent
 from tests.support.clusters import ClusterHandle
 from tests.support.operator import OperatorThread
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.cluster
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -25,8 +27,22 @@ def _example_namespaces() -> list[str]:
     return sorted({doc["metadata"]["namespace"] for doc in _documents() if doc["kind"] == v1alpha1.KIND})
 
 
+def _namespaces_gone(cluster: ClusterHandle) -> None:
+    """A reused cluster (kind, the normal case) may still be deleting the examples' fixed namespaces from the
+    previous run: applying into a Terminating namespace fails, so wait (bounded) until they are gone."""
+    core = kubernetes.client.CoreV1Api(cluster.admin())
+    fixed = [doc["metadata"]["name"] for doc in _documents() if doc["kind"] == "Namespace"]
+
+    def terminating() -> list[str]:
+        present = {ns.metadata.name: ns for ns in core.list_namespace().items}
+        return [name for name in fixed if name in present and present[name].metadata.deletion_timestamp]
+
+    eventually(lambda: not terminating(), timeout=180, what="the previous run's example namespaces are gone")
+
+
 @pytest.fixture
 def examples_operator(cluster: ClusterHandle, crds: None) -> Iterator[OperatorThread]:
+    _namespaces_gone(cluster)
     operator = OperatorThread(cluster.kubeconfig, namespaces=_example_namespaces()).start()
     yield operator
     cluster.kubectl("delete", "--wait=false", "--ignore-not-found", "-f", str(EXAMPLES))

@@ -56,7 +56,7 @@ def test_supervised_agents_get_read_only_cluster_roles_only(
 
 
 def test_cluster_roles_reaching_secrets_are_refused_by_the_built_in_baseline(
-    cluster: ClusterHandle, agent_namespace: str
+    cluster: ClusterHandle, agent_namespace: str, admission_webhook: None
 ) -> None:
     """edit reads Secrets, and with them the private keys of the other agents in the namespace."""
     with pytest.raises(kubernetes.client.ApiException) as refused:
