@@ -13,8 +13,12 @@ CHART := charts/agentid-operator
 # constrain the project's. tests/integration/test_chart.py runs it on `helm template` output.
 CHECKOV_VERSION := 3.3.30
 CHECKOV := $(VENV)/tools/checkov/bin/checkov
+# actionlint, built once from its Go module into the cache (version pinned in versions.env).
+ACTIONLINT_VERSION := $(shell sed -n 's/^ACTIONLINT_VERSION=//p' operator/agentid/devcluster/versions.env)
+ACTIONLINT := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/agentid/tools/actionlint-$(ACTIONLINT_VERSION)/actionlint
+export AGENTID_ACTIONLINT := $(ACTIONLINT)
 
-.PHONY: test demo lint format crds crds-check control-plane checkov reference unit integration e2e bench clean help
+.PHONY: test demo lint format crds crds-check control-plane checkov actionlint reference unit integration e2e bench clean help
 
 help:
 	@echo "make demo   - start the local control plane and run the agentid story on it"
@@ -60,6 +64,15 @@ $(CHECKOV):
 
 checkov: $(CHECKOV)
 
+# Without Go (an existing-cluster setup), the workflow lint test skips and says why.
+$(ACTIONLINT):
+	@if command -v go >/dev/null; then \
+	  mkdir -p $(dir $@) && GOBIN=$(dir $@) GOTOOLCHAIN=local CGO_ENABLED=0 \
+	    go install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION); \
+	else echo "go not found: actionlint not built (tests/unit/test_workflows.py will skip)"; fi
+
+actionlint: $(ACTIONLINT)
+
 unit: $(INSTALLED)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
@@ -69,7 +82,7 @@ integration: $(INSTALLED) control-plane $(CHECKOV)
 e2e: $(INSTALLED) control-plane
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
-test: $(INSTALLED) control-plane $(CHECKOV) lint
+test: $(INSTALLED) control-plane $(CHECKOV) $(ACTIONLINT) lint
 	$(BIN)/pytest tests $(PYTEST_ARGS)
 
 demo: $(INSTALLED) control-plane
