@@ -18,6 +18,7 @@ from agentid.kube.client import KubeClient
 from agentid.tokens import verification
 from agentid.tokens.agents import AgentCache
 from agentid.tokens.app import AccessLogger, Routes, build_app
+from agentid.tokens.clients import IntrospectionClients
 from agentid.tokens.exchange import Exchanger
 from agentid.tokens.introspection import Introspector
 from agentid.tokens.keyring import IssuerKeyring
@@ -51,12 +52,16 @@ class TokenService:
             replay=verification.ReplayGuard(),
         )
         self.introspector = Introspector(settings=settings, agents=self.agents, keyring=self.keyring)
+        self.clients = IntrospectionClients(
+            reviewer=self.reviewer, exchanger=self.exchanger, max_token_bytes=settings.limits.max_token_bytes
+        )
         self.routes = Routes(
             settings=settings,
             agents=self.agents,
             keyring=self.keyring,
             exchanger=self.exchanger,
             introspector=self.introspector,
+            clients=self.clients,
         )
         self.app = build_app(self.routes)
         self._runner: web.AppRunner | None = None
