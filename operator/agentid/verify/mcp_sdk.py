@@ -87,8 +87,20 @@ class ToolGuard(ServerMiddleware[Any]):
                 return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
             return await call_next(ctx)
         result = await call_next(ctx)
-        if ctx.method == "tools/list" and isinstance(result, ListToolsResult):
-            principal = current_principal()
-            visible = [tool for tool in result.tools if principal and self.policy.decide(principal, tool.name).allowed]
-            result = result.model_copy(update={"tools": visible})
+        if ctx.method == "tools/list":
+            return self._visible(result)
+        return result
+
+    def _visible(self, result: HandlerResult) -> HandlerResult:
+        """Only the tools the calling agent may use (the SDK hands middleware the result model or its dict)."""
+        principal = current_principal()
+
+        def allowed(name: object) -> bool:
+            return principal is not None and isinstance(name, str) and self.policy.decide(principal, name).allowed
+
+        if isinstance(result, ListToolsResult):
+            return result.model_copy(update={"tools": [tool for tool in result.tools if allowed(tool.name)]})
+        if isinstance(result, dict) and isinstance(result.get("tools"), list):
+            tools = [tool for tool in result["tools"] if isinstance(tool, dict) and allowed(tool.get("name"))]
+            return {**result, "tools": tools}
         return result
