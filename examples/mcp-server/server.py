@@ -11,7 +11,7 @@ resource_metadata=...`` (RFC 9728), and serves that metadata naming the agentid 
 server. Tokens must be agentid tokens for exactly ``--resource`` (RFC 8707). Per-tool rules:
 
 - ``list_invoices``, ``read_invoice``: Autonomous and Supervised agents (Supervised agents get read-only tools);
-- ``approve_payment``: Autonomous agents with attribute ``team: finance``,
+- ``approve_payment``: Autonomous agents of cost center 4711 (attribute ``costCenter``),
   directly or through at most one delegating agent;
 - a Suspended agent gets nothing (with ``--introspection-token-file`` a suspension bites within seconds, since
   the token service is asked about every token, cached for 5 s; without it, when the token expires).
@@ -44,7 +44,7 @@ POLICY = Policy(
             name="payments",
             tools=("approve_*",),
             modes=(Supervision.AUTONOMOUS,),
-            attributes={"team": "finance"},
+            attributes={"costCenter": "4711"},
             max_delegation_depth=1,
         ),
     ]

@@ -60,7 +60,7 @@ def finance_agent(
         service,
         namespace,
         name,
-        attributes={"team": "finance"},
+        attributes={"costCenter": "4711"},
         credentials={"audiences": [resource, service.issuer]},
         **spec,
     )
