@@ -13,8 +13,19 @@ import pytest
 
 from agentid.api.v1alpha1 import KeyAlgorithm
 from agentid.domain import keys
-from agentid.verify import AgentPrincipal, InvalidToken, JWKSCache, JWTVerifier, Policy, Rule, Supervision
+from agentid.verify import (
+    AgentPrincipal,
+    IntrospectionClient,
+    InvalidToken,
+    IssuerUnavailable,
+    JWKSCache,
+    JWTVerifier,
+    Policy,
+    Rule,
+    Supervision,
+)
 from agentid.verify.audit import decision_record
+from agentid.verify.introspection import ClientCredentials
 from agentid.verify.principal import MalformedClaims
 from agentid.verify.resource import challenge, metadata_url
 
@@ -235,3 +246,85 @@ def test_symmetric_algorithms_cannot_be_allowed() -> None:
     cache = JWKSCache(ISSUER, http=httpx.AsyncClient())
     with pytest.raises(ValueError, match="asymmetric"):
         JWTVerifier(issuer=ISSUER, audience=TOOL, keys=cache, algorithms=["HS256"])
+
+
+# -- introspection cache ------------------------------------------------------------------------------------------
+
+
+class Introspection:
+    """An introspection endpoint answering from a dict of token -> answer, counting calls and checking the caller."""
+
+    def __init__(self, answers: dict[str, dict[str, Any]]) -> None:
+        self.answers = answers
+        self.calls = 0
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        self.calls += 1
+        if request.headers.get("authorization") != "Bearer tool-sa-token":
+            return httpx.Response(401, json={"error": "invalid_client"})
+        token = dict(httpx.QueryParams(request.content.decode()))["token"]
+        return httpx.Response(200, json=self.answers.get(token, {"active": False}))
+
+
+def live_client(endpoint: Introspection, clock: Clock, **options: Any) -> IntrospectionClient:
+    http = httpx.AsyncClient(transport=httpx.MockTransport(endpoint.handle))
+    credentials = ClientCredentials(headers={"Authorization": "Bearer tool-sa-token"}, form={})
+    return IntrospectionClient(
+        f"{ISSUER}/introspect", http=http, credentials=lambda: credentials, clock=clock, **options
+    )
+
+
+def test_introspection_answers_are_cached_for_the_ttl_never_past_exp_and_bounded() -> None:
+    clock = Clock()
+    answers = {f"t{i}": {"active": True, "exp": clock.now + 100} for i in range(5)}
+    answers["short"] = {"active": True, "exp": clock.now + 2}
+    endpoint = Introspection(answers)
+    live = live_client(endpoint, clock, ttl=5.0, max_entries=3)
+
+    async def scenario() -> None:
+        for _ in range(3):
+            await live.introspect("t0")
+        assert endpoint.calls == 1  # cached
+        clock.now += 5
+        await live.introspect("t0")
+        assert endpoint.calls == 2  # the TTL passed
+        await live.introspect("short")
+        clock.now += 2
+        await live.introspect("short")
+        assert endpoint.calls == 4  # never cached past the token's exp
+        for token in ("t1", "t2", "t3", "t4"):
+            await live.introspect(token)
+        assert len(live) == 3  # bounded
+
+    asyncio.run(scenario())
+
+
+def test_an_inactive_token_or_an_answer_about_another_token_is_invalid() -> None:
+    subject = principal()
+    answers = {
+        "inactive": {"active": False},
+        "other": {"active": True, "jti": "someone-else", "sub": subject.agent_id, "agent": subject.claims["agent"]},
+        "live": {
+            "active": True,
+            "jti": subject.token_id,
+            "sub": subject.agent_id,
+            "agent": {**subject.claims["agent"], "supervision": "Supervised"},
+        },
+    }
+    live = live_client(Introspection(answers), Clock())
+
+    async def scenario() -> None:
+        for token in ("inactive", "other"):
+            with pytest.raises(InvalidToken):
+                await live.live_principal(token, subject)
+        assert (await live.live_principal("live", subject)).supervision is Supervision.SUPERVISED
+
+    asyncio.run(scenario())
+
+
+def test_a_refused_caller_is_not_an_inactive_token() -> None:
+    http = httpx.AsyncClient(transport=httpx.MockTransport(Introspection({}).handle))
+    anonymous = ClientCredentials(headers={}, form={})
+    live = IntrospectionClient(f"{ISSUER}/introspect", http=http, credentials=lambda: anonymous)
+    with pytest.raises(IssuerUnavailable):
+        asyncio.run(live.introspect("t0"))

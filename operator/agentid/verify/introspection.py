@@ -83,6 +83,10 @@ class IntrospectionClient:
         self._cache: collections.OrderedDict[bytes, _Entry] = collections.OrderedDict()
         self.calls = 0  # round trips to the token service (tests and benchmarks read it)
 
+    def __len__(self) -> int:
+        """Answers cached right now."""
+        return len(self._cache)
+
     async def introspect(self, token: str) -> dict[str, Any]:
         """The RFC 7662 answer (cached). Raises ``IssuerUnavailable`` when the service cannot answer."""
         digest = hashlib.sha256(token.encode()).digest()
