@@ -185,7 +185,7 @@ def test_malformed_bodies_get_a_4xx_in_the_oauth_error_shape(
     response = token_service.post(path, body, headers=headers)
     assert 400 <= response.status_code < 500, response.text
     if response.status_code != 200:
-        assert response.json()["error"] in ("invalid_request", "unsupported_grant_type")
+        assert response.json()["error"] in ("invalid_request", "unsupported_grant_type", "invalid_client")
 
 
 def test_unknown_paths_and_methods_are_4xx(token_service: TokenServiceHandle) -> None:
