@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -214,6 +215,7 @@ def configure(cluster: LocalCluster, demo: Demo) -> None:
 
 
 def main() -> int:
+    logging.basicConfig(level=logging.WARNING, format="   %(message)s")  # in-process servers only warn (the MCP SDK)
     step("Start a real Kubernetes control plane (no Docker): etcd + kube-apiserver + kube-controller-manager")
     with tempfile.TemporaryDirectory() as scratch:
         cluster = LocalCluster()

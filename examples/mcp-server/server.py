@@ -107,7 +107,8 @@ def main() -> None:
     parser.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a server in a Pod listens on all interfaces
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # audit records are INFO lines of JSON
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not every JWKS or introspection request
     app, _ = build(
         args.issuer, args.resource, ca_file=args.ca_file, introspection_token_file=args.introspection_token_file
     )
