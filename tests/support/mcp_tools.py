@@ -64,7 +64,7 @@ class McpToolServer:
         self.audit: list[dict[str, Any]] = []
         self._port = free_port()
         self.resource = f"http://127.0.0.1:{self._port}/mcp"
-        app, self._http = example().build(
+        app, _ = example().build(
             issuer,
             self.resource,
             ca_file=ca_file,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -65,6 +67,16 @@ def principal(supervision: str = "Autonomous", depth: int = 0, **agent: Any) -> 
     payload = claims(**({"act": act} if act else {}))
     payload["agent"] = {**payload["agent"], "supervision": supervision, **agent}
     return AgentPrincipal.from_claims(payload)
+
+
+def test_the_library_pulls_in_no_kubernetes_client_kopf_aiohttp_or_pydantic() -> None:
+    """What a tool imports: checked in a fresh interpreter, transitive imports included."""
+    probe = (
+        "import sys, agentid.verify, agentid.verify.asgi; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'kopf', 'kubernetes', 'aiohttp', 'pydantic'}))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
+    assert result.stdout.strip() == "[]"
 
 
 # -- principal ----------------------------------------------------------------------------------------------------
