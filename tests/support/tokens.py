@@ -196,7 +196,7 @@ def tool_service_account_token(cluster: ClusterHandle, issuer: str, name: str = 
     except kubernetes.client.ApiException as error:
         if error.status != 409:
             raise
-    request = {"spec": {"audiences": [issuer], "expirationSeconds": 3600}}
+    request = {"spec": {"audiences": [issuer], "expirationSeconds": 24 * 3600}}  # outlives any test session
     return str(core.create_namespaced_service_account_token(name, SERVICE_NAMESPACE, request).status.token)
 
 
