@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import exchange, footprint, provisioning, report, revocation
+from bench import exchange, footprint, provisioning, report, revocation, tools
 from bench.environment import BenchCluster
 
-BENCHMARKS = ("p1", "p2", "p3", "p4")
+BENCHMARKS = ("p1", "p2", "p3", "p4", "p5")
 
 
 def _sizes(text: str) -> list[int]:
@@ -27,7 +27,7 @@ def _sizes(text: str) -> list[int]:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    p.add_argument("benchmarks", nargs="*", metavar="{p1,p2,p3,p4}", help="which to run (default: all)")
+    p.add_argument("benchmarks", nargs="*", metavar="{p1,p2,p3,p4,p5}", help="which to run (default: all)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes: proves the suite runs, measures nothing")
     p.add_argument("--repeat", type=int, default=1, help="rounds per measurement (report median and spread)")
     p.add_argument("--results", type=Path, default=report.RESULTS, help="where JSON results go")
@@ -44,6 +44,8 @@ def parser() -> argparse.ArgumentParser:
     g3.add_argument("--exchange-agents", type=int, default=20, help="agents whose tokens are exchanged (20)")
     g4 = p.add_argument_group("P4 footprint")
     g4.add_argument("--scale", type=_sizes, default=[1000, 5000], help="agent counts to measure RSS at (1000,5000)")
+    g5 = p.add_argument_group("P5 tool-side verification")
+    g5.add_argument("--requests", type=int, default=20000, help="calls per measurement (20000)")
     g4.add_argument("--resume-timeout", type=float, default=600.0, help="give up waiting for a resume after (600 s)")
     return p
 
@@ -56,6 +58,7 @@ def smoke(args: argparse.Namespace) -> None:
     args.duration = 0.5
     args.exchange_agents = 3
     args.scale = [5, 10]
+    args.requests = 50
     args.repeat = 1
 
 
@@ -83,6 +86,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     agents=args.exchange_agents,
                     repeat=args.repeat,
                 )
+            elif name == "p5":
+                result = await tools.run(cluster, requests=args.requests, repeat=args.repeat)
             else:
                 result = await footprint.run(
                     cluster, scale=args.scale, repeat=args.repeat, resume_timeout=args.resume_timeout

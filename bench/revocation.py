@@ -25,6 +25,7 @@ import aiohttp
 
 from agentid.domain import claims
 from agentid.kube import resources
+from agentid.kube.resources import SERVICE_ACCOUNTS
 from bench import report
 from bench.environment import (
     KUBE_AUDIENCE,
@@ -58,6 +59,7 @@ class Probes:
     def __init__(
         self, namespace: str, server: str, issuer: str, kube: aiohttp.ClientSession, tokens: aiohttp.ClientSession
     ) -> None:
+        self.caller_token = ""  # a tool's ServiceAccount token: introspection callers authenticate (RFC 7662 §2.1)
         self.namespace = namespace
         self.server = server
         self.issuer = issuer
@@ -81,10 +83,14 @@ class Probes:
             return response.status, await response.json()
 
     async def introspect(self, token: str) -> bool:
+        headers = {**FORM, "Authorization": f"Bearer {self.caller_token}"}
         async with self.tokens.post(
-            f"{self.issuer}/introspect", data=urlencode({"token": token}), headers=FORM
+            f"{self.issuer}/introspect", data=urlencode({"token": token}), headers=headers
         ) as response:
-            return bool((await response.json()).get("active"))
+            answer = await response.json()
+            if response.status != 200:  # a refused caller is not a closed path
+                raise RuntimeError(f"introspection refused the caller: {response.status} {answer}")
+            return bool(answer.get("active"))
 
     def closed_checks(self, credentials: Credentials) -> dict[str, Callable[[], Awaitable[bool]]]:
         """Per path: a call that returns True once that path is closed."""
@@ -139,6 +145,7 @@ async def run(cluster: BenchCluster, *, agents: int, probe_interval: float, repe
                 aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as tokens,
             ):
                 probes = Probes(namespace, str(client.configuration.host), cluster.endpoint.issuer, kube, tokens)
+                probes.caller_token = await _tool_token(client, namespace, cluster.endpoint.issuer)
                 for attempt in range(repeat):
                     names = {action: [f"{action}-{attempt}-{i:03d}" for i in range(agents)] for action in ACTIONS}
                     await provision(client, namespace, [name for group in names.values() for name in group])
@@ -194,6 +201,18 @@ async def run(cluster: BenchCluster, *, agents: int, probe_interval: float, repe
             for action, paths in samples.items()
         },
     }
+
+
+async def _tool_token(client: Any, namespace: str, issuer: str) -> str:
+    """A token of a plain (non-agent) ServiceAccount, as a tool calling introspection would hold."""
+    await client.request(
+        "POST",
+        SERVICE_ACCOUNTS.path(namespace),
+        body={"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "bench-tool"}},
+    )
+    path = SERVICE_ACCOUNTS.path(namespace, "bench-tool", "token")
+    body = {"apiVersion": "authentication.k8s.io/v1", "spec": {"audiences": [issuer], "expirationSeconds": 3600}}
+    return str((await client.request("POST", path, body=body))["status"]["token"])
 
 
 async def _credentials(client: Any, probes: Probes, namespace: str, name: str) -> Credentials:

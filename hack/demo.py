@@ -9,23 +9,38 @@
 4. The identity bridge: the agent's ServiceAccount token is exchanged for an agent JWT (RFC 8693) that the
    apiserver itself accepts; a delegated token shows its `act` chain; suspension refuses the exchange at once
    and makes introspection inactive.
-5. Guardrails: a namespace editor cannot hand an agent what a policy forbids or what they do not hold.
-6. One agent is revoked: bindings, key and ServiceAccount disappear; un-revoking is refused.
+5. Tools enforce agent identity: an MCP server (official SDK, examples/mcp-server) admits agents by their agent
+   tokens; with the official MCP client the read tool works, the write tool is refused while Supervised,
+   everything is refused while Suspended, and a delegated call shows the act chain in the tool's audit.
+6. Guardrails: a namespace editor cannot hand an agent what a policy forbids or what they do not hold.
+7. One agent is revoked: bindings, key and ServiceAccount disappear; un-revoking is refused.
 """
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
 import json
+import logging
 import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import TracebackType
+from typing import Any
 
+import httpx2
 import requests
+import uvicorn
 import yaml
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+from mcp_types import TextContent
 
 from agentid.devcluster import assets
 from agentid.devcluster.cluster import LocalCluster, free_port
@@ -39,6 +54,7 @@ TTY = sys.stdout.isatty()
 BOLD, DIM, GREEN, RED, RESET = ("\033[1m", "\033[2m", "\033[32m", "\033[31m", "\033[0m") if TTY else ("",) * 5
 KUBE_AUDIENCE = authnconfig.DEFAULT_KUBE_AUDIENCE
 TOKEN_NAMESPACE = "agentid-system"  # noqa: S105 - a namespace name
+MCP_EXAMPLE = REPO / "examples" / "mcp-server" / "server.py"
 
 
 def step(title: str) -> None:
@@ -78,6 +94,7 @@ class Demo:
         self.token_port = free_port()
         self.webhook_port = free_port()
         self.issuer = f"https://127.0.0.1:{self.token_port}"
+        self.introspection_caller: str | None = None
 
     # -- running commands -----------------------------------------------------------------------------------
 
@@ -161,9 +178,29 @@ class Demo:
         }
         return requests.post(f"{self.issuer}/token", data=data, verify=str(self.cluster.ca.cert_path), timeout=10)
 
+    def subject_token(self, service_account: str, namespace: str = "finance-agents") -> str:
+        """An agent's ServiceAccount token for the token service (what its workload would mount)."""
+        return self.kubectl(
+            "create", "token", service_account, "-n", namespace, f"--audience={self.issuer}", quiet=True
+        )
+
+    def tool_token(self, service_account: str) -> str:
+        """A token of a tool's own ServiceAccount in the token service's namespace, for the issuer audience."""
+        self.kubectl("create", "serviceaccount", service_account, "-n", TOKEN_NAMESPACE, check=False, quiet=True)
+        return self.kubectl(
+            "create", "token", service_account, "-n", TOKEN_NAMESPACE, f"--audience={self.issuer}", quiet=True
+        )
+
     def introspect(self, token: str) -> dict:
+        """RFC 7662 §2.1: the caller authenticates, here as a tool's ServiceAccount."""
+        if self.introspection_caller is None:
+            self.introspection_caller = self.tool_token("demo-tool")
         response = requests.post(
-            f"{self.issuer}/introspect", data={"token": token}, verify=str(self.cluster.ca.cert_path), timeout=10
+            f"{self.issuer}/introspect",
+            data={"token": token},
+            headers={"Authorization": f"Bearer {self.introspection_caller}"},
+            verify=str(self.cluster.ca.cert_path),
+            timeout=10,
         )
         return dict(response.json())
 
@@ -178,6 +215,7 @@ def configure(cluster: LocalCluster, demo: Demo) -> None:
 
 
 def main() -> int:
+    logging.basicConfig(level=logging.WARNING, format="   %(message)s")  # in-process servers only warn (the MCP SDK)
     step("Start a real Kubernetes control plane (no Docker): etcd + kube-apiserver + kube-controller-manager")
     with tempfile.TemporaryDirectory() as scratch:
         cluster = LocalCluster()
@@ -247,6 +285,7 @@ def start_operator(demo: Demo) -> ManagedProcess:
 def run_story(demo: Demo) -> None:
     lifecycle(demo)
     bridge(demo)
+    tools(demo)
     guardrails(demo)
     revocation(demo)
     step("How many agents each policy governs, and how many are out of its bounds")
@@ -405,6 +444,125 @@ def bridge(demo: Demo) -> None:
     demo.kubectl(
         "agentid", "resume", "invoice-triage", "-n", "finance-agents", "--mode=Autonomous", "--wait", quiet=True
     )
+
+
+class ToolServer:
+    """examples/mcp-server (official MCP SDK, streamable HTTP) under uvicorn in a thread, keeping its audit."""
+
+    def __init__(self, demo: Demo, introspection_token_file: Path) -> None:
+        spec = importlib.util.spec_from_file_location("invoices_mcp_example", MCP_EXAMPLE)
+        if spec is None or spec.loader is None:
+            raise RuntimeError(f"cannot load {MCP_EXAMPLE}")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        self.port = free_port()
+        self.resource = f"http://127.0.0.1:{self.port}/mcp"
+        self.audit: list[dict[str, Any]] = []
+        app, _ = module.build(
+            demo.issuer,
+            self.resource,
+            ca_file=str(demo.cluster.ca.cert_path),
+            introspection_token_file=str(introspection_token_file),
+            audit_sink=self.audit.append,
+        )
+        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self._thread = threading.Thread(target=self._server.run, name="invoices-mcp", daemon=True)
+
+    def __enter__(self) -> ToolServer:
+        self._thread.start()
+        wait_until("the MCP server listens", lambda: self._server.started, timeout=30)
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self._server.should_exit = True
+        self._thread.join(30)
+
+
+def call_tools(resource: str, token: str, calls: list[tuple[str, dict[str, str]]]) -> list[str]:
+    """An agent calls the tools with the official MCP client over streamable HTTP; one line per call."""
+
+    async def session() -> list[str]:
+        http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        lines = []
+        async with http, Client(streamable_http_client(resource, http_client=http)) as client:
+            for name, arguments in calls:
+                result = await client.call_tool(name, arguments)
+                text = " ".join("".join(b.text for b in result.content if isinstance(b, TextContent)).split())
+                mark = f"{RED}refused{RESET}" if result.is_error else f"{GREEN}ok{RESET}"
+                lines.append(f"{name}: {mark}  {text[:110]}")
+        return lines
+
+    outcome: list[str] = []
+    try:
+        outcome = asyncio.run(session())
+    except* MCPError:
+        outcome = [f"{RED}refused before any tool ran{RESET}: the MCP server answered 401 (the token is inactive)"]
+    return outcome
+
+
+def tools(demo: Demo) -> None:
+    step("Tools enforce agent identity: an MCP server (official SDK) admits agents by their agent tokens")
+    token_file = demo.scratch / "invoices-mcp.token"
+    token_file.write_text(demo.tool_token("invoices-mcp"))  # the tool's own ServiceAccount, for introspection
+    with ToolServer(demo, token_file) as server:
+        say(f"examples/mcp-server at {server.resource}: read tools for Autonomous and Supervised agents,")
+        say("approve_payment for Autonomous agents of cost center 4711; live supervision via introspection (5 s cache)")
+        for agent in ("invoice-triage", "ledger-reconciler"):
+            patch = [{"op": "add", "path": "/spec/credentials/audiences/-", "value": server.resource}]
+            demo.kubectl("patch", "agentid", agent, "-n", "finance-agents", "--type=json", "-p", json.dumps(patch))
+        subject = demo.subject_token("invoice-triage-agent")
+        wait_until(
+            "the token service sees the new audience",
+            lambda: demo.exchange(subject, resource=server.resource).status_code == 200,
+            timeout=30,
+        )
+        token = demo.exchange(subject, resource=server.resource).json()["access_token"]
+        say("POST /token with resource=<the MCP server> (RFC 8707): a token for exactly that one tool")
+        calls = [("read_invoice", {"invoice_id": "INV-1"}), ("approve_payment", {"invoice_id": "INV-1"})]
+        for line in call_tools(server.resource, token, calls):
+            say(line)
+
+        demo.kubectl(
+            "--as=carol@example.com", "patch", "agentid", "invoice-triage", "-n", "finance-agents", "--type=merge",
+            "-p", json.dumps({"spec": {"supervision": {"mode": "Supervised", "reason": "odd invoices today"}}}),
+        )  # fmt: skip
+        say("carol puts invoice-triage under supervision; the same token, a few seconds later:")
+        wait_until(
+            "the write tool refused",
+            lambda: "refused" in call_tools(server.resource, token, calls[1:])[0],
+            timeout=30,
+        )
+        for line in call_tools(server.resource, token, calls):
+            say(line)
+
+        demo.kubectl("agentid", "suspend", "invoice-triage", "-n", "finance-agents", "--reason=demo: kill switch")
+        wait_until(
+            "everything refused",
+            lambda: "before any tool" in call_tools(server.resource, token, calls[:1])[0],
+            timeout=30,
+        )
+        for line in call_tools(server.resource, token, calls):
+            say(line)
+        demo.kubectl(
+            "agentid", "resume", "invoice-triage", "-n", "finance-agents", "--mode=Autonomous", "--wait", quiet=True
+        )
+
+        step("A delegated call: the month-end orchestrator reads an invoice on behalf of the ledger reconciler")
+        orchestrator = demo.exchange(demo.subject_token("month-end-orchestrator-agent")).json()["access_token"]
+        ledger = demo.subject_token("ledger-reconciler-agent")
+        delegated = demo.exchange(
+            ledger, resource=server.resource, actor_token=orchestrator, actor_token_type=claims.TOKEN_TYPE_JWT
+        ).json()["access_token"]
+        for line in call_tools(server.resource, delegated, calls):
+            say(line)
+        say(
+            "The tool's audit (one JSON record per decision; agent, owner, supervision, act chain, jti, never a token):"
+        )
+        for record in server.audit[-2:]:
+            shown = {key: record[key] for key in ("tool", "decision", "reason", "agent", "owner", "supervision")}
+            say(json.dumps(shown | {"act_chain": record["act_chain"], "jti": record["jti"]}))
 
 
 def guardrails(demo: Demo) -> None:

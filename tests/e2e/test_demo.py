@@ -28,6 +28,9 @@ def test_the_demo_tells_the_story_and_leaves_nothing_behind() -> None:
         "the owner carol@example.com does not hold 'update configmaps'",
         "revoked is terminal",
         "Autonomous -> Supervised by carol@example.com",
+        "approve_payment: refused  refused by agentid: Supervised agents may not use this tool",
+        "refused before any tool ran",
+        '"act_chain": ["spiffe://cluster.local/ns/finance-agents/agent/month-end-orchestrator"]',
         "Done: every process stopped",
     ):
         assert milestone in output, milestone

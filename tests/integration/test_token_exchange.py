@@ -167,7 +167,8 @@ def test_an_assertion_signed_with_the_agents_own_key_is_exchanged_once(
     assert verify_with_pyjwt(token_service, response.json()["access_token"])["sub"] == agent.agent_id
 
     replayed = token_service.post("/token", form)
-    assert (replayed.status_code, replayed.json()["error"]) == (401, "invalid_grant")
+    # RFC 7523 §3.1: a bad (here: replayed) grant assertion is invalid_grant, HTTP 400 (RFC 6749 §5.2).
+    assert (replayed.status_code, replayed.json()["error"]) == (400, "invalid_grant")
 
     # The same proof works as an RFC 8693 subject token.
     exchanged = token_service.exchange(agent.assertion(token_service.issuer), audience=MCP)

@@ -129,8 +129,10 @@ def test_hostile_subject_tokens_are_refused_without_a_5xx_or_a_logged_token(
     hostile = hostile_tokens(token_service, genuine)
     for name, token in hostile.items():
         response = token_service.exchange(token, audience=MCP)
-        assert response.status_code in (400, 401, 413), f"{name}: {response.status_code} {response.text}"
-        assert response.json()["error"] in ("invalid_grant", "invalid_request"), name
+        # RFC 8693 §2.2.2: an invalid subject_token is invalid_request; RFC 6749 §5.2: HTTP 400.
+        assert response.status_code in (400, 413), f"{name}: {response.status_code} {response.text}"
+        assert response.json()["error"] == "invalid_request", name
+        assert "WWW-Authenticate" not in response.headers, name
     for token in [*hostile.values(), genuine["token"]]:
         signature = token.rsplit(".", 1)[-1]
         assert (signature or token) not in token_log(), "a token reached the logs"
@@ -141,7 +143,8 @@ def test_hostile_tokens_are_inactive_at_introspection_without_a_5xx(
 ) -> None:
     assert token_service.introspect(genuine["token"])["active"] is True
     for name, token in hostile_tokens(token_service, genuine).items():
-        response = token_service.post("/introspect", {"token": token})
+        caller = {"Authorization": f"Bearer {token_service.caller_token}"}
+        response = token_service.post("/introspect", {"token": token}, headers=caller)
         assert response.status_code in (200, 413), f"{name}: {response.status_code} {response.text}"
         if response.status_code == 200:
             assert response.json() == {"active": False}, name
@@ -150,7 +153,8 @@ def test_hostile_tokens_are_inactive_at_introspection_without_a_5xx(
 def test_hostile_actor_tokens_are_refused(token_service: TokenServiceHandle, genuine: dict[str, Any]) -> None:
     for name, token in hostile_tokens(token_service, genuine).items():
         response = token_service.delegate(genuine["token"], token)
-        assert response.status_code in (400, 401, 413), f"{name}: {response.status_code}"
+        assert response.status_code in (400, 413), f"{name}: {response.status_code}"
+        assert response.json()["error"] == "invalid_request", name
 
 
 @pytest.mark.parametrize(
@@ -181,7 +185,7 @@ def test_malformed_bodies_get_a_4xx_in_the_oauth_error_shape(
     response = token_service.post(path, body, headers=headers)
     assert 400 <= response.status_code < 500, response.text
     if response.status_code != 200:
-        assert response.json()["error"] in ("invalid_request", "unsupported_grant_type")
+        assert response.json()["error"] in ("invalid_request", "unsupported_grant_type", "invalid_client")
 
 
 def test_unknown_paths_and_methods_are_4xx(token_service: TokenServiceHandle) -> None:

@@ -81,7 +81,7 @@ def test_a_service_account_no_agent_is_bound_to_is_refused(
     core.create_namespaced_service_account(token_namespace, {"metadata": {"name": "plain-workload"}})
     request = {"spec": {"audiences": [token_service.issuer], "expirationSeconds": 600}}
     token = core.create_namespaced_service_account_token("plain-workload", token_namespace, request).status.token
-    assert error_of(token_service.exchange(token)) == (401, "invalid_grant")
+    assert error_of(token_service.exchange(token)) == (400, "invalid_request")
 
 
 def test_a_service_account_token_for_another_audience_is_refused(
@@ -89,7 +89,7 @@ def test_a_service_account_token_for_another_audience_is_refused(
 ) -> None:
     agent = provisioned(cluster, token_service, token_namespace, "triage", **SPEC)
     for_the_apiserver = agent.service_account_token(cluster.server)
-    assert error_of(token_service.exchange(for_the_apiserver)) == (401, "invalid_grant")
+    assert error_of(token_service.exchange(for_the_apiserver)) == (400, "invalid_request")
 
 
 def test_a_deleted_and_recreated_agent_does_not_honour_the_old_incarnations_tokens(
@@ -108,10 +108,10 @@ def test_a_deleted_and_recreated_agent_does_not_honour_the_old_incarnations_toke
     assert new.uid != old_uid
 
     # The old ServiceAccount token names a UID no agent is bound to (or no longer authenticates at all).
-    assert error_of(token_service.exchange(old_subject)) == (401, "invalid_grant")
+    assert error_of(token_service.exchange(old_subject)) == (400, "invalid_request")
     # The old agent token names the old agent UID: not exchangeable, not active.
     exchanged = token_service.exchange(old_agent_token, subject_token_type=claims.TOKEN_TYPE_ACCESS_TOKEN)
-    assert error_of(exchanged) == (401, "invalid_grant")
+    assert error_of(exchanged) == (400, "invalid_request")
     assert token_service.introspect(old_agent_token) == {"active": False}
     # The new incarnation works with its own ServiceAccount token.
     assert token_service.exchange(new.service_account_token(token_service.issuer)).status_code == 200
@@ -130,7 +130,7 @@ def test_a_status_naming_another_service_account_uid_is_not_matched_by_name(
     assert agent.status()["grantedRules"] == 0
     assert "serviceAccountUID" not in agent.status()
     impostor = ProvisionedAgent(agent).service_account_token(token_service.issuer)
-    assert error_of(token_service.exchange(impostor)) == (401, "invalid_grant")
+    assert error_of(token_service.exchange(impostor)) == (400, "invalid_request")
     # Once the stranger is gone, the agent gets a ServiceAccount of its own (a new UID) and its access.
     core.delete_namespaced_service_account("triage-agent", token_namespace)
     status = agent.wait_ready()

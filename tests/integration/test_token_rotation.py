@@ -19,6 +19,7 @@ from tests.support.tokens import (
     fresh_endpoint,
     provisioned,
     start_token_service,
+    tool_service_account_token,
 )
 
 pytestmark = pytest.mark.cluster
@@ -38,7 +39,8 @@ class Rotating:
 
     def _start(self) -> TokenServiceHandle:
         thread = start_token_service(self.cluster, self.endpoint, secret_name=self.secret_name, rotation=POLICY)
-        return TokenServiceHandle(self.endpoint, thread)
+        caller = tool_service_account_token(self.cluster, self.endpoint.issuer)
+        return TokenServiceHandle(self.endpoint, thread, caller_token=caller)
 
     def restart(self) -> None:
         self.stop()

@@ -108,6 +108,7 @@ class TokenServiceHandle:
     endpoint: TokenServiceEndpoint
     thread: TokenServiceThread
     session: requests.Session = field(default_factory=requests.Session)
+    caller_token: str | None = None  # a tool's ServiceAccount token: introspection requires client authentication
 
     @property
     def issuer(self) -> str:
@@ -156,7 +157,8 @@ class TokenServiceHandle:
         return str(response.json()["access_token"])
 
     def introspect(self, token: str) -> dict[str, Any]:
-        response = self.post("/introspect", {"token": token})
+        assert self.caller_token is not None, "the handle has no introspection caller"
+        response = self.post("/introspect", {"token": token}, headers={"Authorization": f"Bearer {self.caller_token}"})
         assert response.status_code == 200, response.text
         result: dict[str, Any] = response.json()
         return result
@@ -185,6 +187,19 @@ def fresh_endpoint() -> TokenServiceEndpoint:
     )
 
 
+def tool_service_account_token(cluster: ClusterHandle, issuer: str, name: str = "tool") -> str:
+    """The token a tool running as ServiceAccount ``agentid-system/<name>`` authenticates to introspection with."""
+    ensure_namespace(cluster, SERVICE_NAMESPACE)
+    core = kubernetes.client.CoreV1Api(cluster.admin())
+    try:
+        core.create_namespaced_service_account(SERVICE_NAMESPACE, {"metadata": {"name": name}})
+    except kubernetes.client.ApiException as error:
+        if error.status != 409:
+            raise
+    request = {"spec": {"audiences": [issuer], "expirationSeconds": 24 * 3600}}  # outlives any test session
+    return str(core.create_namespaced_service_account_token(name, SERVICE_NAMESPACE, request).status.token)
+
+
 def ensure_namespace(cluster: ClusterHandle, name: str) -> None:
     core = kubernetes.client.CoreV1Api(cluster.admin())
     try:
@@ -211,6 +226,7 @@ def token_service_fixture(cluster: ClusterHandle, crds: None) -> Iterator[TokenS
     """One token service for the session (this module is a pytest plugin: see ``pytest_plugins`` in conftest)."""
     endpoint = session_endpoint(cluster)
     handle = TokenServiceHandle(endpoint, start_token_service(cluster, endpoint))
+    handle.caller_token = tool_service_account_token(cluster, handle.issuer)
     yield handle
     handle.session.close()
     handle.thread.stop()

@@ -44,6 +44,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     embedded.add_argument("--token-service-tls-cert", type=Path, help="its serving certificate (PEM)")
     embedded.add_argument("--token-service-tls-key", type=Path, help="its serving key (PEM)")
     embedded.add_argument("--token-service-namespace", default=DEFAULT_NAMESPACE, help="namespace of its key Secret")
+    embedded.add_argument("--token-service-access-token-audience", action="append", default=[], metavar="AUD",
+                          help="mint tokens for AUD as RFC 9068 access tokens (typ at+jwt; repeatable)")  # fmt: skip
     run.set_defaults(func=run_command)
 
 
@@ -91,4 +93,5 @@ def _token_service_settings(args: argparse.Namespace) -> TokenServiceSettings | 
         tls=tls,
         namespace=args.token_service_namespace,
         trust_domain=args.trust_domain,
+        access_token_audiences=tuple(args.token_service_access_token_audience),
     )

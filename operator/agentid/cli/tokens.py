@@ -62,6 +62,13 @@ def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         metavar="AUD",
         help="audience SA tokens must carry (repeatable; default: the issuer)",
     )
+    serve_parser.add_argument(
+        "--access-token-audience",
+        action="append",
+        default=[],
+        metavar="AUD",
+        help="mint tokens for this audience as RFC 9068 access tokens (typ at+jwt, client_id; repeatable)",
+    )
     serve_parser.add_argument("--rotation-period", default="720h", help="how long one issuer key signs")
     serve_parser.add_argument("--rotation-lead", default="10m", help="how long a new key is published before use")
     serve_parser.add_argument("--kubeconfig", help="kubeconfig (default: in-cluster, then $KUBECONFIG)")
@@ -137,6 +144,7 @@ def serve_settings(args: argparse.Namespace) -> TokenServiceSettings:
         namespace=args.namespace,
         secret_name=args.secret_name,
         subject_audiences=tuple(args.subject_audience),
+        access_token_audiences=tuple(args.access_token_audience),
         rotation=RotationPolicy(period=parse_duration(args.rotation_period), lead=parse_duration(args.rotation_lead)),
         limits=Limits(),
         trust_domain=args.trust_domain,

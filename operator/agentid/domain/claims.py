@@ -21,6 +21,8 @@ from agentid.api.v1alpha1 import AgentIdentity, Phase, SupervisionMode
 # RFC 8693 / RFC 7523 identifiers.
 GRANT_TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 - a URN
 GRANT_JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+GRANT_CLIENT_CREDENTIALS = "client_credentials"  # with private_key_jwt client authentication (RFC 7523 §2.2)
+CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 TOKEN_TYPE_JWT = "urn:ietf:params:oauth:token-type:jwt"  # noqa: S105 - a URN
 TOKEN_TYPE_ACCESS_TOKEN = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105 - a URN, not a secret
 SUBJECT_TOKEN_TYPES = frozenset({TOKEN_TYPE_JWT, TOKEN_TYPE_ACCESS_TOKEN})
@@ -37,6 +39,7 @@ class Error(StrEnum):
     """RFC 6749 §5.2 and RFC 8693 §2.2.2 error codes."""
 
     INVALID_REQUEST = "invalid_request"
+    INVALID_CLIENT = "invalid_client"
     INVALID_GRANT = "invalid_grant"
     INVALID_TARGET = "invalid_target"
     UNSUPPORTED_GRANT_TYPE = "unsupported_grant_type"
@@ -56,6 +59,7 @@ class Reason(StrEnum):
     NO_AUDIENCE = "NoAudience"
     AUDIENCE_NOT_ALLOWED = "AudienceNotAllowed"
     AUDIENCE_WIDENED = "AudienceWidened"
+    ONE_TARGET = "OneTarget"
     LIFETIME_TOO_LONG = "LifetimeTooLong"
     ACTOR_NOT_ALLOWED = "ActorNotAllowed"
     ACTOR_DELEGATED = "ActorDelegated"
@@ -73,9 +77,13 @@ class Refused(Exception):
         self.description = description
 
 
-def invalid_token(what: str = "the presented token") -> Refused:
-    """The one refusal for every unverifiable token: no detail on *why* leaks to the presenter."""
-    return Refused(Error.INVALID_GRANT, Reason.INVALID_TOKEN, f"{what} is not valid")
+def invalid_token(what: str = "the presented token", error: Error = Error.INVALID_GRANT) -> Refused:
+    """The one refusal for every unverifiable token: no detail on *why* leaks to the presenter.
+
+    ``error`` is the code the request kind asks for: ``invalid_grant`` for an RFC 7523 grant assertion (RFC 7523
+    §3.1), ``invalid_request`` for an RFC 8693 subject or actor token (§2.2.2), ``invalid_client`` for client
+    authentication (RFC 6749 §5.2)."""
+    return Refused(error, Reason.INVALID_TOKEN, f"{what} is not valid")
 
 
 # -- may this agent hold tokens at all? -------------------------------------------------------------------------
@@ -184,6 +192,29 @@ def choose_audience(
                 "the requested audience is wider than the audience of the subject token",
             )
     return wanted
+
+
+def requested_targets(audiences: Sequence[str], resources: Sequence[str]) -> list[str]:
+    """The audiences a request asks for. RFC 8707: a ``resource`` yields a token for exactly that one resource, so
+    several resources, or an ``audience`` naming anything else, are refused rather than merged into one token."""
+    if not resources:
+        return list(audiences)
+    if len(set(resources) | set(audiences)) != 1:
+        raise Refused(
+            Error.INVALID_TARGET, Reason.ONE_TARGET, "a token is issued for exactly one resource; request one per token"
+        )
+    return [resources[0]]
+
+
+def check_profile(audience: Sequence[str], access_token_audiences: Iterable[str]) -> bool:
+    """Whether the token is minted as an RFC 9068 access token (``typ: at+jwt``, ``client_id``): when its audience is
+    one configured for that profile. Such a token has that one audience only: a token cannot be both profiles."""
+    profiled = set(audience) & set(access_token_audiences)
+    if profiled and len(audience) > 1:
+        raise Refused(
+            Error.INVALID_TARGET, Reason.ONE_TARGET, "an RFC 9068 access token is issued for exactly one audience"
+        )
+    return bool(profiled)
 
 
 def choose_lifetime(
@@ -326,8 +357,11 @@ def build_claims(
     lifetime: dt.timedelta,
     jti: str,
     act: Mapping[str, Any] | None = None,
+    access_token_profile: bool = False,
 ) -> dict[str, Any]:
-    """The claims of an agent token (api.md "Agent tokens"). ``aud`` is a string when there is one audience."""
+    """The claims of an agent token (api.md "Agent tokens"). ``aud`` is a string when there is one audience.
+
+    With ``access_token_profile`` the RFC 9068 ``client_id`` claim is added: the agent is the OAuth client."""
     if not agent.status.agent_id:
         raise Refused(Error.INVALID_GRANT, Reason.NOT_PROVISIONED, _STATE_MESSAGES[Reason.NOT_PROVISIONED])
     iat = int(issued_at.timestamp())
@@ -341,6 +375,8 @@ def build_claims(
         "jti": jti,
         "agent": agent_claim(agent),
     }
+    if access_token_profile:
+        claims["client_id"] = agent.status.agent_id
     if act:
         claims["act"] = dict(act)
     return claims

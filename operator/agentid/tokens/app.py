@@ -20,11 +20,12 @@ from aiohttp.abc import AbstractAccessLogger
 
 from agentid import httpbounds
 from agentid.domain import keys
-from agentid.domain.claims import Error, Reason, Refused
+from agentid.domain.claims import Error, Refused
 from agentid.kube import errors
 from agentid.tokens import metadata
 from agentid.tokens.accounts import AccountCache
 from agentid.tokens.agents import AgentCache, published_keys
+from agentid.tokens.clients import AmbiguousClient, IntrospectionClients
 from agentid.tokens.exchange import Exchanger, ExchangeRequest
 from agentid.tokens.introspection import INACTIVE, Introspector
 from agentid.tokens.keyring import IssuerKeyring
@@ -36,6 +37,11 @@ MULTI_VALUED = frozenset({"audience", "resource"})  # RFC 8693 §2.1: may repeat
 MAX_FIELDS = 48
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 JWKS_CACHE = {"Cache-Control": "public, max-age=60"}
+CHALLENGE = 'Bearer realm="agentid"'  # RFC 6749 §5.2: a 401 invalid_client names the scheme to use
+NO_INTERACTIVE_LOGIN = (
+    "this authorization server issues tokens to workloads only (token exchange, JWT bearer, client credentials); "
+    "there is no interactive authorization"
+)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -59,7 +65,8 @@ class AccessLogger(AbstractAccessLogger):
 
 
 def oauth_error(status: int, error: str, description: str) -> web.Response:
-    return web.json_response({"error": error, "error_description": description}, status=status, headers=NO_STORE)
+    headers = {**NO_STORE, "WWW-Authenticate": CHALLENGE} if status == 401 else NO_STORE
+    return web.json_response({"error": error, "error_description": description}, status=status, headers=headers)
 
 
 @web.middleware
@@ -86,6 +93,7 @@ class Routes:
         keyring: IssuerKeyring,
         exchanger: Exchanger,
         introspector: Introspector,
+        clients: IntrospectionClients,
     ) -> None:
         self.settings = settings
         self.agents = agents
@@ -93,12 +101,14 @@ class Routes:
         self.keyring = keyring
         self.exchanger = exchanger
         self.introspector = introspector
+        self.clients = clients
 
     def install(self, app: web.Application) -> None:
         app.router.add_get("/.well-known/openid-configuration", self.openid_configuration)
         app.router.add_get("/.well-known/oauth-authorization-server", self.oauth_metadata)
         app.router.add_get("/jwks.json", self.jwks)
         app.router.add_get("/agents/{namespace}/{name}/jwks.json", self.agent_jwks)
+        app.router.add_get("/authorize", self.authorize)
         app.router.add_post("/token", self.token)
         app.router.add_post("/introspect", self.introspect)
         app.router.add_get("/healthz", self.healthz)
@@ -150,7 +160,7 @@ class Routes:
         except BadRequest as error:
             return oauth_error(400, Error.INVALID_REQUEST.value, error.description)
         except Refused as refusal:
-            status = 401 if refusal.reason is Reason.INVALID_TOKEN else 400
+            status = 401 if refusal.error is Error.INVALID_CLIENT else 400  # RFC 6749 §5.2
             return oauth_error(status, refusal.error.value, refusal.description)
         except errors.ApiError as error:
             logger.warning("token exchange could not reach the apiserver: %s %s", error.status, error.reason)
@@ -163,15 +173,27 @@ class Routes:
         }
         return web.json_response(body, headers=NO_STORE)
 
+    async def authorize(self, request: web.Request) -> web.Response:
+        """RFC 6749 §4.1.2.1 without a trusted redirect URI: the error goes to the user agent, never redirected."""
+        return oauth_error(400, "unsupported_response_type", NO_INTERACTIVE_LOGIN)
+
     async def introspect(self, request: web.Request) -> web.Response:
         try:
             form = await _form(request)
+            caller = await self.clients.authenticate(request.headers.get("Authorization"), form)
             token = _single(form, "token")
-            if token is None:
+            if caller is not None and token is None:
                 raise BadRequest("token is required")
         except BadRequest as error:
             return oauth_error(400, Error.INVALID_REQUEST.value, error.description)
-        result = self.introspector.introspect(token) if token else dict(INACTIVE)
+        except AmbiguousClient:
+            return oauth_error(400, Error.INVALID_REQUEST.value, "use exactly one client authentication method")
+        except errors.ApiError as error:
+            logger.warning("introspection could not reach the apiserver: %s %s", error.status, error.reason)
+            return oauth_error(503, "temporarily_unavailable", "the apiserver could not review the caller")
+        if caller is None:
+            return oauth_error(401, Error.INVALID_CLIENT.value, "introspection requires client authentication")
+        result = self.introspector.introspect(token, caller=caller.name) if token else dict(INACTIVE)
         return web.json_response(result, headers=NO_STORE, dumps=_dumps)
 
 
@@ -211,8 +233,9 @@ def _exchange_request(form: dict[str, list[str]], max_audiences: int) -> Exchang
     grant_type = _single(form, "grant_type")
     if not grant_type:
         raise BadRequest("grant_type is required")
-    audiences = tuple(value for name in ("audience", "resource") for value in form.get(name, []) if value)
-    if len(audiences) > max_audiences:
+    audiences = tuple(value for value in form.get("audience", []) if value)
+    resources = tuple(value for value in form.get("resource", []) if value)
+    if len(audiences) + len(resources) > max_audiences:
         raise BadRequest("too many audiences")
     return ExchangeRequest(
         grant_type=grant_type,
@@ -222,6 +245,10 @@ def _exchange_request(form: dict[str, list[str]], max_audiences: int) -> Exchang
         actor_token_type=_single(form, "actor_token_type"),
         assertion=_single(form, "assertion"),
         audiences=audiences,
+        resources=resources,
+        client_id=_single(form, "client_id"),
+        client_assertion_type=_single(form, "client_assertion_type"),
+        client_assertion=_single(form, "client_assertion"),
         requested_token_type=_single(form, "requested_token_type"),
         lifetime=_lifetime(_single(form, "expires_in")),
     )

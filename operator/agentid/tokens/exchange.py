@@ -6,6 +6,11 @@ Called by the HTTP layer (``tokens.app``) with a parsed request; returns the sig
 - an agent token issued here → the issuer keyring → the agent with the UID in its ``agent`` claim;
 - an assertion an agent signed with its own key (``iss`` = ``sub`` = its agent ID, single use).
 The presented token's ``iss`` only routes it to a verifier; nothing is decided on unverified content.
+The same agent-signed assertion also authenticates an agent as an OAuth client (RFC 7523 §2.2 ``private_key_jwt``):
+for the ``client_credentials`` grant, and for introspection callers.
+
+Refusal codes follow the request kind: an unverifiable subject or actor token is ``invalid_request`` (RFC 8693
+§2.2.2), a bad grant assertion ``invalid_grant`` (RFC 7523 §3.1), a bad client assertion ``invalid_client``.
 """
 
 from __future__ import annotations
@@ -47,8 +52,12 @@ class ExchangeRequest:
     actor_token_type: str | None = None
     assertion: str | None = None
     audiences: tuple[str, ...] = ()
+    resources: tuple[str, ...] = ()  # RFC 8707: each names exactly one target
     requested_token_type: str | None = None
     lifetime: dt.timedelta | None = None
+    client_id: str | None = None
+    client_assertion_type: str | None = None
+    client_assertion: str | None = None
 
 
 @dataclass(frozen=True)
@@ -129,6 +138,9 @@ class Exchanger:
         return issued
 
     async def _subject(self, request: ExchangeRequest) -> Presented:
+        client_auth = request.client_assertion is not None or request.client_assertion_type is not None
+        if client_auth and request.grant_type != claims.GRANT_CLIENT_CREDENTIALS:
+            raise _malformed("client authentication is only used with the client_credentials grant")
         if request.grant_type == claims.GRANT_TOKEN_EXCHANGE:
             if not request.subject_token or request.subject_token_type is None:
                 raise _malformed("subject_token and subject_token_type are required")
@@ -139,6 +151,8 @@ class Exchanger:
             if not request.assertion:
                 raise _malformed("assertion is required")
             return self._authenticate_assertion(request.assertion, what="the assertion")
+        if request.grant_type == claims.GRANT_CLIENT_CREDENTIALS:
+            return self.authenticate_client(request.client_assertion_type, request.client_assertion, request.client_id)
         raise Refused(Error.UNSUPPORTED_GRANT_TYPE, Reason.MALFORMED_REQUEST, "unsupported grant_type")
 
     async def _issue(self, request: ExchangeRequest, subject: Presented) -> Issued:
@@ -163,9 +177,9 @@ class Exchanger:
                 not_after.append(actor.expires_at)
         elif subject.chain:
             claims.check_chain(subject.agent, subject.chain)
-        audience = claims.choose_audience(
-            subject.agent, request.audiences, issuer=self._settings.issuer, ceiling=subject.audience
-        )
+        wanted = claims.requested_targets(request.audiences, request.resources)
+        audience = claims.choose_audience(subject.agent, wanted, issuer=self._settings.issuer, ceiling=subject.audience)
+        access_token_profile = claims.check_profile(audience, self._settings.access_token_audiences)
         lifetime = claims.choose_lifetime(subject.agent, request.lifetime, now=now, not_after=not_after)
         signing = self._keyring.signing_key()
         payload = claims.build_claims(
@@ -176,9 +190,11 @@ class Exchanger:
             lifetime=lifetime,
             jti=str(uuid.uuid4()),
             act=act,
+            access_token_profile=access_token_profile,
         )
+        typ = verification.TYP_ACCESS_TOKEN if access_token_profile else verification.TYP_JWT
         token = jwt.encode(
-            payload, signing.private_key, algorithm=signing.jws_algorithm, headers={"kid": signing.key_id, "typ": "JWT"}
+            payload, signing.private_key, algorithm=signing.jws_algorithm, headers={"kid": signing.key_id, "typ": typ}
         )
         return Issued(
             token=token,
@@ -190,6 +206,33 @@ class Exchanger:
     # -- who is presenting? -----------------------------------------------------------------------------------
 
     async def authenticate(self, token: str, *, what: str) -> Presented:
+        """A subject or actor token: an unverifiable one is ``invalid_request`` (RFC 8693 §2.2.2)."""
+        try:
+            return await self._authenticate(token, what=what)
+        except Refused as refusal:
+            if refusal.reason is Reason.INVALID_TOKEN:
+                raise claims.invalid_token(what, Error.INVALID_REQUEST) from None
+            raise
+
+    def authenticate_client(
+        self, assertion_type: str | None, assertion: str | None, client_id: str | None
+    ) -> Presented:
+        """RFC 7523 §2.2 ``private_key_jwt``: an assertion signed with the agent's own key authenticates the agent as
+        the client (``client_id`` = its agent ID). Anything else is ``invalid_client``."""
+        what = "the client assertion"
+        try:
+            if assertion_type != claims.CLIENT_ASSERTION_TYPE or not assertion:
+                raise claims.invalid_token(what)
+            presented = self._authenticate_assertion(assertion, what=what)
+            if client_id is not None and client_id != presented.agent.status.agent_id:
+                raise claims.invalid_token(what)
+        except Refused as refusal:
+            if refusal.reason is Reason.INVALID_TOKEN:
+                raise claims.invalid_token(what, Error.INVALID_CLIENT) from None
+            raise
+        return presented
+
+    async def _authenticate(self, token: str, *, what: str) -> Presented:
         """Route by the (unverified) issuer to the one verifier that may vouch for the token, then verify fully."""
         max_bytes = self._settings.limits.max_token_bytes
         issuer = verification.unverified_claims(token, max_bytes).get("iss")
@@ -242,7 +285,7 @@ class Exchanger:
             None,
             public_jwk=key.jwk,
             issuer=agent.status.agent_id,
-            audience=[self._settings.issuer, self._settings.token_endpoint],
+            audience=[self._settings.issuer, self._settings.token_endpoint, self._settings.introspection_endpoint],
             required=verification.ASSERTION_CLAIMS,
             max_bytes=limits.max_token_bytes,
         )

@@ -1,6 +1,8 @@
 """RFC 7662 introspection of agent tokens against live agent state.
 
-Called by the HTTP layer. A token is active only if it verifies (issuer key still published, not expired, right
+Called by the HTTP layer once the caller has authenticated (``tokens.clients``). A token past its ``exp`` is
+inactive at once: the skew allowance is for tokens from other clocks, never for the issuer's own.
+A token is active only if it verifies (issuer key still published, not expired, right
 issuer) *and* the agent it names still exists with the same UID and may hold tokens right now *and* its current
 actor (if delegated) is live and still allowed. Anything else is ``{"active": false}`` with no other member, so
 a suspension or revocation shows here the moment the token service's watch sees the spec change.
@@ -39,12 +41,12 @@ class Introspector:
         self._keyring = keyring
         self._clock = clock
 
-    def introspect(self, token: str) -> dict[str, Any]:
-        response = self._introspect(token)
+    def introspect(self, token: str, *, caller: str | None = None) -> dict[str, Any]:
+        response = self._introspect(token, caller)
         metrics.INTROSPECTIONS.labels(active=str(response["active"]).lower()).inc()
         return response
 
-    def _introspect(self, token: str) -> dict[str, Any]:
+    def _introspect(self, token: str, caller: str | None) -> dict[str, Any]:
         limit = self._settings.limits.max_token_bytes
         try:
             verified = self._keyring.verify_issued(token, issuer=self._settings.issuer, max_bytes=limit)
@@ -61,6 +63,7 @@ class Introspector:
                 jti=payload.get("jti"),
                 agent_id=payload.get("sub"),
                 reason="unknown agent" if agent is None else "agent or actor may not hold tokens",
+                client=caller,
             )
             return dict(INACTIVE)
         response: dict[str, Any] = {"active": True, "token_type": "Bearer"}

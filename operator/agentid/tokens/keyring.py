@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from agentid.domain import issuer_keys, keys, naming
+from agentid.domain import claims, issuer_keys, keys, naming
 from agentid.domain.issuer_keys import IssuerKey, RotationPolicy
 from agentid.kube import errors
 from agentid.kube.client import KubeClient
@@ -66,7 +66,7 @@ class IssuerKeyring:
         """One of this service's own agent tokens (any audience): a published key, our issuer, valid times and the
         agent claims. Raises ``claims.Refused`` (no detail) otherwise."""
         header = verification.header_of(token, max_bytes)
-        return verification.verify(
+        verified = verification.verify(
             token,
             self.verification_key(header["kid"]),
             issuer=issuer,
@@ -74,6 +74,10 @@ class IssuerKeyring:
             required=verification.AGENT_TOKEN_CLAIMS,
             max_bytes=max_bytes,
         )
+        # The issuer knows its own clock: the skew allowance is for others' tokens, never for our own `exp`.
+        if float(verified.claims["exp"]) <= self._clock().timestamp():
+            raise claims.invalid_token()
+        return verified
 
     def jwks(self) -> dict[str, Any]:
         return {"keys": [keys.public_only(entry.key.jwk) for entry in self.published()]}

@@ -19,6 +19,7 @@ from agentid.tokens import verification
 from agentid.tokens.accounts import AccountCache
 from agentid.tokens.agents import AgentCache
 from agentid.tokens.app import AccessLogger, Routes, build_app
+from agentid.tokens.clients import IntrospectionClients
 from agentid.tokens.exchange import Exchanger
 from agentid.tokens.introspection import Introspector
 from agentid.tokens.keyring import IssuerKeyring
@@ -54,6 +55,9 @@ class TokenService:
             replay=verification.ReplayGuard(),
         )
         self.introspector = Introspector(settings=settings, agents=self.agents, keyring=self.keyring)
+        self.clients = IntrospectionClients(
+            reviewer=self.reviewer, exchanger=self.exchanger, max_token_bytes=settings.limits.max_token_bytes
+        )
         self.routes = Routes(
             settings=settings,
             agents=self.agents,
@@ -61,6 +65,7 @@ class TokenService:
             keyring=self.keyring,
             exchanger=self.exchanger,
             introspector=self.introspector,
+            clients=self.clients,
         )
         self.app = build_app(self.routes)
         self._runner: web.AppRunner | None = None

@@ -50,6 +50,9 @@ class TokenServiceSettings:
     keyring_refresh_seconds: float = 30.0  # re-read the Secret (other replicas may have rotated) and plan
     limits: Limits = field(default_factory=Limits)
     trust_domain: str = "cluster.local"  # agent IDs are computed from it, never taken from status
+    # Audiences (resource servers such as MCP tools) whose tokens are minted as RFC 9068 access tokens
+    # (``typ: at+jwt``, ``client_id``); every other audience (the kube-apiserver's among them) gets ``typ: JWT``.
+    access_token_audiences: tuple[str, ...] = ()
 
     def tls_problem(self) -> str | None:
         """Why this configuration may not serve (an issuer other than loopback needs TLS), or None."""
@@ -61,6 +64,10 @@ class TokenServiceSettings:
     @property
     def token_endpoint(self) -> str:
         return f"{self.issuer}/token"
+
+    @property
+    def introspection_endpoint(self) -> str:
+        return f"{self.issuer}/introspect"
 
     @property
     def accepted_subject_audiences(self) -> tuple[str, ...]:

@@ -25,6 +25,9 @@ FORBIDDEN_HEADERS = frozenset({"jku", "x5u", "x5c", "jwk", "crit"})
 KID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{43}$")  # an RFC 7638 SHA-256 thumbprint, base64url without padding
 JWT_SHAPE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
 LEEWAY = int(CLOCK_SKEW.total_seconds())
+TYP_JWT = "JWT"
+TYP_ACCESS_TOKEN = "at+jwt"  # noqa: S105 - RFC 9068 §2.1 media type
+ACCEPTED_TYPES = frozenset({TYP_JWT.lower(), TYP_ACCESS_TOKEN, "application/at+jwt"})
 AGENT_TOKEN_CLAIMS = ("exp", "iat", "nbf", "iss", "sub", "jti", "aud")
 ASSERTION_CLAIMS = ("exp", "iat", "iss", "sub", "jti", "aud")
 
@@ -53,7 +56,7 @@ def header_of(token: str, max_bytes: int) -> dict[str, Any]:
     kid, alg, typ = header.get("kid"), header.get("alg"), header.get("typ")
     if not isinstance(kid, str) or not KID_PATTERN.fullmatch(kid) or not isinstance(alg, str):
         raise claims.invalid_token()
-    if typ is not None and (not isinstance(typ, str) or typ.upper() != "JWT"):
+    if typ is not None and (not isinstance(typ, str) or typ.lower() not in ACCEPTED_TYPES):
         raise claims.invalid_token()
     return header
 
