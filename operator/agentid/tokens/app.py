@@ -56,8 +56,13 @@ class AccessLogger(AbstractAccessLogger):
         return self.logger.isEnabledFor(logging.INFO)
 
 
-def oauth_error(status: int, error: str, description: str) -> web.Response:
-    return web.json_response({"error": error, "error_description": description}, status=status, headers=NO_STORE)
+def oauth_error(status: int, error: str, description: str, reason: str | None = None) -> web.Response:
+    """RFC 6749 §5.2; ``reason`` (an extension member) is agentid's stable name for why a token was refused, so
+    agents can tell a suspension from a revocation without parsing the description."""
+    body = {"error": error, "error_description": description}
+    if reason is not None:
+        body["reason"] = reason
+    return web.json_response(body, status=status, headers=NO_STORE)
 
 
 @web.middleware
@@ -145,7 +150,7 @@ class Routes:
             return oauth_error(400, Error.INVALID_REQUEST.value, error.description)
         except Refused as refusal:
             status = 401 if refusal.reason is Reason.INVALID_TOKEN else 400
-            return oauth_error(status, refusal.error.value, refusal.description)
+            return oauth_error(status, refusal.error.value, refusal.description, refusal.reason.value)
         except errors.ApiError as error:
             logger.warning("token exchange could not reach the apiserver: %s %s", error.status, error.reason)
             return oauth_error(503, "temporarily_unavailable", "the apiserver could not review the token")

@@ -16,7 +16,11 @@ from agentid.api import v1alpha1
 VALIDATE_AGENT_PATH = "validate-agentidentity"
 MUTATE_AGENT_PATH = "mutate-agentidentity"
 VALIDATE_POLICY_PATH = "validate-agentpolicy"
+MUTATE_POD_PATH = "mutate-pod-identity"
 NAME = "agentid.dev"
+POD_IDENTITY_NAME = "agentid.dev-pod-identity"
+# Only Pods carrying this label are ever sent to the webhook: every other Pod's admission never depends on agentid.
+POD_OBJECT_SELECTOR = {"matchExpressions": [{"key": "agentid.dev/agent", "operator": "Exists"}]}
 
 
 def _client_config(base_url: str, path: str, ca_bundle: bytes) -> dict[str, Any]:
@@ -87,3 +91,46 @@ def webhook_configurations(
             ],
         },
     ]
+
+
+def pod_identity_configuration(
+    *,
+    base_url: str,
+    ca_bundle: bytes,
+    namespace_selector: Mapping[str, Any] | None = None,
+    name: str = POD_IDENTITY_NAME,
+) -> dict[str, Any]:
+    """The mutating configuration of Pod identity injection (``agentid.domain.podidentity``).
+
+    objectSelector: only Pods labelled ``agentid.dev/agent`` are sent, so no other Pod waits on or fails with the
+    webhook. Those labelled fail closed (``Fail``): a Pod asking to run as an agent must never start without its
+    identity (it would run as another ServiceAccount) or despite a revocation. ``IfNeeded``: if a later webhook
+    adds a container, injection runs again (it is idempotent) and gives that container its environment too.
+    """
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": name},
+        "webhooks": [
+            {
+                "name": f"pods.identity.{NAME}",
+                "clientConfig": _client_config(base_url, MUTATE_POD_PATH, ca_bundle),
+                "rules": [
+                    {
+                        "apiGroups": [""],
+                        "apiVersions": ["v1"],
+                        "operations": ["CREATE"],
+                        "resources": ["pods"],
+                        "scope": "Namespaced",
+                    }
+                ],
+                "objectSelector": POD_OBJECT_SELECTOR,
+                "namespaceSelector": dict(namespace_selector or {}),
+                "failurePolicy": "Fail",
+                "reinvocationPolicy": "IfNeeded",
+                "sideEffects": "None",
+                "admissionReviewVersions": ["v1"],
+                "timeoutSeconds": 10,
+            }
+        ],
+    }
