@@ -56,7 +56,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                       help="lifetime of the injected ServiceAccount token (kubelet minimum 600)")  # fmt: skip
     pods.add_argument("--pod-sidecar-image", metavar="IMAGE",
                       help="image of the token sidecar (agentid token-agent); unset: no sidecar")  # fmt: skip
-    pods.add_argument("--pod-sidecar-health-port", type=int, default=environment.DEFAULT_HEALTH_PORT)
+    pods.add_argument("--pod-sidecar-health-port", type=int, default=environment.DEFAULT_HEALTH_PORT, metavar="PORT",
+                      help="the sidecar's health endpoint (kubelet probes)")  # fmt: skip
     run.set_defaults(func=run_command)
 
 
