@@ -189,8 +189,9 @@ def test_refusals_name_the_problem(cluster: ClusterHandle, agent_namespace: str)
 def test_deployment_and_job_templates_become_agent_pods(cluster: ClusterHandle, agent_namespace: str) -> None:
     """The example Deployment and a Job, dry-run on the server: the workloads are accepted, and their Pod
     templates come out of admission as the agent's Pods (no kubelet or controllers needed)."""
-    provision(cluster, agent_namespace, "invoice-triage", **SPEC)
     deployment = yaml.safe_load(EXAMPLE.read_text())
+    wanted = deployment["spec"]["template"]["metadata"]["annotations"][podidentity.AUDIENCES_ANNOTATION]
+    provision(cluster, agent_namespace, "invoice-triage", credentials={"audiences": wanted.split(",")})
     deployment["metadata"]["namespace"] = agent_namespace
     job = {
         "apiVersion": "batch/v1",

@@ -85,6 +85,7 @@ class TokenAgent:
                     delay = self.timing.retry_initial
                     continue
                 await self._hold()
+                delay = self.timing.retry_initial
             except errors.TokenRefused as refusal:
                 await self._drop(refusal)
                 ceiling = self.timing.retry_max
@@ -124,8 +125,9 @@ class TokenAgent:
         if answer.get("active") is not True:
             logger.info("introspection says the agent's tokens are no longer honoured: removing them")
             await self._remove_all()
-            self._set_state(tokenfiles.STARTING, "tokens inactive")
-            # the next exchange says why (suspended, revoked...) and writes the status file
+            self._set_state(tokenfiles.STARTING, "TokensInactive")
+            await self._write_status({"description": "the agent's tokens are no longer honoured"})
+            # the next exchange, at once, says why (suspended, revoked...) and writes the status file
 
     async def _fetch(self, audiences: tuple[str, ...]) -> None:
         proof = await self.client.own_proof()
