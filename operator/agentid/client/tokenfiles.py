@@ -19,6 +19,7 @@ from agentid.client import errors
 READY = "ready"
 STARTING = "starting"
 UNAVAILABLE = "unavailable"
+MISCONFIGURED = "misconfigured"
 FILE_MODE = 0o644  # like the kubelet's projected tokens: the volume is private to the Pod's containers
 
 
@@ -45,6 +46,8 @@ def read_token(tokens_dir: str | Path, audience: str) -> str:
             description,
             str(status.get("reason") or ""),
         )
+    if state == MISCONFIGURED:
+        raise errors.ConfigurationError(f"the token sidecar cannot get tokens: {description}")
     if state == READY:
         raise errors.ConfigurationError(
             f"the token sidecar holds no token for {audience!r} (add it to the agentid.dev/token-audiences annotation)"

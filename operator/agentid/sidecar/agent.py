@@ -11,7 +11,6 @@ token service is unreachable, tokens are kept until they expire (never past). To
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import time
@@ -60,7 +59,6 @@ class TokenAgent:
         self._latest: tuple[str, Issued] | None = None  # in memory only: explains a later refusal (never on disk)
         self.state = tokenfiles.STARTING
         self.reason = ""
-        self._wake = asyncio.Event()
 
     @property
     def ready(self) -> bool:
@@ -102,6 +100,13 @@ class TokenAgent:
                 await self._expire()
                 await self._sleep(min(delay, self.timing.retry_max))
                 delay = min(delay * 2, self.timing.retry_max)
+            except errors.ConfigurationError as error:  # e.g. the projected token not there (yet): say so, retry
+                if self.state != tokenfiles.MISCONFIGURED:
+                    logger.error("cannot get agent tokens: %s", error)
+                await self._remove_all()
+                self._set_state(tokenfiles.MISCONFIGURED, str(error))
+                await self._write_status({"description": str(error)})
+                await self._sleep(self.timing.retry_max)
 
     # -- holding ------------------------------------------------------------------------------------------------
 
@@ -196,6 +201,4 @@ class TokenAgent:
         await asyncio.to_thread(tokenfiles.write_status, self.tokens_dir, {**self.status(), **extra})
 
     async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=max(seconds, 0))
-        self._wake.clear()
+        await asyncio.sleep(max(seconds, 0))
