@@ -15,7 +15,7 @@ import yaml
 from agentid.devcluster.cluster import LocalCluster
 from agentid.domain.podidentity import InjectionSettings, SidecarSettings
 from agentid.handlers.runtime import WebhookConfig
-from agentid.webhooks.configuration import pod_identity_configuration, webhook_configurations
+from agentid.webhooks.configuration import pod_identity_configuration, pod_label_policy, webhook_configurations
 from tests.support.cluster_setup import configure_local_cluster, reserved_port
 from tests.support.clusters import ClusterHandle, external_kubeconfig
 from tests.support.operator import LogCapture, OperatorThread
@@ -135,6 +135,7 @@ def operator(cluster: ClusterHandle, crds: None, operator_logs: LogCapture) -> I
         registered.append(
             pod_identity_configuration(base_url=base_url, ca_bundle=cluster.local.ca.pem, namespace_selector=enforced)
         )
+        registered += pod_label_policy(namespace_selector=enforced)
         cluster.kubectl("apply", "-f", "-", input_text=yaml.safe_dump_all(registered))
     yield running
     for configuration in registered:

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from agentid.devcluster import assets
+from agentid.webhooks import configuration
 from tests.support.clusters import ClusterHandle
 
 pytestmark = pytest.mark.cluster
@@ -356,3 +357,19 @@ def test_the_pod_webhook_only_sees_labelled_pods_outside_system_namespaces() -> 
     } in peers
     minimal = documents(render("minimal-values.yaml"))  # no token service: no injection
     assert all("pods" not in h["name"] for h in by_kind(minimal, "MutatingWebhookConfiguration")[0]["webhooks"])
+    assert not by_kind(minimal, "ValidatingAdmissionPolicy")
+
+
+def test_the_pod_label_policy_is_the_one_the_tests_prove() -> None:
+    """The chart's ValidatingAdmissionPolicy is ``configuration.pod_label_policy`` (tested on the apiserver in
+    test_pod_identity.py), bound to the same namespaces as the Pod webhook."""
+    docs = documents(render())
+    policy = by_kind(docs, "ValidatingAdmissionPolicy")[0]
+    expected = configuration.pod_label_policy()[0]["spec"]
+    assert policy["spec"]["validations"] == expected["validations"]
+    assert policy["spec"]["matchConstraints"] == expected["matchConstraints"]
+    binding = by_kind(docs, "ValidatingAdmissionPolicyBinding")[0]
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    hook = next(h for h in by_kind(docs, "MutatingWebhookConfiguration")[0]["webhooks"] if "pods" in h["name"])
+    assert binding["spec"]["matchResources"]["namespaceSelector"] == hook["namespaceSelector"]

@@ -18,8 +18,10 @@ import yaml
 
 from agentid.client import environment as env
 from agentid.domain import podidentity
+from agentid.webhooks import configuration
 from tests.conftest import SIDECAR_IMAGE
 from tests.support.clusters import ClusterHandle
+from tests.support.polling import eventually
 from tests.support.tokens import MCP, TokenServiceHandle, provision
 
 pytestmark = pytest.mark.cluster
@@ -238,3 +240,25 @@ def test_deployment_and_job_templates_become_agent_pods(cluster: ClusterHandle, 
     )
     assert example_pod["spec"]["initContainers"][0]["name"] == podidentity.SIDECAR
     assert {m["name"] for m in example_pod["spec"]["containers"][0]["volumeMounts"]} >= {"agentid-tokens", "agentid-ca"}
+
+
+def test_the_agent_label_of_a_pod_cannot_be_added_changed_or_removed_later(
+    cluster: ClusterHandle, agent_namespace: str
+) -> None:
+    provision(cluster, agent_namespace, "triage", **SPEC)
+    core = kubernetes.client.CoreV1Api(cluster.admin())
+    labelled = create(cluster, agent_namespace, pod_manifest("triage"))["metadata"]["name"]
+    plain = create(cluster, agent_namespace, pod_manifest(None))["metadata"]["name"]
+
+    def refused(name: str, label: str | None) -> str:
+        with pytest.raises(kubernetes.client.ApiException) as raised:
+            core.patch_namespaced_pod(name, agent_namespace, {"metadata": {"labels": {podidentity.LABEL: label}}})
+        assert raised.value.status in (403, 422), raised.value.body
+        return str(raised.value.body)
+
+    # a ValidatingAdmissionPolicy takes effect once the apiserver's policy informer has it
+    assert configuration.POD_LABEL_MESSAGE in eventually(lambda: refused(labelled, "other"), what="policy in effect")
+    assert configuration.POD_LABEL_MESSAGE in refused(labelled, None)
+    assert configuration.POD_LABEL_MESSAGE in refused(plain, "triage")
+    core.patch_namespaced_pod(labelled, agent_namespace, {"metadata": {"labels": {"team": "finance"}}})
+    assert core.read_namespaced_pod(labelled, agent_namespace).metadata.labels[podidentity.LABEL] == "triage"

@@ -19,6 +19,7 @@ VALIDATE_POLICY_PATH = "validate-agentpolicy"
 MUTATE_POD_PATH = "mutate-pod-identity"
 NAME = "agentid.dev"
 POD_IDENTITY_NAME = "agentid.dev-pod-identity"
+POD_LABEL_POLICY_NAME = "agentid.dev-pod-agent-label"
 # Only Pods carrying this label are ever sent to the webhook: every other Pod's admission never depends on agentid.
 POD_OBJECT_SELECTOR = {"matchExpressions": [{"key": "agentid.dev/agent", "operator": "Exists"}]}
 
@@ -134,3 +135,55 @@ def pod_identity_configuration(
             }
         ],
     }
+
+
+# The label is read once, at creation (identity injection): changing it later would make a Pod look like another
+# agent's (to NetworkPolicies, dashboards, audits) without running as it. CEL in the apiserver, so no webhook
+# outage can ever block updates of labelled Pods.
+def _agent_label_of(variable: str) -> str:
+    labels = f"{variable}.metadata.labels"
+    return f"(has({labels}) && 'agentid.dev/agent' in {labels} ? {labels}['agentid.dev/agent'] : '')"
+
+
+POD_LABEL_MESSAGE = (
+    "the agentid.dev/agent label of a Pod is fixed when the Pod is created (its identity is injected then); "
+    "create a new Pod instead"
+)
+
+
+def pod_label_policy(
+    *, namespace_selector: Mapping[str, Any] | None = None, name: str = POD_LABEL_POLICY_NAME
+) -> list[dict[str, Any]]:
+    """A ValidatingAdmissionPolicy (and its binding) refusing to add, change or remove a Pod's agent label."""
+    return [
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": name},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {
+                    "resourceRules": [
+                        {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["UPDATE"], "resources": ["pods"]}
+                    ]
+                },
+                "validations": [
+                    {
+                        "expression": f"{_agent_label_of('oldObject')} == {_agent_label_of('object')}",
+                        "message": POD_LABEL_MESSAGE,
+                        "reason": "Forbidden",
+                    }
+                ],
+            },
+        },
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": name},
+            "spec": {
+                "policyName": name,
+                "validationActions": ["Deny"],
+                "matchResources": {"namespaceSelector": dict(namespace_selector or {})},
+            },
+        },
+    ]
