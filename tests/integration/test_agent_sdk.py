@@ -177,6 +177,23 @@ def test_requests_and_httpx_send_the_agent_token_and_httpx_retries_a_401_once(
     assert seen[0] != seen[1]  # the 401 dropped the cached token
 
 
+async def test_httpx_async_clients_get_the_agent_token_from_the_async_sdk(
+    cluster: ClusterHandle, token_service: TokenServiceHandle, token_namespace: str, tmp_path: Path
+) -> None:
+    agent = provisioned(cluster, token_service, token_namespace, "sdk-httpx-async", **SPEC)
+
+    async def resource_server(request: httpx.Request) -> httpx.Response:
+        token = request.headers["Authorization"].removeprefix("Bearer ")
+        answer = await asyncio.to_thread(token_service.introspect, token)
+        return httpx.Response(200 if answer["active"] and answer["sub"] == agent.agent_id else 401)
+
+    async with (
+        AsyncAgentClient(credentials(token_service, agent, tmp_path)) as client,
+        httpx.AsyncClient(transport=httpx.MockTransport(resource_server), auth=AgentAuth(client, MCP)) as http,
+    ):
+        assert (await http.get("https://mcp.example/tools")).status_code == 200
+
+
 def test_every_refusal_is_a_typed_error(
     cluster: ClusterHandle, token_service: TokenServiceHandle, token_namespace: str, tmp_path: Path
 ) -> None:

@@ -11,6 +11,8 @@ from typing import Any
 
 import jwt
 import pytest
+from joserfc import jwt as joserfc_jwt
+from joserfc.jwk import KeySet
 
 from agentid.client import errors
 from agentid.client.credentials import Credentials
@@ -56,10 +58,14 @@ def test_files_per_audience_refresh_before_expiry_and_no_token_in_the_logs(
     sidecar = start_sidecar(token_service, agent, tmp_path, (MCP, KUBE), extra_args=("--token-lifetime=6",))
     sidecars.append(sidecar)
     first = eventually(lambda: t if len(t := sidecar.tokens()) == 2 else None, what="a token file per audience")
-    for audience, token in first.items():
-        payload = claims_of(token)
-        assert payload["aud"] == audience
-        assert payload["sub"] == agent.agent_id
+    keys = KeySet.import_key_set(token_service.get("/jwks.json").json())
+    for audience, token in first.items():  # verified by an independent JOSE library against the published JWKS
+        payload = joserfc_jwt.decode(token, keys, algorithms=["ES256"]).claims
+        joserfc_jwt.JWTClaimsRegistry(
+            iss={"essential": True, "value": token_service.issuer},
+            aud={"essential": True, "value": audience},
+            sub={"essential": True, "value": agent.agent_id},
+        ).validate(payload)
         assert token_service.introspect(token)["active"] is True
     assert sorted(p.name for p in sidecar.tokens_dir.iterdir()) == [".status", "kubernetes.default.svc", "mcp.example"]
     ready = sidecar.health("/readyz")

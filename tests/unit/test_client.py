@@ -90,3 +90,17 @@ def test_the_sdk_and_the_sidecar_import_no_operator_machinery() -> None:
         ).stdout.strip()
         == "False"
     )
+
+
+def test_the_httpx_auth_refuses_a_client_of_the_other_flavour_before_sending_anything() -> None:
+    import httpx  # noqa: PLC0415 - the optional integration
+
+    from agentid.client.aio import AsyncAgentClient  # noqa: PLC0415
+    from agentid.client.httpx_auth import AgentAuth  # noqa: PLC0415
+
+    def never(request: httpx.Request) -> httpx.Response:
+        raise AssertionError("nothing may be sent")
+
+    auth = AgentAuth(AsyncAgentClient(Credentials(tokens_dir="/nonexistent")), "https://a")
+    with httpx.Client(transport=httpx.MockTransport(never), auth=auth) as http, pytest.raises(TypeError):
+        http.get("https://a/")
