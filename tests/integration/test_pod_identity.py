@@ -15,6 +15,7 @@ from typing import Any
 import kubernetes
 import pytest
 import yaml
+from prometheus_client import REGISTRY
 
 from agentid.client import environment as env
 from agentid.domain import podidentity
@@ -174,8 +175,13 @@ def test_a_suspended_agents_pod_is_admitted_with_a_warning_but_a_revoked_agents_
     assert "agent triage is revoked: no Pod may run as it" in refusal(cluster, agent_namespace, pod_manifest("triage"))
 
 
+def refused_count() -> float:
+    return REGISTRY.get_sample_value("agentid_pod_injections_total", {"outcome": "refused"}) or 0.0
+
+
 def test_refusals_name_the_problem(cluster: ClusterHandle, agent_namespace: str) -> None:
     provision(cluster, agent_namespace, "triage", **SPEC)
+    before = refused_count()
     core = kubernetes.client.CoreV1Api(cluster.admin())
     core.create_namespaced_service_account(agent_namespace, {"metadata": {"name": "builder"}})
     other_account = refusal(cluster, agent_namespace, pod_manifest("triage", serviceAccountName="builder"))
@@ -186,6 +192,7 @@ def test_refusals_name_the_problem(cluster: ClusterHandle, agent_namespace: str)
     assert "'https://elsewhere.example' is not an audience of agent triage" in refusal(
         cluster, agent_namespace, undeclared
     )
+    assert refused_count() - before == 3  # the operator's metric (in this process: the session operator's)
 
 
 def test_deployment_and_job_templates_become_agent_pods(cluster: ClusterHandle, agent_namespace: str) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pydantic
 
-from agentid import audit
+from agentid import audit, metrics
 from agentid.api.v1alpha1 import AgentIdentity
 from agentid.domain import podidentity
 from agentid.domain.podidentity import Injection, InjectionSettings, Refusal
@@ -31,10 +31,11 @@ class PodAdmission:
         if not name:
             raise Refusal(f"label {podidentity.LABEL} must name an AgentIdentity in namespace {namespace}")
         try:
-            return podidentity.inject(
+            injection = podidentity.inject(
                 pod, await self._agent(namespace, name), namespace=namespace, settings=self.settings
             )
         except Refusal as refusal:
+            metrics.POD_INJECTIONS.labels(outcome="refused").inc()
             audit.record(
                 "PodRefused",
                 namespace=namespace,
@@ -44,6 +45,8 @@ class PodAdmission:
                 message=str(refusal),
             )
             raise
+        metrics.POD_INJECTIONS.labels(outcome="injected").inc()
+        return injection
 
     async def _agent(self, namespace: str, name: str) -> AgentIdentity | None:
         body = await self.client.get(resources.AGENT_IDENTITIES, name, namespace)
