@@ -183,3 +183,16 @@ def test_a_missing_agent_and_a_cluster_without_sidecar_are_refused() -> None:
 )
 def test_token_file_names_are_safe_and_readable(audience: str, name: str) -> None:
     assert env.token_file_name(audience) == name
+
+
+def test_the_operator_refuses_injection_flags_it_cannot_honour(tmp_path: Any) -> None:
+    from agentid.cli.main import main  # noqa: PLC0415
+
+    with pytest.raises(SystemExit, match="--pod-token-ca /nonexistent: No such file"):
+        main(["run", "--webhook-port=9443", "--pod-token-issuer=https://x", "--pod-token-ca=/nonexistent"])
+    not_pem = tmp_path / "ca.crt"
+    not_pem.write_text("hello")
+    with pytest.raises(SystemExit, match="not a PEM certificate bundle"):
+        main(["run", "--webhook-port=9443", "--pod-token-issuer=https://x", f"--pod-token-ca={not_pem}"])
+    with pytest.raises(SystemExit, match="needs --pod-token-ca"):
+        main(["run", "--webhook-port=9443", "--pod-token-issuer=https://x"])

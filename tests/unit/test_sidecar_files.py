@@ -32,6 +32,8 @@ def test_tokens_are_written_atomically_and_a_missing_one_says_why(tmp_path: Path
         with pytest.raises(expected) as raised:
             tokenfiles.read_token(tmp_path, MCP)
         assert raised.value.reason == state.title()
+    with pytest.raises(errors.ConfigurationError, match="holds no token for 'https://b'"):
+        tokenfiles.read_token(tmp_path, "https://b", held=(MCP,))  # not even looked for
     tokenfiles.write_status(tmp_path, {"state": "ready"})
     with pytest.raises(errors.ConfigurationError, match=r"agentid\.dev/token-audiences"):
         tokenfiles.read_token(tmp_path, "https://not-held.example")

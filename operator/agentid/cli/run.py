@@ -125,7 +125,17 @@ def _pod_identity_settings(args: argparse.Namespace) -> InjectionSettings | None
         issuer=issuer,
         url=(args.pod_token_url or issuer).rstrip("/"),
         audience=args.pod_token_audience or issuer,
-        ca_pem=args.pod_token_ca.read_text(),
+        ca_pem=_read_ca(args.pod_token_ca),
         token_expiration_seconds=args.pod_token_expiration,
         sidecar=sidecar,
     )
+
+
+def _read_ca(path: Path) -> str:
+    try:
+        pem = path.read_text()
+    except OSError as error:
+        raise SystemExit(f"--pod-token-ca {path}: {error.strerror}") from None
+    if "-----BEGIN CERTIFICATE-----" not in pem:
+        raise SystemExit(f"--pod-token-ca {path}: not a PEM certificate bundle")
+    return pem

@@ -58,7 +58,9 @@ class AsyncAgentClient:
     async def token(self, audience: str, *, lifetime: int | None = None) -> str:
         """See ``AgentClient.token``."""
         if self.credentials.tokens_dir:
-            return await asyncio.to_thread(tokenfiles.read_token, self.credentials.tokens_dir, audience)
+            return await asyncio.to_thread(
+                tokenfiles.read_token, self.credentials.tokens_dir, audience, self.credentials.sidecar_audiences
+            )
         key = protocol.cache_key([audience])
         async with self._locks.setdefault(key, asyncio.Lock()):
             cached = self._cache.get(key, self._clock())

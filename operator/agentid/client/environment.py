@@ -25,7 +25,6 @@ AUDIENCES = "AGENTID_AUDIENCES"  # comma-separated audiences the sidecar keeps t
 KEY_DIR = "AGENTID_KEY_DIR"  # the agent's key Secret, when mounted: RFC 7523 assertions
 HEALTH_PORT = "AGENTID_HEALTH_PORT"  # the sidecar's health endpoint
 
-ALL = (AGENT, AGENT_ID, ISSUER, TOKEN_URL, INTROSPECTION_URL, CA_FILE, SA_TOKEN_FILE, TOKENS_DIR, AUDIENCES, KEY_DIR)
 
 # -- paths inside the Pod ---------------------------------------------------------------------------------------
 
@@ -40,7 +39,6 @@ KEY_PATH = f"{ROOT}/key"
 # Files of the agent's key Secret (the operator writes these data keys; see agentid.domain.naming).
 KEY_FILE = "private-key.pem"
 KEY_ID_FILE = "key-id"
-KEY_ALGORITHM_FILE = "algorithm"
 
 STATUS_FILE = ".status"  # the sidecar's state (never a token): why the token files are absent
 DEFAULT_HEALTH_PORT = 9494

@@ -48,7 +48,7 @@ class AgentClient:
 
         Raises ``AgentSuspended``, ``AgentRevoked``, ``AudienceRefused``... (``agentid.client.errors``)."""
         if self.credentials.tokens_dir:
-            return tokenfiles.read_token(self.credentials.tokens_dir, audience)
+            return tokenfiles.read_token(self.credentials.tokens_dir, audience, self.credentials.sidecar_audiences)
         key = protocol.cache_key([audience])
         with self._lock:
             cached = self._cache.get(key, self._clock())

@@ -27,8 +27,13 @@ def token_path(tokens_dir: str | Path, audience: str) -> Path:
     return Path(tokens_dir) / env.token_file_name(audience)
 
 
-def read_token(tokens_dir: str | Path, audience: str) -> str:
-    """The sidecar's current token for ``audience``, or the typed error its status file names."""
+def read_token(tokens_dir: str | Path, audience: str, held: tuple[str, ...] = ()) -> str:
+    """The sidecar's current token for ``audience``, or the typed error its status file names. ``held``: the
+    audiences the sidecar was asked for (``AGENTID_AUDIENCES``), when known."""
+    if held and audience not in held:
+        raise errors.ConfigurationError(
+            f"the token sidecar holds no token for {audience!r} (add it to the agentid.dev/token-audiences annotation)"
+        )
     try:
         token = token_path(tokens_dir, audience).read_text().strip()
     except FileNotFoundError:
