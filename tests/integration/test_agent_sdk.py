@@ -77,6 +77,7 @@ def test_token_is_cached_and_refreshed_once_most_of_its_life_has_passed(
     payload = claims_of(token)
     assert (payload["sub"], payload["aud"]) == (agent.agent_id, MCP)
     assert token_service.introspect(token)["active"] is True
+    assert client.introspect(token)["sub"] == agent.agent_id
     assert client.token(MCP) == token  # cached
     clock.now += 0.79 * 600
     assert client.token(MCP) == token

@@ -88,6 +88,14 @@ class AgentClient:
         key = assertions.AgentKey.load(credentials.key_dir)
         return assertions.sign(key, agent_id=credentials.agent_id, audience=audience or credentials.issuer)
 
+    def introspect(self, token: str) -> dict[str, Any]:
+        """RFC 7662: the token's live state (``{"active": false}`` once the agent is suspended or revoked)."""
+        if self.credentials.introspection_url is None or self._context is None:
+            raise ConfigurationError("no introspection endpoint configured")
+        return transport.post(
+            self.credentials.introspection_url, [("token", token)], self._context, timeout=self._timeout
+        )
+
     def invalidate(self, audience: str | None = None) -> None:
         """Stop handing out cached tokens (e.g. after a resource server answered 401): the next call exchanges."""
         with self._lock:
