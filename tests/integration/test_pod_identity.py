@@ -18,7 +18,7 @@ import yaml
 from prometheus_client import REGISTRY
 
 from agentid.client import environment as env
-from agentid.domain import podidentity
+from agentid.domain import naming, podidentity
 from agentid.webhooks import configuration
 from tests.conftest import SIDECAR_IMAGE
 from tests.support.clusters import ClusterHandle
@@ -76,7 +76,7 @@ def test_a_labelled_pod_is_mutated_exactly_as_documented(
     agent = provision(cluster, agent_namespace, "triage", **SPEC)
     pod = create(cluster, agent_namespace, pod_manifest("triage"))
     spec = pod["spec"]
-    assert spec["serviceAccountName"] == "triage-agent"
+    assert spec["serviceAccountName"] == naming.service_account("triage")
     assert spec["automountServiceAccountToken"] is False
     assert names(spec["volumes"]) == ["agentid-token", "agentid-ca"]  # the API token volume is gone
     projected = spec["volumes"][0]["projected"]["sources"]
@@ -169,7 +169,7 @@ def test_a_suspended_agents_pod_is_admitted_with_a_warning_but_a_revoked_agents_
     created = cluster.kubectl(
         "create", "-n", agent_namespace, "-o", "yaml", "-f", "-", input_text=yaml.safe_dump(pod_manifest("triage"))
     )
-    assert yaml.safe_load(created.stdout)["spec"]["serviceAccountName"] == "triage-agent"
+    assert yaml.safe_load(created.stdout)["spec"]["serviceAccountName"] == naming.service_account("triage")
     assert "agent triage is Suspended: the Pod is admitted but gets no agent token" in created.stderr
     agent.patch_spec({"revoked": True, "revocationReason": "compromised"})
     assert "agent triage is revoked: no Pod may run as it" in refusal(cluster, agent_namespace, pod_manifest("triage"))
@@ -185,7 +185,7 @@ def test_refusals_name_the_problem(cluster: ClusterHandle, agent_namespace: str)
     core = kubernetes.client.CoreV1Api(cluster.admin())
     core.create_namespaced_service_account(agent_namespace, {"metadata": {"name": "builder"}})
     other_account = refusal(cluster, agent_namespace, pod_manifest("triage", serviceAccountName="builder"))
-    assert "runs as the agent's ServiceAccount triage-agent, not 'builder'" in other_account
+    assert f"runs as the agent's ServiceAccount {naming.service_account('triage')}, not 'builder'" in other_account
     missing = refusal(cluster, agent_namespace, pod_manifest("nobody"))
     assert f"there is no AgentIdentity 'nobody' in namespace {agent_namespace}" in missing
     undeclared = pod_manifest("triage", annotations={podidentity.AUDIENCES_ANNOTATION: "https://elsewhere.example"})
@@ -232,7 +232,7 @@ def test_deployment_and_job_templates_become_agent_pods(cluster: ClusterHandle, 
             },
             dry_run=True,
         )
-        assert pod["spec"]["serviceAccountName"] == "invoice-triage-agent", workload["kind"]
+        assert pod["spec"]["serviceAccountName"] == naming.service_account("invoice-triage"), workload["kind"]
         assert "agentid-token" in names(pod["spec"]["volumes"])
     example_pod = create(
         cluster,

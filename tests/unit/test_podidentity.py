@@ -9,7 +9,7 @@ import pytest
 
 from agentid.api.v1alpha1 import AgentIdentity
 from agentid.client import environment as env
-from agentid.domain import podidentity
+from agentid.domain import naming, podidentity
 from agentid.domain.podidentity import InjectionSettings, Refusal, SidecarSettings
 from tests.support.agents import agent_manifest
 
@@ -30,7 +30,7 @@ def agent(status: dict[str, Any] | None = None, **spec: Any) -> AgentIdentity:
     body["status"] = {
         "phase": "Active",
         "agentID": "spiffe://cluster.local/ns/finance/agent/triage",
-        "serviceAccountName": "triage-agent",
+        "serviceAccountName": naming.service_account("triage"),
         "serviceAccountUID": "sa-uid",
         **(status or {}),
     }
@@ -76,7 +76,7 @@ def env_of(container: dict[str, Any]) -> dict[str, str]:
 def test_a_labelled_pod_runs_as_the_agent_with_an_exchangeable_token_and_no_api_token() -> None:
     mutated = inject(pod())
     spec = mutated["spec"]
-    assert spec["serviceAccountName"] == "triage-agent"
+    assert spec["serviceAccountName"] == naming.service_account("triage")
     assert spec["automountServiceAccountToken"] is False
     assert [v["name"] for v in spec["volumes"]] == ["agentid-token", "agentid-ca"]
     token = spec["volumes"][0]["projected"]["sources"][0]["serviceAccountToken"]
@@ -130,22 +130,27 @@ def test_an_explicit_automount_keeps_the_api_token_and_values_the_author_set_win
 
 def test_the_agent_key_is_mounted_on_request() -> None:
     mutated = inject(pod({podidentity.MOUNT_KEY_ANNOTATION: "true"}))
-    assert {"name": "agentid-key", "secret": {"secretName": "triage-agent-key", "defaultMode": 0o644}} in mutated[
-        "spec"
-    ]["volumes"]
+    assert {
+        "name": "agentid-key",
+        "secret": {"secretName": naming.key_secret("triage"), "defaultMode": 0o644},
+    } in mutated["spec"]["volumes"]
     assert env_of(mutated["spec"]["containers"][0])[env.KEY_DIR] == env.KEY_PATH
 
 
 def test_a_suspended_agents_pod_is_admitted_with_a_warning() -> None:
     result = podidentity.inject(pod(), agent(supervision={"mode": "Suspended"}), namespace="finance", settings=SETTINGS)
-    assert result.pod["spec"]["serviceAccountName"] == "triage-agent"
+    assert result.pod["spec"]["serviceAccountName"] == naming.service_account("triage")
     assert "Suspended" in result.warnings[0]
 
 
 @pytest.mark.parametrize(
     ("body", "the_agent", "message"),
     [
-        (pod(serviceAccountName="builder"), agent(), "runs as the agent's ServiceAccount triage-agent, not 'builder'"),
+        (
+            pod(serviceAccountName="builder"),
+            agent(),
+            f"runs as the agent's ServiceAccount {naming.service_account('triage')}, not 'builder'",
+        ),
         (pod(), agent(revoked=True), "agent triage is revoked"),
         (pod(), agent(status={"phase": "Expired"}), "agent triage has expired"),
         (pod(), agent(status={"serviceAccountUID": None}), "not provisioned yet"),
