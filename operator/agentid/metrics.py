@@ -34,6 +34,7 @@ REVOCATION_SECONDS = Histogram(
 TOKEN_EXCHANGES = Counter("agentid_token_exchanges_total", "Token exchange requests", ["outcome", "error"])
 INTROSPECTIONS = Counter("agentid_token_introspections_total", "Introspection requests", ["active"])
 ADMISSION_REVIEWS = Counter("agentid_admission_reviews_total", "Admission reviews of AgentIdentities", ["allowed"])
+POD_INJECTIONS = Counter("agentid_pod_injections_total", "Pods labelled agentid.dev/agent, by outcome", ["outcome"])
 
 
 def serve(port: int, addr: str = "0.0.0.0", registry: CollectorRegistry = REGISTRY) -> None:  # noqa: S104

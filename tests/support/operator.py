@@ -13,6 +13,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from agentid.domain.podidentity import InjectionSettings
 from agentid.domain.settings import OperatorSettings, Timings
 from agentid.handlers.runtime import OperatorConfig, WebhookConfig, run_operator
 
@@ -50,6 +51,7 @@ class OperatorThread:
         namespaces: Sequence[str],
         timings: Timings = TEST_TIMINGS,
         webhook: WebhookConfig | None = None,
+        pod_identity: InjectionSettings | None = None,
     ) -> None:
         self.config = OperatorConfig(
             kubeconfig=str(kubeconfig),
@@ -57,6 +59,7 @@ class OperatorThread:
             all_namespaces=False,
             settings=OperatorSettings(timings=timings),
             webhook=webhook,
+            pod_identity=pod_identity,
         )
         self._stop = threading.Event()
         self._ready = threading.Event()

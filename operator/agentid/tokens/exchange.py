@@ -251,6 +251,10 @@ class Exchanger:
             raise claims.invalid_token(what)
         # The ServiceAccount itself says whose it is (its controller, by UID); status is never asked.
         account = self._accounts.by_uid(user.uid)
+        if account is None and (departed := self._accounts.departed(user.uid)) is not None:
+            gone = self._agents.by_uid(departed.agent_uid)
+            if gone is not None:
+                claims.check_may_get_tokens(gone, self._clock())  # revoked, expired: say so
         agent = self._agents.by_uid(account.agent_uid) if account is not None else None
         if agent is None or self._accounts.account_of(agent) != account:  # the agent's own, by name and UID
             raise claims.invalid_token(what)  # a ServiceAccount no (current) agent is bound to
