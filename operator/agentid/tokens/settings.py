@@ -45,7 +45,7 @@ class TokenServiceSettings:
     # empty means "the issuer URL", so a token minted for the apiserver cannot be exchanged.
     subject_audiences: tuple[str, ...] = ()
     rotation: RotationPolicy = field(default_factory=RotationPolicy)
-    review_cache_seconds: float = 10.0  # security.md: TokenReview results cached at most 10 s
+    review_cache_seconds: float = 10.0  # docs/security.md: TokenReview results cached at most 10 s
     review_cache_entries: int = 10_000
     keyring_refresh_seconds: float = 30.0  # re-read the Secret (other replicas may have rotated) and plan
     limits: Limits = field(default_factory=Limits)
