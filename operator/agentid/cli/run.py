@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import kopf
+from agentid.tokens.defaults import DEFAULT_NAMESPACE
 
-from agentid import audit
-from agentid.domain.settings import OperatorSettings, Timings
-from agentid.handlers.runtime import OperatorConfig, WebhookConfig, run_operator
-from agentid.tokens.settings import DEFAULT_NAMESPACE, TLS, TokenServiceSettings
+if TYPE_CHECKING:
+    from agentid.tokens.settings import TokenServiceSettings
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -48,6 +46,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_command(args: argparse.Namespace) -> int:
+    # Imported here, not at the top: `agentid --help` must not pay for Kopf and the Kubernetes client.
+    import asyncio
+
+    import kopf
+
+    from agentid import audit
+    from agentid.domain.settings import OperatorSettings, Timings
+    from agentid.handlers.runtime import OperatorConfig, WebhookConfig, run_operator
+
     token_service = _token_service_settings(args)
     problem = token_service.tls_problem() if token_service is not None else None
     if problem is not None:
@@ -79,6 +86,8 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def _token_service_settings(args: argparse.Namespace) -> TokenServiceSettings | None:
+    from agentid.tokens.settings import TLS, TokenServiceSettings
+
     if not args.token_service_issuer:
         return None
     tls = None

@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agentid.domain.issuer_keys import RotationPolicy
+from agentid.tokens.defaults import DEFAULT_NAMESPACE, DEFAULT_SECRET
 
-DEFAULT_NAMESPACE = "agentid-system"
-DEFAULT_SECRET = "agentid-token-issuer"  # noqa: S105 - the Secret's name
 KEYRING_SECRET_TYPE = "agentid.dev/issuer-keys"  # noqa: S105 - a Secret type
 KEYRING_DATA_KEY = "keyring.json"
 
