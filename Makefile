@@ -14,7 +14,7 @@ CHART := charts/agentid-operator
 CHECKOV_VERSION := 3.3.30
 CHECKOV := $(VENV)/tools/checkov/bin/checkov
 
-.PHONY: test demo lint format crds crds-check control-plane checkov reference unit integration e2e bench clean help
+.PHONY: test demo lint format crds crds-check control-plane checkov reference chart-readme unit integration e2e bench clean help
 
 help:
 	@echo "make demo   - start the local control plane and run the agentid story on it"
@@ -47,6 +47,11 @@ crds: $(INSTALLED)
 	$(BIN)/python -m agentid.api.crdgen crds
 	rm -f $(CHART)/crds/*.yaml && cp crds/*.yaml $(CHART)/crds/
 	$(BIN)/python hack/reference.py > docs/reference.md
+	$(BIN)/python hack/chart_readme.py > $(CHART)/README.md
+
+# The chart's README.md is generated from values.schema.json and values.yaml (a test fails when it is stale).
+chart-readme: $(INSTALLED)
+	$(BIN)/python hack/chart_readme.py > $(CHART)/README.md
 
 # docs/reference.md is generated from the API models and the CLI (a test fails when it is stale).
 reference: $(INSTALLED)

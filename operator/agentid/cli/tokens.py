@@ -57,6 +57,12 @@ def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     serve_parser.add_argument("--audit-log", metavar="PATH", help="write audit records here (default: stdout)")
     serve_parser.add_argument("--verbose", action="store_true", help="debug logging (never shows tokens or keys)")
     serve_parser.add_argument(
+        "--log-format",
+        choices=["plain", "full", "json"],
+        default="full",
+        help="log format; json is the operator's schema (message, timestamp, severity) so one parser reads both",
+    )
+    serve_parser.add_argument(
         "--print-authentication-config",
         action="store_true",
         help="print the apiserver AuthenticationConfiguration and exit",
@@ -133,8 +139,8 @@ def serve_settings(args: argparse.Namespace) -> TokenServiceSettings:
 
 def serve_command(args: argparse.Namespace) -> int:
     import asyncio
-    import logging
 
+    import kopf
     import yaml
 
     from agentid import audit, metrics
@@ -151,9 +157,8 @@ def serve_command(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"{problem} (--tls-cert/--tls-key)", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s %(message)s"
-    )
+    # Kopf's log configuration, as `agentid run` uses it: the operator and the token service log one schema.
+    kopf.configure(debug=args.verbose, verbose=True, log_format=kopf.LogFormat[args.log_format.upper()])
     audit.configure(args.audit_log)
     if args.metrics_port is not None:
         metrics.serve(args.metrics_port)
