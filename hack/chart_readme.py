@@ -91,7 +91,8 @@ def render() -> str:
         "",
         " ".join(str(chart["description"]).split()),
         "",
-        f"Chart version `{chart['version']}`, app version `{chart['appVersion']}`, Kubernetes `{chart['kubeVersion']}`.",
+        f"Chart version `{chart['version']}`, app version `{chart['appVersion']}`, "
+        f"Kubernetes `{chart['kubeVersion']}`.",
         "",
         "## Install",
         "",

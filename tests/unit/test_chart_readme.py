@@ -31,6 +31,12 @@ def test_every_value_has_a_row_with_a_description() -> None:
     undescribed = [row[0] for row in rows if not row[3] and row[0] != "`global`"]
     assert undescribed == []
     text = (CHART / "README.md").read_text()
-    for value in ("`operator.extraEnv`", "`tokenService.ingress.host`", "`metrics.prometheusRule.enabled`",
-                  "`operator.serviceAccount.create`", "`extraObjects`", "`operator.resources.limits.memory`"):  # fmt: skip
+    for value in (
+        "`operator.extraEnv`",
+        "`tokenService.ingress.host`",
+        "`metrics.prometheusRule.enabled`",
+        "`operator.serviceAccount.create`",
+        "`extraObjects`",
+        "`operator.resources.limits.memory`",
+    ):
         assert value in text
