@@ -1,5 +1,5 @@
 """The generated CRDs follow the Kubernetes API conventions a platform team checks for: a description at every level
-(what `kubectl explain` prints), conditions as a map keyed by type, a category, `-o wide` columns, and a Ready
+(what `kubectl explain` prints; `metadata` is ObjectMeta's own), conditions as a map keyed by type, a category, `-o wide` columns, and a Ready
 condition column on both kinds."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def nodes(node: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any]
 @pytest.mark.parametrize("definition", crdgen.DEFINITIONS, ids=lambda d: d.kind)
 def test_every_level_of_the_schema_has_a_description(definition: crdgen.CrdDefinition) -> None:
     missing = [path for path, node in nodes(schema(definition), definition.kind) if not node.get("description")]
-    assert missing == []
+    assert missing == [f"{definition.kind}.metadata"], "metadata takes no description (the apiserver explains it)"
 
 
 @pytest.mark.parametrize("definition", crdgen.DEFINITIONS, ids=lambda d: d.kind)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 from collections.abc import Sequence
 
 from agentid import __version__
 from agentid.cli import agents, dev, run, tokens
-from agentid.kube.errors import KubeconfigError
+from agentid.kube import errors
 
 COMPLETION_SHELLS = ("bash", "zsh", "tcsh")
 
@@ -77,12 +78,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except KubeconfigError as error:  # any command that talks to a cluster
-        print(f"error: {error}", file=sys.stderr)
-        return agents.EXIT_ERROR
+    except BrokenPipeError:  # `agentid ... | head`: the reader left; no traceback, and none at interpreter exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (errors.KubeconfigError, errors.ApiError, OSError) as error:
+        # What every command may meet, as one line (commands map their own, more specific failures first).
+        print(f"error: {_describe(error)}", file=sys.stderr)
+        return agents.EXIT_ERROR
+
+
+def _describe(error: Exception) -> str:
+    if isinstance(error, errors.Unreachable):
+        return f"cannot reach the API server: {_one_line(error.message)}"
+    if isinstance(error, errors.ApiError):
+        return f"the API server refused: {error.reason}: {_one_line(error.message)}"
+    return _one_line(error)  # a kubeconfig problem, a missing file, a service that does not answer
+
+
+def _one_line(error: object) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 if __name__ == "__main__":
