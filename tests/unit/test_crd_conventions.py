@@ -1,6 +1,6 @@
 """The generated CRDs follow the Kubernetes API conventions a platform team checks for: a description at every level
-(what `kubectl explain` prints; `metadata` is ObjectMeta's own), conditions as a map keyed by type, a category, `-o wide` columns, and a Ready
-condition column on both kinds."""
+(what `kubectl explain` prints; `metadata` is ObjectMeta's own), conditions as a map keyed by type, a category,
+`-o wide` columns, and a Ready condition column on both kinds."""
 
 from __future__ import annotations
 
