@@ -92,8 +92,9 @@ def test_the_wheel_installs_in_a_clean_virtualenv_and_runs(clean_venv: Path, tmp
 def test_the_sbom_lists_exactly_the_packages_of_the_image_environment(dist: Path, clean_venv: Path) -> None:
     sbom = json.loads(next(dist.glob("*.cdx.json")).read_text())
     assert sbom["bomFormat"] == "CycloneDX"
-    assert sbom["metadata"]["component"]["name"] == "agentid-operator"
-    listed = {canonical(c["name"]): c["version"] for c in sbom["components"]}
+    root = sbom["metadata"]["component"]  # agentid-operator itself: the root, its dependencies the components
+    assert (root["name"], root["version"]) == ("agentid-operator", VERSION)
+    listed = {canonical(c["name"]): c["version"] for c in sbom["components"]} | {root["name"]: root["version"]}
     pinned = dict(
         (canonical(name), version)
         for name, version in (line.split("==") for line in (dist / "image-requirements.txt").read_text().split()
@@ -135,10 +136,10 @@ def test_the_packaged_chart_carries_the_crds_and_installs(
     try:
         helm("install", name, str(packaged), f"--kubeconfig={cluster.kubeconfig}", "--namespace", namespace,
              "--create-namespace", f"--values={values}")  # fmt: skip
-        status = json.loads(helm("status", name, f"--kubeconfig={cluster.kubeconfig}", "-n", namespace,
-                                 "-o", "json").stdout)  # fmt: skip
-        assert status["info"]["status"] == "deployed"
-        assert status["chart"]["metadata"]["version"] == VERSION
+        listed = json.loads(helm("list", f"--kubeconfig={cluster.kubeconfig}", "-n", namespace, "-o", "json").stdout)
+        assert [(r["name"], r["status"], r["chart"], r["app_version"]) for r in listed] == [
+            (name, "deployed", f"agentid-operator-{VERSION}", VERSION)
+        ]
         deployments = cluster.kubectl("get", "deployments", "-n", namespace, "-o", "name").stdout.split()
         assert sorted(deployments) == [
             f"deployment.apps/{name}-agentid-operator",
