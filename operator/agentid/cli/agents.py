@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 from agentid.cli.lazy import command
+from agentid.tokens.defaults import DEFAULT_KUBE_AUDIENCE, DEFAULT_NAMESPACE
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -115,8 +116,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     check.add_argument(
         "--operator-namespace",
-        default="agentid-system",
-        help="namespace of the agentid release (its token Service; default agentid-system)",
+        default=DEFAULT_NAMESPACE,
+        help="namespace of the agentid release (where its token Service is)",
     )
     check.add_argument(
         "-n", "--namespace", help="namespace for the webhook's dry-run (default: the context's namespace)"
@@ -130,7 +131,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     check.add_argument(
         "--kube-audience",
-        default="https://kubernetes.default.svc",
-        help="audience the API server accepts agent tokens for (default https://kubernetes.default.svc)",
+        default=DEFAULT_KUBE_AUDIENCE,
+        help="audience the API server accepts agent tokens for",
     )
     check.set_defaults(func=command("agentid.cli.check:check_command"))
