@@ -12,7 +12,7 @@ import pytest
 
 import agentid
 from agentid.api import v1alpha1
-from agentid.cli import agents, commands, main, views
+from agentid.cli import agents, main, output, views
 from tests.support.agents import agent_manifest
 
 NOW = dt.datetime(2026, 11, 29, 12, 0, 0, tzinfo=dt.UTC)
@@ -212,10 +212,10 @@ def test_service_account_tokens_are_explained_too() -> None:
 
 def test_no_colours_when_the_output_is_not_a_terminal() -> None:
     stream = io.StringIO()
-    out = commands.console(stream)
-    table = commands._table("NAME", "PHASE")
-    commands._add_row(table, ["bot", "[bold]Active[/bold]"])
-    commands._print_table(out, table)
+    out = output.console(stream)
+    table = output.table("NAME", "PHASE")
+    output.add_row(table, ["bot", "[bold]Active[/bold]"])
+    output.print_table(out, table)
     assert "\x1b[" not in stream.getvalue()
     assert "[bold]Active[/bold]" in stream.getvalue(), "cell text is literal, never markup"
     assert all(line == line.rstrip() for line in stream.getvalue().splitlines())

@@ -2,8 +2,9 @@
 
 Registered by ``agentid.cli.main``; the same entry point is installed as ``kubectl-agentid``, so
 ``kubectl agentid list -A`` works. Only the standard library is imported here (``agentid --help`` and shell
-completion stay fast); the commands live in ``agentid.cli.commands`` and ``agentid.cli.check`` and are imported
-when one runs. Exit codes scripts can rely on are the ``EXIT_*`` constants below (docs/reference.md lists them).
+completion stay fast); the commands live in ``agentid.cli.commands`` (cluster), ``agentid.cli.offline`` (no
+cluster) and ``agentid.cli.check`` and are imported when one runs. Exit codes scripts can rely on are the
+``EXIT_*`` constants below (docs/reference.md lists them).
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "-o", "--output", choices=OUTPUTS[:3], default="table", help="table for people, json or yaml for scripts"
     )
     explain.add_argument("jwt", help="the token, '-' to read it from stdin, or @FILE")
-    explain.set_defaults(func=command(f"{_COMMANDS}:explain_token_command"))
+    explain.set_defaults(func=command("agentid.cli.offline:explain_token_command"))
 
     audit = subparsers.add_parser("audit", parents=[one], help="an agent's timeline from its Events")
     audit.add_argument(
@@ -105,7 +106,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     audit.set_defaults(func=command(f"{_COMMANDS}:audit_command"))
 
     crds = subparsers.add_parser("crds", help="print the CustomResourceDefinitions (YAML)")
-    crds.set_defaults(func=command(f"{_COMMANDS}:crds_command"))
+    crds.set_defaults(func=command("agentid.cli.offline:crds_command"))
 
     check = subparsers.add_parser(
         "check",

@@ -27,7 +27,7 @@ from typing import Any
 import aiohttp
 
 from agentid.api import crdgen, v1alpha1
-from agentid.cli import commands
+from agentid.cli import commands, output
 from agentid.cli.agents import EXIT_ERROR, EXIT_OK
 from agentid.domain import claims, naming
 from agentid.kube import errors, resources
@@ -168,7 +168,7 @@ async def _dry_run(client: KubeClient, namespace: str, *, mutating: bool) -> Fin
             "POST", resources.AGENT_IDENTITIES.path(namespace), body=body, query={"dryRun": "All"}
         )
     except errors.ApiError as error:
-        message = commands.one_line(error.message)
+        message = output.one_line(error.message)
         if "failed calling webhook" in message or "failed to call webhook" in message:
             return Finding(Status.FAIL, piece, f"the API server cannot call it: {message}")
         if "admission webhook" in message and "denied the request" in message:
@@ -222,7 +222,7 @@ async def check_token_service(client: KubeClient, args: argparse.Namespace) -> t
             jwks = await client.request("GET", f"{proxy}{jwks_path}")
             where, direct = f"Service {proxy.split('/services/')[-1].split('/')[0]}", False
     except (errors.ApiError, aiohttp.ClientError, TimeoutError, ValueError, OSError) as error:
-        return None, [Finding(Status.FAIL, piece, f"discovery does not answer: {commands.one_line(error)}")]
+        return None, [Finding(Status.FAIL, piece, f"discovery does not answer: {output.one_line(error)}")]
     issuer = str(document.get("issuer", ""))
     if args.issuer and issuer != args.issuer.rstrip("/"):
         return None, [Finding(Status.FAIL, piece, f"discovery names issuer {issuer!r}, not {args.issuer!r}")]

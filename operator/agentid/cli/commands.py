@@ -1,13 +1,13 @@
-"""The kubectl plugin's commands for people: list, describe, suspend, resume, revoke, explain-token, audit, crds.
+"""The kubectl plugin's cluster commands for people: list, describe, suspend, resume, revoke, audit.
 
 Parsers are registered by ``agentid.cli.agents`` (standard library only); this module is imported when one of
 these commands runs. It talks to the API server through the project's kube client (plain-dict REST on
 kubernetes.aio), reads agents through the API models, and changes them only by patching ``spec`` (supervision,
-revocation) — the operator reconciles, nothing here writes status. Rendering lives in ``agentid.cli.views``.
+revocation) — the operator reconciles, nothing here writes status. What to show lives in ``agentid.cli.views``,
+how to print it in ``agentid.cli.output``.
 
-Output: rich tables; colours only on a terminal (and never with NO_COLOR set); ``-o json|yaml`` print the API
-objects as kubectl does, ``-o name`` prints ``agentidentity.agentid.dev/NAME``. Every failure is one line on
-stderr with an exit code from ``agentid.cli.agents``.
+``-o json|yaml`` print the API objects as kubectl does, ``-o name`` prints ``agentidentity.agentid.dev/NAME``.
+Every failure is one line on stderr with an exit code from ``agentid.cli.agents``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -23,16 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import jwt
 import kubernetes
-import yaml
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
-from agentid.api import crdgen, v1alpha1
+from agentid.api import v1alpha1
 from agentid.api.v1alpha1 import AgentIdentity, SupervisionMode
-from agentid.cli import views
+from agentid.cli import output, views
 from agentid.cli.agents import (
     EXIT_ERROR,
     EXIT_NOT_FOUND,
@@ -41,11 +37,8 @@ from agentid.cli.agents import (
     EXIT_TERMINAL,
     RESUMABLE_MODES,
 )
-from agentid.domain import claims
 from agentid.kube import errors, resources
 from agentid.kube.client import KubeClient, load_configuration
-from agentid.tokens import verification
-from agentid.tokens.settings import Limits
 
 FIELD_MANAGER = "kubectl-agentid"
 RESUME_MODE_ANNOTATION = f"{v1alpha1.GROUP}/resume-mode"  # the mode `suspend` interrupted, restored by `resume`
@@ -63,31 +56,6 @@ class CommandError(Exception):
 
 
 # -- plumbing -------------------------------------------------------------------------------------------------------
-
-
-def console(stream: Any = None) -> Console:
-    """Colours on a terminal only (rich also honours NO_COLOR); no wrapping at 80 columns when piped."""
-    target = stream or sys.stdout
-    terminal = hasattr(target, "isatty") and target.isatty()
-    return Console(file=target, highlight=False, soft_wrap=False, width=None if terminal else 512)
-
-
-def _table(*columns: str) -> Table:
-    table = Table(box=None, header_style="bold", pad_edge=False, show_edge=False)
-    for column in columns:
-        table.add_column(column, overflow="fold")
-    return table
-
-
-def _print_table(out: Console, table: Table) -> None:
-    """Rich pads every cell to its column's width; lines without trailing blanks are kinder to scripts."""
-    with out.capture() as captured:
-        out.print(table)
-    out.file.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
-
-
-def _add_row(table: Table, cells: Sequence[str]) -> None:
-    table.add_row(*(Text(cell) for cell in cells))  # literal text: '[' in a message is not markup
 
 
 def now() -> dt.datetime:
@@ -118,19 +86,14 @@ def run_with_client(
         print(f"error: {error.message or 'not found'}", file=sys.stderr)
         return EXIT_NOT_FOUND
     except errors.Unreachable as error:
-        print(f"error: cannot reach the API server: {one_line(error.message)}", file=sys.stderr)
+        print(f"error: cannot reach the API server: {output.one_line(error.message)}", file=sys.stderr)
         return EXIT_ERROR
     except errors.ApiError as error:
-        print(f"error: the API server refused: {error.reason}: {one_line(error.message)}", file=sys.stderr)
+        print(f"error: the API server refused: {error.reason}: {output.one_line(error.message)}", file=sys.stderr)
         return EXIT_ERROR
     except (aiohttp.ClientError, OSError) as error:
-        print(f"error: cannot reach the API server: {one_line(error)}", file=sys.stderr)
+        print(f"error: cannot reach the API server: {output.one_line(error)}", file=sys.stderr)
         return EXIT_ERROR
-
-
-def one_line(error: object) -> str:
-    """Client libraries put newlines (and whole reprs) into their messages; a CLI error is one line."""
-    return " ".join(str(error).split()) or type(error).__name__
 
 
 async def ensure_installed(client: KubeClient) -> None:
@@ -174,18 +137,6 @@ def _parsed(body: Mapping[str, Any]) -> AgentIdentity:
     return agent
 
 
-def _print_json(document: Any) -> None:
-    print(json.dumps(document, indent=2, sort_keys=True, default=str))
-
-
-def _print_document(document: Any, output: str) -> None:
-    """-o json or -o yaml, kubectl's layout (keys sorted, two-space indent)."""
-    if output == "yaml":
-        print(yaml.safe_dump(document, sort_keys=True, default_flow_style=False), end="")
-    else:
-        _print_json(document)
-
-
 def _object_name(body: Mapping[str, Any]) -> str:
     """-o name: ``agentidentity.agentid.dev/NAME``, as ``kubectl get -o name`` prints it."""
     return f"{v1alpha1.KIND.lower()}.{v1alpha1.GROUP}/{(body.get('metadata') or {}).get('name', '')}"
@@ -195,14 +146,6 @@ def _as_list(bodies: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The items with apiVersion and kind (a list response leaves them out), in a v1 List like kubectl's."""
     items = [{"apiVersion": v1alpha1.API_VERSION, "kind": v1alpha1.KIND, **body} for body in bodies]
     return {"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": items}
-
-
-def _print_lines(out: Console, lines: Sequence[tuple[str, str]]) -> None:
-    width = max((len(label) for label, _ in lines), default=0) + 2
-    for label, value in lines:
-        line = Text(f"{label + ':' if label else '':<{width}}", style="bold")
-        line.append(value)
-        out.print(line)
 
 
 # -- list, describe -------------------------------------------------------------------------------------------------
@@ -216,7 +159,7 @@ def list_command(args: argparse.Namespace) -> int:
             key=lambda body: (body["metadata"].get("namespace", ""), body["metadata"]["name"]),
         )
         if args.output in ("json", "yaml"):
-            _print_document(_as_list(bodies), args.output)
+            output.print_document(_as_list(bodies), args.output)
             return EXIT_OK
         if args.output == "name":
             for body in bodies:
@@ -224,18 +167,18 @@ def list_command(args: argparse.Namespace) -> int:
             return EXIT_OK
         if not bodies:
             where = "any namespace" if namespace is None else f"namespace {namespace}"
-            console(sys.stderr).print(f"No agents found in {where}.")
+            output.console(sys.stderr).print(f"No agents found in {where}.")
             return EXIT_OK
         wide = args.output == "wide"
         rows = views.agent_rows(bodies, now())
-        table = _table(
+        table = output.table(
             *(("NAMESPACE",) if namespace is None else ()),
             *views.LIST_COLUMNS,
             *(views.WIDE_COLUMNS if wide else ()),
         )
         for row in rows:
-            _add_row(table, row.cells(with_namespace=namespace is None, wide=wide))
-        _print_table(console(), table)
+            output.add_row(table, row.cells(with_namespace=namespace is None, wide=wide))
+        output.print_table(output.console(), table)
         return EXIT_OK
 
     return run_with_client(args, command)
@@ -246,15 +189,15 @@ def describe_command(args: argparse.Namespace) -> int:
         namespace = namespace_of(args)
         body = await _get_agent(client, namespace, args.name)
         if args.output in ("json", "yaml"):
-            _print_document({"apiVersion": v1alpha1.API_VERSION, "kind": v1alpha1.KIND, **body}, args.output)
+            output.print_document({"apiVersion": v1alpha1.API_VERSION, "kind": v1alpha1.KIND, **body}, args.output)
             return EXIT_OK
         if args.output == "name":
             print(_object_name(body))
             return EXIT_OK
         agent = _parsed(body)
         moment = now()
-        out = console()
-        _print_lines(out, views.describe_agent(agent, moment))
+        out = output.console()
+        output.print_lines(out, views.describe_agent(agent, moment))
         for title, columns, rows in (
             ("Permissions (declared)", ("API GROUPS", "RESOURCES", "VERBS", "NAMES"), views.permission_rows(agent)),
             ("Keys (public)", ("KEY ID", "ALGORITHM", "STATE", "CREATED", "RETIRES"), views.key_rows(agent)),
@@ -266,10 +209,10 @@ def describe_command(args: argparse.Namespace) -> int:
         ):
             out.print(f"\n[bold]{title}:[/bold]" + ("" if rows else " none"))
             if rows:
-                table = _table(*columns)
+                table = output.table(*columns)
                 for row in rows:
-                    _add_row(table, row)
-                _print_table(out, table)
+                    output.add_row(table, row)
+                output.print_table(out, table)
         entries = views.timeline(await _events(client, namespace, args.name))[-10:]
         out.print("\n[bold]Recent events:[/bold]" + ("" if entries else " none"))
         if entries:
@@ -397,10 +340,10 @@ async def _events(client: KubeClient, namespace: str, name: str) -> list[dict[st
 
 
 def _print_timeline(out: Console, entries: Sequence[views.TimelineEntry], uid: str | None) -> None:
-    table = _table("TIME", "TYPE", "REASON", "MESSAGE")
+    table = output.table("TIME", "TYPE", "REASON", "MESSAGE")
     for row in views.timeline_rows(entries, current_uid=uid):
-        _add_row(table, row)
-    _print_table(out, table)
+        output.add_row(table, row)
+    output.print_table(out, table)
 
 
 def audit_command(args: argparse.Namespace) -> int:
@@ -415,9 +358,9 @@ def audit_command(args: argparse.Namespace) -> int:
             )
         agent = views.parse_agent(body) if body is not None else None
         if args.output in ("json", "yaml"):
-            _print_document([entry.as_dict() for entry in entries], args.output)
+            output.print_document([entry.as_dict() for entry in entries], args.output)
             return EXIT_OK
-        out = console()
+        out = output.console()
         if agent is None:
             out.print(Text(f"{namespace}/{args.name} no longer exists; its Events remain until they expire:"))
         else:
@@ -435,42 +378,3 @@ def audit_command(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     return run_with_client(args, command)
-
-
-# -- explain-token, crds (no cluster needed) ------------------------------------------------------------------------
-
-
-def _read_token(source: str) -> str:
-    if source == "-":
-        return sys.stdin.read().strip()
-    if source.startswith("@"):
-        return Path(source[1:]).read_text().strip()
-    return source.strip()
-
-
-def explain_token_command(args: argparse.Namespace) -> int:
-    try:
-        token = _read_token(args.jwt)
-        payload = verification.unverified_claims(token, Limits().max_token_bytes)
-        header = jwt.get_unverified_header(token)
-    except OSError as error:
-        print(f"error: cannot read the token: {one_line(error)}", file=sys.stderr)
-        return EXIT_ERROR
-    except (claims.Refused, jwt.PyJWTError):
-        print("error: not a JWT (expected three base64url parts with JSON header and claims)", file=sys.stderr)
-        return EXIT_ERROR
-    explained = views.explain(header, payload)
-    if args.output in ("json", "yaml"):
-        _print_document(explained.as_dict(), args.output)
-        return EXIT_OK
-    out = console()
-    out.print(Text(views.UNVERIFIED_BANNER, style="bold yellow"))
-    _print_lines(out, views.explanation_lines(explained, now()))
-    out.print("\n[bold]Claims (unverified):[/bold]")
-    out.print(json.dumps(payload, indent=2, sort_keys=True), markup=False)
-    return EXIT_OK
-
-
-def crds_command(args: argparse.Namespace) -> int:
-    print("---\n".join(crdgen.render(definition) for definition in crdgen.DEFINITIONS), end="")
-    return EXIT_OK
