@@ -184,3 +184,27 @@ def test_check_of_a_whole_installation_passes_and_proves_apiserver_authenticatio
     assert cluster.kubectl("get", "agentidentities", "-n", token_namespace, "-o", "name").stdout.split() == [
         "agentidentity.agentid.dev/checker"
     ], "the dry run stored nothing"
+
+
+def test_check_finds_the_chart_token_service_by_its_labels_and_says_when_it_does_not_answer(
+    cluster: ClusterHandle, crds: None, namespace: str
+) -> None:
+    """The chart's token Service, without Pods behind it (nothing runs on this control plane): found through the API
+    server's Service proxy, reported as not answering."""
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "agentid-tokens",
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/part-of": "agentid", "app.kubernetes.io/component": "token-service"},
+        },
+        "spec": {"selector": {"app": "nothing"}, "ports": [{"name": "https", "port": 443, "targetPort": 8443}]},
+    }
+    cluster.kubectl("apply", "-f", "-", input_text=yaml.safe_dump(service))
+    result = agentid("check", "--operator-namespace", namespace, "-n", namespace, kubeconfig=cluster.kubeconfig)
+    found = check_lines(result)
+    status, detail = found["token service"]
+    assert status == "FAIL"
+    assert detail.startswith("discovery does not answer: "), detail
+    assert result.returncode == agents.EXIT_ERROR
