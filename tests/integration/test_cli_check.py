@@ -7,6 +7,7 @@ cluster, with the session operator's webhook, token service and issuer trust, is
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -129,6 +130,8 @@ def test_check_on_a_bare_cluster_reports_every_missing_piece_on_its_own_line(bar
     found = check_lines(result)
     assert found["CRD agentidentities.agentid.dev"] == ("FAIL", "not installed (install the chart, or `agentid crds`)")
     assert found["CRD agentpolicies.agentid.dev"][0] == "FAIL"
+    assert found["operator"][0] == "SKIP"
+    assert found["token service Pods"][0] == "SKIP"
     assert found["validating webhook"][0] == "FAIL"
     assert found["mutating webhook"][0] == "FAIL"
     assert found["webhook reachable"][0] == "SKIP"
@@ -156,6 +159,36 @@ def test_check_names_a_webhook_the_api_server_cannot_call(bare_cluster: ClusterH
     assert found["token service"][0] == "FAIL"
 
 
+def test_check_reports_deployments_whose_pods_are_not_ready_and_version_skew(bare_cluster: ClusterHandle) -> None:
+    """Nothing schedules Pods on this control plane: the chart's operator Deployment stays at 0/1 ready."""
+    labels = {
+        "app.kubernetes.io/part-of": "agentid",
+        "app.kubernetes.io/component": "operator",
+        "app.kubernetes.io/version": "0.0.1",
+    }
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "agentid-operator", "namespace": "agentid-system", "labels": labels},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "agentid-operator"}},
+            "template": {
+                "metadata": {"labels": {"app": "agentid-operator"}},
+                "spec": {"containers": [{"name": "operator", "image": "agentid:0.0.1"}]},
+            },
+        },
+    }
+    bare_cluster.kubectl("create", "namespace", "agentid-system", check=False)
+    bare_cluster.kubectl("apply", "-f", "-", input_text=yaml.safe_dump(deployment))
+    result = agentid("check", "-o", "json", kubeconfig=bare_cluster.kubeconfig)
+    assert result.returncode == agents.EXIT_ERROR
+    findings = {(f["piece"], f["status"]): f["detail"] for f in json.loads(result.stdout)}
+    assert findings[("operator", "FAIL")].startswith("agentid-operator: 0/1 Pods ready")
+    assert "runs agentid 0.0.1, this CLI is" in findings[("operator version", "WARN")]
+    assert ("token service Pods", "SKIP") in findings
+
+
 def test_check_of_a_whole_installation_passes_and_proves_apiserver_authentication(
     cluster: ClusterHandle,
     token_service: TokenServiceHandle,
@@ -177,7 +210,10 @@ def test_check_of_a_whole_installation_passes_and_proves_apiserver_authenticatio
     )  # fmt: skip
     assert result.returncode == agents.EXIT_OK, result.stdout + result.stderr
     found = check_lines(result)
-    assert {status for status, _ in found.values()} == {"ok"}, result.stdout
+    assert {status for piece, (status, _) in found.items() if piece not in ("operator", "token service Pods")} == {
+        "ok"
+    }, result.stdout
+    assert found["operator"][0] == "SKIP", "the session operator runs in-process, not as a Deployment"
     assert found["webhook reachable"] == ("ok", f"answered a dry-run create in {token_namespace}")
     assert found["token service"][1].startswith(f"issuer {token_service.issuer} answers discovery")
     assert found["apiserver authentication"][1].endswith(f"as agent:{token_namespace}:checker")

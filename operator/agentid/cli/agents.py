@@ -112,7 +112,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "check",
         parents=[connection],
         help="verify an installation: CRDs, admission webhook, token service, apiserver authentication",
-        description="Checks each piece of an agentid installation and prints one line per piece (ok, FAIL or "
+        description="Checks each piece of an agentid installation and prints one line per piece (ok, FAIL, WARN or "
         "SKIP); exits 1 when any piece is broken. docs/troubleshooting.md explains each failure.",
     )
     check.add_argument(
@@ -134,5 +134,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--kube-audience",
         default=DEFAULT_KUBE_AUDIENCE,
         help="audience the API server accepts agent tokens for",
+    )
+    check.add_argument(
+        "-o", "--output", choices=("text", "json"), default="text", help="json: the findings, for scripts"
     )
     check.set_defaults(func=command("agentid.cli.check:check_command"))

@@ -3,6 +3,7 @@
 Checks, in order (a later check that depends on an earlier broken piece is skipped, and says why):
 
 1. the two CRDs exist, are Established and serve ``v1alpha1``;
+   the chart's Deployments (operator, token service) have their Pods ready, and run this CLI's version;
 2. admission webhooks are configured for AgentIdentities (validating: ceilings and policies; mutating:
    attribution and the cleanup finalizer) and answer: a server-side dry-run create goes through them;
 3. the token service answers discovery (directly with ``--issuer``, else through the API server's Service
@@ -10,7 +11,8 @@ Checks, in order (a later check that depends on an earlier broken piece is skipp
 4. with ``--agent``: the API server authenticates that agent's exchanged token (structured authentication is
    configured for the issuer) — a TokenRequest, an exchange and a SelfSubjectReview, nothing is stored.
 
-Exit code 0 when nothing failed, 1 otherwise. docs/troubleshooting.md explains each failure line.
+Exit code 0 when nothing failed, 1 otherwise (WARN and SKIP do not fail). docs/troubleshooting.md explains each
+failure line; ``-o json`` prints the findings for scripts.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 
 import aiohttp
 
+from agentid import __version__
 from agentid.api import crdgen, v1alpha1
 from agentid.cli import commands, output
 from agentid.cli.agents import EXIT_ERROR, EXIT_OK
@@ -53,12 +56,18 @@ class Finding:
     def line(self) -> str:
         return f"{self.status.value:<5} {self.piece}: {self.detail}"
 
+    def as_dict(self) -> dict[str, str]:
+        return {"status": self.status.value, "piece": self.piece, "detail": self.detail}
+
 
 def check_command(args: argparse.Namespace) -> int:
     async def command(client: KubeClient) -> int:
         findings = await run_checks(client, args)
-        for finding in findings:
-            print(finding.line())
+        if args.output == "json":
+            output.print_json([finding.as_dict() for finding in findings])
+        else:
+            for finding in findings:
+                print(finding.line())
         failed = sum(finding.status is Status.FAIL for finding in findings)
         if failed:
             print(f"{failed} problem(s); docs/troubleshooting.md explains each line", file=sys.stderr)
@@ -71,6 +80,7 @@ def check_command(args: argparse.Namespace) -> int:
 async def run_checks(client: KubeClient, args: argparse.Namespace) -> list[Finding]:
     findings = await check_crds(client)
     crds_ok = all(finding.status is Status.OK for finding in findings)
+    findings += await check_deployments(client, args.operator_namespace)
     findings += await check_webhooks(client, commands.namespace_of(args), crds_ok=crds_ok)
     discovery, issuer_findings = await check_token_service(client, args)
     findings += issuer_findings
@@ -99,6 +109,48 @@ async def check_crds(client: KubeClient) -> list[Finding]:
             findings.append(Finding(Status.FAIL, piece, f"does not serve {definition.version} (serves {served})"))
         else:
             findings.append(Finding(Status.OK, piece, f"Established, serves {', '.join(served)}"))
+    return findings
+
+
+# -- Deployments ----------------------------------------------------------------------------------------------------
+
+COMPONENTS = (("operator", "operator"), (TOKEN_SERVICE_COMPONENT, "token service Pods"))
+
+
+async def check_deployments(client: KubeClient, namespace: str) -> list[Finding]:
+    """The chart's Deployments: Pods ready, and the version this CLI was built with (docs/upgrading.md, skew)."""
+    findings = []
+    for component, piece in COMPONENTS:
+        selector = f"app.kubernetes.io/part-of=agentid,app.kubernetes.io/component={component}"
+        deployments = await client.list(resources.DEPLOYMENTS, namespace, label_selector=selector)
+        if not deployments:
+            findings.append(
+                Finding(Status.SKIP, piece, f"no Deployment labelled {selector} in {namespace} (running elsewhere?)")
+            )
+        for deployment in deployments:
+            findings += _deployment_findings(deployment, piece, namespace)
+    return findings
+
+
+def _deployment_findings(deployment: dict[str, Any], piece: str, namespace: str) -> list[Finding]:
+    name = deployment["metadata"]["name"]
+    wanted = int(deployment["spec"].get("replicas", 1))
+    ready = int((deployment.get("status") or {}).get("readyReplicas") or 0)
+    if ready < wanted:
+        hint = f"`kubectl -n {namespace} describe deployment {name}` and its Pods' events say why"
+        findings = [Finding(Status.FAIL, piece, f"{name}: {ready}/{wanted} Pods ready ({hint})")]
+    else:
+        findings = [Finding(Status.OK, piece, f"{name}: {ready}/{wanted} Pods ready")]
+    running = (deployment["metadata"].get("labels") or {}).get("app.kubernetes.io/version")
+    if running and running != __version__:
+        findings.append(
+            Finding(
+                Status.WARN,
+                f"{piece} version",
+                f"{name} runs agentid {running}, this CLI is {__version__} (one minor release apart is supported; "
+                "docs/upgrading.md)",
+            )
+        )
     return findings
 
 
