@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # agentid: the operator (`agentid run`) and the token service (`agentid serve`) in one image.
-#   docker build -t agentid:0.1.0 .
+#   docker build -t agentid:0.1.0 .           (after `make release`: the image gets exactly the SBOM's packages)
 # Pin the base by digest in release pipelines: --build-arg PYTHON_IMAGE=python:3.11.14-slim-trixie@sha256:<digest>
 ARG PYTHON_IMAGE=python:3.11.14-slim-trixie
 
@@ -9,12 +9,15 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# dist/image-requirements.txt (written by `make release`, when present) pins every Python package to what the
+# release's SBOM lists; without it (a development build) pip resolves the newest allowed versions.
+COPY pyproject.toml README.md LICENSE dist/image-requirements.tx[t] ./
 COPY operator ./operator
 RUN python -m venv /opt/agentid \
- && /opt/agentid/bin/pip install "setuptools>=68" wheel \
+ && /opt/agentid/bin/pip install "setuptools>=77" wheel \
  && /opt/agentid/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /wheels . \
- && /opt/agentid/bin/pip install --only-binary=:all: /wheels/agentid-*.whl \
+ && /opt/agentid/bin/pip install --only-binary=:all: \
+      $(test -f image-requirements.txt && echo --constraint image-requirements.txt) /wheels/agentid_operator-*.whl \
  && /opt/agentid/bin/pip uninstall --yes pip setuptools wheel \
  && python -m compileall -q /opt/agentid
 

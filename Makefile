@@ -18,12 +18,16 @@ ACTIONLINT_VERSION := $(shell sed -n 's/^ACTIONLINT_VERSION=//p' operator/agenti
 ACTIONLINT := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/agentid/tools/actionlint-$(ACTIONLINT_VERSION)/actionlint
 export AGENTID_ACTIONLINT := $(ACTIONLINT)
 
-.PHONY: test demo lint format crds crds-check control-plane checkov actionlint reference unit integration e2e bench clean help
+# Release tools (build, twine, cyclonedx-bom) in their own virtualenv too. `make release` writes to $(DIST).
+RELEASE_TOOLS := $(VENV)/tools/release
+DIST ?= dist
+
+.PHONY: test demo lint format crds crds-check control-plane checkov actionlint reference chart-readme release set-version unit integration e2e bench clean help
 
 help:
 	@echo "make demo   - start the local control plane and run the agentid story on it"
 	@echo "make test   - everything from a fresh machine: venv, installs, control plane build, lint, tests"
-	@echo "make lint | crds | control-plane | unit | integration | e2e | bench | clean"
+	@echo "make lint | crds | control-plane | unit | integration | e2e | bench | release | clean"
 
 $(INSTALLED): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,6 +57,11 @@ crds: $(INSTALLED)
 	rm -f $(CHART)/crds/*.yaml && cp crds/*.yaml $(CHART)/crds/
 	$(BIN)/python -m agentid.webhooks.configuration $(CHART)/files
 	$(BIN)/python hack/reference.py > docs/reference.md
+	$(BIN)/python hack/chart_readme.py > $(CHART)/README.md
+
+# The chart's README.md is generated from values.schema.json and values.yaml (a test fails when it is stale).
+chart-readme: $(INSTALLED)
+	$(BIN)/python hack/chart_readme.py > $(CHART)/README.md
 
 # docs/reference.md is generated from the API models and the CLI (a test fails when it is stale).
 reference: $(INSTALLED)
@@ -73,6 +82,33 @@ $(ACTIONLINT):
 
 actionlint: $(ACTIONLINT)
 
+$(RELEASE_TOOLS)/.installed:
+	@test -x $(RELEASE_TOOLS)/bin/python || $(PYTHON) -m venv $(RELEASE_TOOLS)
+	$(RELEASE_TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check 'build>=1.2' 'twine>=6' \
+	  'cyclonedx-bom>=7.5,<8'
+	@touch $@
+
+# Everything a release publishes, in $(DIST)/: wheel + sdist (agentid-operator), the image's exact Python pins and
+# their CycloneDX SBOM, the chart .tgz with its CRDs, SHA256SUMS. When the Makefile has an `image` target (the
+# Docker-less image), its OCI archive is built into $(DIST)/ too (it must write to $$IMAGE_ARCHIVE) and checksummed.
+# docs/release.md: what each file is and how the tag workflow signs and publishes them.
+release: $(INSTALLED) $(RELEASE_TOOLS)/.installed
+	$(BIN)/python hack/release.py build --dist $(DIST) --tools $(RELEASE_TOOLS)/bin --helm "$$(command -v helm)"
+	@if grep -q '^image:' $(firstword $(MAKEFILE_LIST)); then \
+	  $(MAKE) image IMAGE_ARCHIVE=$(abspath $(DIST))/agentid-image-$$($(BIN)/python hack/release.py version).oci.tar; \
+	else echo "no \`make image\` target: the image is built by docker (Dockerfile) in the release workflow"; fi
+	$(BIN)/python hack/release.py checksums --dist $(DIST)
+	@cat $(DIST)/SHA256SUMS
+
+# The one version, from pyproject.toml into agentid.__version__ and the chart: make set-version VERSION=0.2.0
+set-version:
+	@test -n "$(VERSION)" || { echo "usage: make set-version VERSION=x.y.z"; exit 2; }
+	sed -i -E 's/^version = "[^"]+"/version = "$(VERSION)"/' pyproject.toml
+	sed -i -E 's/^__version__ = "[^"]+"/__version__ = "$(VERSION)"/' operator/agentid/__init__.py
+	sed -i -E 's/^version: .*/version: $(VERSION)/; s/^appVersion: .*/appVersion: "$(VERSION)"/' $(CHART)/Chart.yaml
+	$(MAKE) chart-readme
+	@$(BIN)/python hack/release.py version
+
 unit: $(INSTALLED)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
@@ -92,4 +128,4 @@ bench: $(INSTALLED) control-plane
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info operator/*.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info operator/*.egg-info

@@ -231,12 +231,17 @@ def cli_section() -> list[str]:
     return lines
 
 
-def _values(node: Schema, defaults: Any, path: str) -> Iterator[list[str]]:
+def _values(node: Schema, defaults: Any, path: str, root: Schema) -> Iterator[list[str]]:
+    if "$ref" in node:  # "#/definitions/x": shared shapes (quantities, resource lists, ServiceAccounts)
+        node = {
+            **root["definitions"][node["$ref"].rsplit("/", 1)[-1]],
+            **{k: v for k, v in node.items() if k != "$ref"},
+        }
     properties: Schema = node.get("properties") or {}
     if node.get("type") == "object" and properties and path.count(".") < 2:
         for name, child in properties.items():
             value = defaults.get(name) if isinstance(defaults, dict) else None
-            yield from _values(child, value, f"{path}.{name}" if path else name)
+            yield from _values(child, value, f"{path}.{name}" if path else name, root)
         return
     kind = node.get("type", "any")
     shown = f"`{json.dumps(defaults)}`" if defaults is not None else ""
@@ -252,12 +257,13 @@ def values_section() -> list[str]:
     lines = [
         "## Helm values",
         "",
-        "Chart `charts/agentid-operator` (install guide: docs/helm.md). values.schema.json refuses unknown keys.",
+        "Chart `charts/agentid-operator` (install guide: docs/helm.md; every value, to the last level, in the chart's",
+        "README.md). values.schema.json refuses unknown keys.",
         "",
         "| Value | Type | Default | Description |",
         "| --- | --- | --- | --- |",
     ]
-    lines += ["| " + " | ".join(row) + " |" for row in _values(schema, defaults, "")]
+    lines += ["| " + " | ".join(row) + " |" for row in _values(schema, defaults, "", schema)]
     return [*lines, ""]
 
 

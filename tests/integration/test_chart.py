@@ -296,7 +296,9 @@ def _checkov(rendered: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize("values", [[], ["full-values.yaml"]], ids=["default", "full"])
+@pytest.mark.parametrize(
+    "values", [[], ["full-values.yaml"], ["adoption-values.yaml"]], ids=["default", "full", "adoption"]
+)
 def test_checkov_finds_nothing_beyond_the_justified_skips(values: list[str], tmp_path: Path) -> None:
     config = yaml.safe_load((CI / "checkov.yaml").read_text())
     assert set(config["skip-check"]) == CHECKOV_SKIPS, "a new skip needs its justification in ci/checkov.yaml"

@@ -58,9 +58,17 @@ def test_list_shows_name_owner_mode_phase_ready_and_age(cluster: ClusterHandle, 
     assert lines[2].split()[:5] == ["watcher", "group:sre", "Supervised", "Supervised", "True"]
     assert "\x1b[" not in table.stdout, "no colours when stdout is not a terminal"
 
-    rows = json.loads(agentid(cluster, "list", "-n", agent_namespace, "-o", "json").stdout)
-    assert [(r["name"], r["phase"], r["ready"]) for r in rows] == [("lister", "Active", "True"),
-                                                                    ("watcher", "Supervised", "True")]  # fmt: skip
+    listed = json.loads(agentid(cluster, "list", "-n", agent_namespace, "-o", "json").stdout)
+    assert listed["kind"] == "List"
+    assert [(i["kind"], i["metadata"]["name"], i["status"]["phase"]) for i in listed["items"]] == [
+        ("AgentIdentity", "lister", "Active"), ("AgentIdentity", "watcher", "Supervised")]  # fmt: skip
+    as_yaml = yaml.safe_load(agentid(cluster, "list", "-n", agent_namespace, "-o", "yaml").stdout)
+    assert [item["metadata"]["name"] for item in as_yaml["items"]] == ["lister", "watcher"]
+    names = agentid(cluster, "list", "-n", agent_namespace, "-o", "name").stdout.splitlines()
+    assert names == ["agentidentity.agentid.dev/lister", "agentidentity.agentid.dev/watcher"]
+    wide = agentid(cluster, "list", "-n", agent_namespace, "-o", "wide").stdout.splitlines()
+    assert wide[0].split()[-3:] == ["AGENT-ID", "EXPIRES", "PURPOSE"]
+    assert f"spiffe://cluster.local/ns/{agent_namespace}/agent/lister" in wide[1]
 
     everywhere = agentid(cluster, "list", "-A")
     assert everywhere.stdout.splitlines()[0].split()[0] == "NAMESPACE"
@@ -95,6 +103,11 @@ def test_describe_shows_identity_access_keys_and_conditions_never_private_keys(
     assert "PRIVATE KEY" not in out
     raw = json.loads(agentid(cluster, "describe", "described", "-n", agent_namespace, "-o", "json").stdout)
     assert raw["metadata"]["uid"] == agent.body()["metadata"]["uid"]
+    assert (raw["apiVersion"], raw["kind"]) == ("agentid.dev/v1alpha1", "AgentIdentity")
+    as_yaml = yaml.safe_load(agentid(cluster, "describe", "described", "-n", agent_namespace, "-o", "yaml").stdout)
+    assert as_yaml["metadata"]["uid"] == raw["metadata"]["uid"]
+    named = agentid(cluster, "describe", "described", "-n", agent_namespace, "-o", "name")
+    assert named.stdout == "agentidentity.agentid.dev/described\n"
 
 
 def test_suspend_and_resume_change_live_access_and_restore_the_previous_mode(

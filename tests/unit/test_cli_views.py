@@ -10,7 +10,9 @@ from typing import Any
 import jwt
 import pytest
 
-from agentid.cli import agents, main, views
+import agentid
+from agentid.api import v1alpha1
+from agentid.cli import agents, main, output, views
 from tests.support.agents import agent_manifest
 
 NOW = dt.datetime(2026, 11, 29, 12, 0, 0, tzinfo=dt.UTC)
@@ -56,9 +58,34 @@ def test_ages_read_like_kubectl(seconds: int, shown: str) -> None:
 
 def test_a_row_has_owner_mode_phase_ready_and_age() -> None:
     row = views.agent_row(body(status=ready_status()), NOW)
-    assert row == views.AgentRow("team-a", "bot", "alice@example.com", "Autonomous", "Active", "True", "5m")
-    assert row.cells(with_namespace=False)[0] == "bot"
+    assert row.cells(with_namespace=False) == ["bot", "alice@example.com", "Autonomous", "Active", "True", "5m"]
     assert row.cells(with_namespace=True)[:2] == ["team-a", "bot"]
+    wide = row.cells(with_namespace=False, wide=True)
+    assert len(wide) == len(views.LIST_COLUMNS) + len(views.WIDE_COLUMNS)
+    assert wide[-2:] == ["never", row.purpose]
+
+
+def test_the_cli_parsers_name_the_api_values_without_importing_the_models() -> None:
+    """agentid.cli.agents keeps `agentid --help` fast by spelling the resumable modes out; they must match."""
+    resumable = {mode.value for mode in v1alpha1.SupervisionMode if mode is not v1alpha1.SupervisionMode.SUSPENDED}
+    assert set(agents.RESUMABLE_MODES) == resumable
+
+
+def test_version_prints_the_package_version_and_the_api_it_serves(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main.main(["version", "-o", "json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["agentid"] == agentid.__version__
+    assert printed["api"] == v1alpha1.API_VERSION
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "tcsh"])
+def test_completion_scripts_complete_every_command(shell: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main.main(["completion", shell]) == 0
+    script = capsys.readouterr().out
+    for command in ("list", "describe", "suspend", "revoke", "check", "version", "explain-token"):
+        assert command in script
+    if shell == "bash":
+        assert "kubectl-agentid" in script
 
 
 def test_group_owners_are_marked_and_the_default_mode_is_supervised() -> None:
@@ -185,10 +212,10 @@ def test_service_account_tokens_are_explained_too() -> None:
 
 def test_no_colours_when_the_output_is_not_a_terminal() -> None:
     stream = io.StringIO()
-    out = agents.console(stream)
-    table = agents._table("NAME", "PHASE")
-    agents._add_row(table, ["bot", "[bold]Active[/bold]"])
-    agents._print_table(out, table)
+    out = output.console(stream)
+    table = output.table("NAME", "PHASE")
+    output.add_row(table, ["bot", "[bold]Active[/bold]"])
+    output.print_table(out, table)
     assert "\x1b[" not in stream.getvalue()
     assert "[bold]Active[/bold]" in stream.getvalue(), "cell text is literal, never markup"
     assert all(line == line.rstrip() for line in stream.getvalue().splitlines())

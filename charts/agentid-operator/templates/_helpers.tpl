@@ -109,3 +109,20 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "agentid.podIdentity.enabled" -}}
 {{- if and .Values.podIdentity.enabled .Values.tokenService.enabled }}true{{ end -}}
 {{- end -}}
+
+{{/* The ServiceAccount each component runs as: the chart's, or one you manage (serviceAccount.create=false). */}}
+{{- define "agentid.operator.serviceAccountName" -}}
+{{- if .Values.operator.serviceAccount.create -}}
+{{- default (include "agentid.operator.fullname" .) .Values.operator.serviceAccount.name -}}
+{{- else -}}
+{{- required "operator.serviceAccount.name is required when operator.serviceAccount.create is false" .Values.operator.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "agentid.tokens.serviceAccountName" -}}
+{{- if .Values.tokenService.serviceAccount.create -}}
+{{- default (include "agentid.tokens.fullname" .) .Values.tokenService.serviceAccount.name -}}
+{{- else -}}
+{{- required "tokenService.serviceAccount.name is required when tokenService.serviceAccount.create is false" .Values.tokenService.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}

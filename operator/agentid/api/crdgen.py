@@ -32,6 +32,7 @@ class CrdDefinition:
     scope: str
     spec_model: type[BaseModel]
     status_model: type[BaseModel]
+    description: str
     short_names: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()
     printer_columns: tuple[JsonObject, ...] = ()
@@ -87,6 +88,17 @@ def structural(schema: JsonObject, *, keep_defaults: bool) -> JsonObject:
     return convert({k: v for k, v in schema.items() if k != "$defs"})
 
 
+# The standard texts of `kubectl explain` for the fields every object has (as in the built-in types).
+_API_VERSION_TEXT = (
+    "APIVersion defines the versioned schema of this representation of an object. Servers should convert "
+    "recognized schemas to the latest internal value, and may reject unrecognized values."
+)
+_KIND_TEXT = (
+    "Kind is a string value representing the REST resource this object represents. Servers may infer this from "
+    "the endpoint the client submits requests to. In CamelCase."
+)
+
+
 def _prune_empty(value: Any) -> Any:
     """Defaults are written without empty lists/maps, so stored objects stay as small as the user wrote them."""
     if isinstance(value, dict):
@@ -103,10 +115,11 @@ def build(definition: CrdDefinition) -> JsonObject:
     )
     root: JsonObject = {
         "type": "object",
+        "description": definition.description,
         "properties": {
-            "apiVersion": {"type": "string"},
-            "kind": {"type": "string"},
-            "metadata": {"type": "object"},
+            "apiVersion": {"type": "string", "description": _API_VERSION_TEXT},
+            "kind": {"type": "string", "description": _KIND_TEXT},
+            "metadata": {"type": "object"},  # the apiserver forbids anything else here; explain shows ObjectMeta
             "spec": spec_schema,
             "status": status_schema,
         },
@@ -145,6 +158,8 @@ def build(definition: CrdDefinition) -> JsonObject:
     }
 
 
+CATEGORY = "agentid-all"  # `kubectl get agentid-all` lists agents and policies together ("agentid" is a short name)
+
 AGENT_IDENTITY = CrdDefinition(
     group=v1alpha1.GROUP,
     version=v1alpha1.VERSION,
@@ -154,13 +169,24 @@ AGENT_IDENTITY = CrdDefinition(
     scope="Namespaced",
     spec_model=v1alpha1.AgentIdentitySpec,
     status_model=v1alpha1.AgentIdentityStatus,
+    description=(
+        "AgentIdentity gives one AI agent its own Kubernetes identity: the operator provisions a ServiceAccount, "
+        "rotating signing keys and least-privilege RBAC for it, supervises it (Autonomous, Supervised, Suspended), "
+        "and revokes it on request or at expiry. The agent token service issues it short-lived agent tokens."
+    ),
     short_names=("agentid", "agentids"),
+    categories=(CATEGORY,),
     printer_columns=(
         {"name": "Owner", "type": "string", "jsonPath": ".spec.owner.name"},
         {"name": "Mode", "type": "string", "jsonPath": ".spec.supervision.mode"},
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
         {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        # -o wide (priority 1), the same as `agentid list -o wide`
+        {"name": "Agent-ID", "type": "string", "jsonPath": ".status.agentID", "priority": 1},
+        {"name": "Token-TTL", "type": "string", "jsonPath": ".status.tokenTTL", "priority": 1},
+        {"name": "Expires", "type": "date", "jsonPath": ".spec.expiresAt", "priority": 1},
+        {"name": "Purpose", "type": "string", "jsonPath": ".spec.purpose", "priority": 1},
     ),
     root_rules=(
         {
@@ -179,12 +205,22 @@ AGENT_POLICY = CrdDefinition(
     scope="Cluster",
     spec_model=v1alpha1.AgentPolicySpec,
     status_model=v1alpha1.AgentPolicyStatus,
+    description=(
+        "AgentPolicy sets ceilings for the AgentIdentities of the namespaces it selects: what they may be granted, "
+        "for how long their tokens and they themselves may live, who may own them. Admission refuses what a "
+        "policy forbids; the operator holds existing agents within it. The strictest of several policies wins."
+    ),
     short_names=("agentpol",),
+    categories=(CATEGORY,),
     printer_columns=(
+        {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
         {"name": "Agents", "type": "integer", "jsonPath": ".status.agents"},
         {"name": "Out-Of-Bounds", "type": "integer", "jsonPath": ".status.outOfBounds"},
         {"name": "Owner-Ceiling", "type": "boolean", "jsonPath": ".spec.ownerCeiling"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        {"name": "Max-Token-TTL", "type": "string", "jsonPath": ".spec.maxTokenTTL", "priority": 1},
+        {"name": "Max-Lifetime", "type": "string", "jsonPath": ".spec.maxLifetime", "priority": 1},
+        {"name": "Out-Of-Bounds-Agents", "type": "string", "jsonPath": ".status.outOfBoundsAgents", "priority": 1},
     ),
     spec_required=False,
 )

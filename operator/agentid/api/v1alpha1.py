@@ -42,6 +42,10 @@ ShortText = Annotated[str, Field(max_length=128)]
 Name = Annotated[str, Field(min_length=1, max_length=NAME_MAX)]
 
 
+# Conditions are a map keyed by type (Kubernetes API conventions): server-side apply merges them per type.
+CONDITIONS_LIST = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}
+
+
 def _rules(*pairs: tuple[str, str]) -> dict[str, Any]:
     return {"x-kubernetes-validations": [{"rule": rule, "message": message} for rule, message in pairs]}
 
@@ -90,12 +94,19 @@ class Owner(ApiModel):
 
 
 class AgentInfo(ApiModel):
+    """The agent software, for people and audit records (descriptive: nothing is enforced from it)."""
+
     framework: ShortText | None = None
+    """Agent framework, e.g. langgraph or crewai."""
     model: ShortText | None = None
+    """Model the agent runs on, e.g. claude-sonnet-4."""
     version: ShortText | None = None
+    """Version of the agent's own code or image."""
 
 
 class Supervision(ApiModel):
+    """How much of its declared access the agent holds right now (a human's switch, reversible)."""
+
     mode: SupervisionMode = SupervisionMode.SUPERVISED
     """Autonomous: everything declared is granted. Supervised: only get/list/watch and read-only ClusterRoles.
     Suspended: nothing (reversible)."""
@@ -162,6 +173,8 @@ Audience = Annotated[str, Field(min_length=1, max_length=512)]
 
 
 class Credentials(ApiModel):
+    """The agent's own signing key and the agent tokens issued to it."""
+
     key_algorithm: KeyAlgorithm = KeyAlgorithm.ED25519
     """Algorithm of the agent's own signing key (kept in its Secret)."""
     rotation_period: RotationPeriod = "720h"
@@ -181,6 +194,8 @@ class Credentials(ApiModel):
 
 
 class ActorRef(ApiModel):
+    """Another AgentIdentity, by name."""
+
     name: Annotated[str, Field(min_length=1, max_length=AGENT_NAME_MAX)]
     """Name of the other AgentIdentity."""
     namespace: Annotated[str, Field(min_length=1, max_length=63)] | None = None
@@ -191,6 +206,8 @@ class ActorRef(ApiModel):
 
 
 class Delegation(ApiModel):
+    """Which agents may act on behalf of this one (RFC 8693 delegation, the act claim), and how deep."""
+
     allowed_actors: Annotated[list[ActorRef], Field(max_length=ACTORS_MAX)] = []
     """Agents that may act on behalf of this one (the act claim of delegated tokens)."""
     max_depth: Annotated[int, Field(ge=1, le=5)] = 1
@@ -201,6 +218,8 @@ AttributeValue = Annotated[str, Field(max_length=ATTRIBUTE_VALUE_MAX)]
 
 
 class AgentIdentitySpec(ApiModel):
+    """The agent as its owner declares it: purpose, owner, supervision, permissions, credentials, expiry."""
+
     display_name: Annotated[str, Field(max_length=NAME_MAX)] | None = None
     """Human-friendly name."""
     purpose: Annotated[str, Field(min_length=1, max_length=PURPOSE_MAX)]
@@ -258,52 +277,88 @@ class KeyStatus(ApiModel):
     """Public information about one of the agent's signing keys (never the private key)."""
 
     key_id: str = Field(alias="keyID", max_length=128)
+    """The key's ID: its RFC 7638 JWK thumbprint, the kid of what it signs."""
     algorithm: KeyAlgorithm
+    """Its algorithm."""
     created_at: dt.datetime
+    """When it was generated."""
     state: KeyState
+    """Active signs; Retiring is still published for verifiers until retiresAt, and signs nothing."""
     retires_at: dt.datetime | None = None
+    """When a Retiring key is unpublished (after the last token it signed has expired)."""
     jwk: Annotated[dict[str, str], Field(max_length=16)]
+    """The public key as a JWK (RFC 7517)."""
 
 
 class Condition(ApiModel):
-    """metav1.Condition."""
+    """One aspect of the current state (metav1.Condition): Ready, CredentialsReady, AccessReady, Revoked."""
 
     type: Annotated[str, Field(max_length=316)]
+    """The aspect, e.g. Ready (unique in the list)."""
     status: Literal["True", "False", "Unknown"]
+    """True, False or Unknown."""
     reason: Annotated[str, Field(max_length=1024)]
+    """Why, as one CamelCase word for programs (docs/troubleshooting.md lists each)."""
     message: Annotated[str, Field(max_length=32768)] = ""
+    """Why, in a sentence for people."""
     observed_generation: int | None = None
+    """The metadata.generation this condition was computed from."""
     last_transition_time: dt.datetime
+    """When status last changed."""
 
 
 class Attribution(ApiModel):
     """Who made a decision about the agent and when (recorded by the admission webhook from the request)."""
 
     username: Annotated[str, Field(max_length=NAME_MAX)]
+    """Who, as the API server authenticated them."""
     groups: Annotated[list[Annotated[str, Field(max_length=NAME_MAX)]], Field(max_length=64)] = []
+    """Their groups."""
     time: dt.datetime
+    """When."""
     changes: Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=16)] = []
+    """What they changed: supervision, revocation, permissions, ..."""
 
 
 class AgentIdentityStatus(ApiModel):
+    """What the operator has put in force (written by the operator only; never an input)."""
+
     observed_generation: int | None = None
+    """The spec generation this status describes (compare with metadata.generation)."""
     phase: Phase = Phase.PENDING
+    """Lifecycle phase: Pending, Active, Supervised, Suspended, Failed; Revoked and Expired are terminal."""
     agent_id: str | None = Field(default=None, alias="agentID")
+    """SPIFFE-style ID, spiffe://<trust domain>/ns/<namespace>/agent/<name>: the sub of the agent's tokens."""
     service_account_name: str | None = None
+    """The agent's ServiceAccount (in the same namespace)."""
     service_account_uid: str | None = Field(default=None, alias="serviceAccountUID")
-    supervision: SupervisionMode | None = None  # the mode in force (a policy may hold it below the spec's)
-    token_ttl: str | None = Field(default=None, alias="tokenTTL")  # in force: the spec's, or a policy's maximum
+    """Its UID: identity is bound to it, so a recreated ServiceAccount is a different identity."""
+    supervision: SupervisionMode | None = None
+    """The supervision mode in force (a policy may hold it below the spec's)."""
+    token_ttl: str | None = Field(default=None, alias="tokenTTL")
+    """The agent token lifetime in force: the spec's, or a policy's lower maximum."""
     keys: list[KeyStatus] = []
+    """Public information about the agent's signing keys (never private material)."""
     revoked_key_ids: list[str] = Field(default=[], alias="revokedKeyIDs")
+    """Key IDs that must never be trusted again (revocation, a deleted key Secret)."""
     last_rotation_time: dt.datetime | None = None
+    """When the active key was generated."""
     next_rotation_time: dt.datetime | None = None
+    """When the next key replaces it."""
     granted_rules: int = 0
+    """Number of RBAC rules in force for the current supervision mode."""
     granted_cluster_roles: list[str] = []
+    """ClusterRoles bound in the namespace now (clusterRoleRefs minus those withheld)."""
     revoked_at: dt.datetime | None = None
+    """When the operator saw the revocation (or expiry)."""
     revocation_reason: str | None = None
+    """Why it was revoked or expired."""
     created_by: Attribution | None = None
+    """Who created the agent (stamped by the admission webhook)."""
     last_changed_by: Attribution | None = None
-    conditions: list[Condition] = []
+    """Who last changed its supervision, revocation or permissions (stamped by the admission webhook)."""
+    conditions: Annotated[list[Condition], Field(json_schema_extra=CONDITIONS_LIST)] = []
+    """Ready, CredentialsReady, AccessReady, Revoked (metav1.Condition, one per type)."""
 
 
 class ObjectMeta(BaseModel):
@@ -373,16 +428,23 @@ Pattern = Annotated[str, Field(min_length=1, max_length=NAME_MAX)]
 
 
 class LabelSelectorRequirement(ApiModel):
+    """One label test (metav1.LabelSelectorRequirement)."""
+
     key: Annotated[str, Field(min_length=1, max_length=317)]
+    """The label key."""
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    """How the key's value is tested against values."""
     values: Annotated[list[Annotated[str, Field(max_length=63)]], Field(max_length=64)] = []
+    """The values for In and NotIn (empty for Exists and DoesNotExist)."""
 
 
 class LabelSelector(ApiModel):
     """metav1.LabelSelector; empty selects everything."""
 
     match_labels: Annotated[dict[str, Annotated[str, Field(max_length=63)]], Field(max_length=32)] = {}
+    """Labels a namespace must carry, all of them."""
     match_expressions: Annotated[list[LabelSelectorRequirement], Field(max_length=32)] = []
+    """Label tests a namespace must pass, all of them."""
 
 
 class AgentPolicySpec(ApiModel):
@@ -418,11 +480,18 @@ class AgentPolicySpec(ApiModel):
 
 
 class AgentPolicyStatus(ApiModel):
+    """What the policy governs now (written by the operator)."""
+
     observed_generation: int | None = None
+    """The spec generation this status describes."""
     agents: int = 0
+    """Agents in the namespaces the policy selects (revoked and expired ones not counted)."""
     out_of_bounds: int = 0
+    """How many of them declare more than the policy allows (each is Ready=False, reason PolicyViolation)."""
     out_of_bounds_agents: Annotated[list[str], Field(max_length=20)] = []
-    conditions: list[Condition] = []
+    """The first 20 of them, as namespace/name."""
+    conditions: Annotated[list[Condition], Field(json_schema_extra=CONDITIONS_LIST)] = []
+    """Ready: the policy is in force (reason Enforced, or AgentsOutOfBounds when some agents exceed it)."""
 
 
 class AgentPolicy(BaseModel):

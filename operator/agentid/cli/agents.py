@@ -1,72 +1,41 @@
-"""``agentid list|describe|suspend|resume|revoke|explain-token|audit|crds``: the kubectl plugin for people.
+"""``agentid list|describe|suspend|resume|revoke|explain-token|audit|crds|check``: the kubectl plugin's parsers.
 
 Registered by ``agentid.cli.main``; the same entry point is installed as ``kubectl-agentid``, so
-``kubectl agentid list -A`` works. It talks to the API server through the project's kube client (plain-dict REST
-on kubernetes.aio), reads agents through the API models, and changes them only by patching ``spec`` (supervision,
-revocation) — the operator reconciles, nothing here writes status. Rendering lives in ``agentid.cli.views``.
-
-Output: rich tables; colours only on a terminal (and never with NO_COLOR set); ``-o json`` for scripts.
-Exit codes scripts can rely on are the ``EXIT_*`` constants below (docs/reference.md lists them).
+``kubectl agentid list -A`` works. Only the standard library is imported here (``agentid --help`` and shell
+completion stay fast); the commands live in ``agentid.cli.commands`` (cluster), ``agentid.cli.offline`` (no
+cluster) and ``agentid.cli.check`` and are imported when one runs. Exit codes scripts can rely on are the
+``EXIT_*`` constants below (docs/reference.md lists them).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import datetime as dt
-import json
-import os
-import sys
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from pathlib import Path
-from typing import Any
 
-import aiohttp
-import jwt
-import kubernetes
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
-
-from agentid.api import crdgen, v1alpha1
-from agentid.api.v1alpha1 import AgentIdentity, SupervisionMode
-from agentid.cli import views
-from agentid.domain import claims
-from agentid.kube import errors, resources
-from agentid.kube.client import KubeClient, load_configuration
-from agentid.tokens import verification
-from agentid.tokens.settings import Limits
+from agentid.cli.lazy import command
+from agentid.tokens.defaults import DEFAULT_KUBE_AUDIENCE, DEFAULT_NAMESPACE
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_NOT_FOUND = 3
 EXIT_TERMINAL = 4
+EXIT_NOT_INSTALLED = 5
 EXIT_CODES = {  # documented in docs/reference.md (generated from this table)
     EXIT_OK: "done, also when the agent already was in the requested state (suspend twice, revoke twice)",
     EXIT_ERROR: "the API server refused the request (validation, admission, RBAC) or could not be reached; "
-    "malformed input (e.g. explain-token of something that is not a JWT); --wait ran out of time",
+    "the kubeconfig is missing or unusable; malformed input (e.g. explain-token of something that is not a JWT); "
+    "--wait ran out of time; check found a broken piece",
     EXIT_USAGE: "bad command line",
     EXIT_NOT_FOUND: "no such agent (audit: no agent and no Events about it)",
     EXIT_TERMINAL: "not possible in the agent's state: revoked and expired agents are terminal; being deleted",
+    EXIT_NOT_INSTALLED: "the agentid CRDs are not installed in the cluster (install the chart or `agentid crds`)",
 }
 
-FIELD_MANAGER = "kubectl-agentid"
-RESUME_MODE_ANNOTATION = f"{v1alpha1.GROUP}/resume-mode"  # the mode `suspend` interrupted, restored by `resume`
-IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-CONFLICT_RETRIES = 5
-WAIT_INTERVAL = 0.5
-
-
-class CommandError(Exception):
-    """Stops a command with a message (stderr) and an exit code."""
-
-    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-# -- registration ---------------------------------------------------------------------------------------------------
+# The modes `resume` may restore (agentid.api.v1alpha1.SupervisionMode without Suspended; a unit test keeps
+# them equal: the API models are not imported here, pydantic costs a tenth of a second).
+RESUMABLE_MODES = ("Autonomous", "Supervised")
+OUTPUTS = ("table", "json", "yaml", "name")
+_COMMANDS = "agentid.cli.commands"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -78,403 +47,95 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     one.add_argument("-n", "--namespace", help="namespace (default: the context's namespace)")
     output = argparse.ArgumentParser(add_help=False)
     output.add_argument(
-        "-o", "--output", choices=["table", "json"], default="table", help="table for people, json for scripts"
+        "-o",
+        "--output",
+        choices=OUTPUTS,
+        default="table",
+        help="table for people; json or yaml: the API objects, as kubectl prints them; name: kind/name",
     )
     waiting = argparse.ArgumentParser(add_help=False)
     waiting.add_argument("--wait", action="store_true", help="wait until the operator has put the change in force")
     waiting.add_argument("--timeout", type=float, default=60.0, help="seconds to --wait (default 60)")
 
-    listing = subparsers.add_parser("list", parents=[connection, output], help="list agents (table)")
+    listing = subparsers.add_parser("list", parents=[connection], help="list agents (table)")
+    listing.add_argument(
+        "-o",
+        "--output",
+        choices=("table", "wide", *OUTPUTS[1:]),
+        default="table",
+        help="table (wide: also purpose, agent ID and expiry); json or yaml: a List of the API objects; name",
+    )
     scope = listing.add_mutually_exclusive_group()
     scope.add_argument("-n", "--namespace", help="namespace (default: the context's namespace)")
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="agents in every namespace")
-    listing.set_defaults(func=list_command)
+    listing.set_defaults(func=command(f"{_COMMANDS}:list_command"))
 
     describe = subparsers.add_parser("describe", parents=[one, output], help="show one agent in detail")
-    describe.set_defaults(func=describe_command)
+    describe.set_defaults(func=command(f"{_COMMANDS}:describe_command"))
 
     suspend = subparsers.add_parser("suspend", parents=[one, waiting], help="switch an agent off (reversible)")
     suspend.add_argument("--reason", help="why (shown in status and Events)")
-    suspend.set_defaults(func=suspend_command)
+    suspend.set_defaults(func=command(f"{_COMMANDS}:suspend_command"))
 
     resume = subparsers.add_parser("resume", parents=[one, waiting], help="switch a suspended agent back on")
     resume.add_argument(
         "--mode",
-        choices=[SupervisionMode.AUTONOMOUS.value, SupervisionMode.SUPERVISED.value],
+        choices=RESUMABLE_MODES,
         help="mode to resume in (default: the mode it was suspended from, else Supervised)",
     )
     resume.add_argument("--reason", help="why (shown in status and Events)")
-    resume.set_defaults(func=resume_command)
+    resume.set_defaults(func=command(f"{_COMMANDS}:resume_command"))
 
     revoke = subparsers.add_parser("revoke", parents=[one, waiting], help="revoke an agent for good (terminal)")
     revoke.add_argument("--reason", required=True, help="why (recorded in status, Events and audit records)")
-    revoke.set_defaults(func=revoke_command)
+    revoke.set_defaults(func=command(f"{_COMMANDS}:revoke_command"))
 
     explain = subparsers.add_parser(
-        "explain-token", parents=[output], help="decode a JWT WITHOUT verifying it: claims and delegation chain"
+        "explain-token", help="decode a JWT WITHOUT verifying it: claims and delegation chain"
+    )
+    explain.add_argument(
+        "-o", "--output", choices=OUTPUTS[:3], default="table", help="table for people, json or yaml for scripts"
     )
     explain.add_argument("jwt", help="the token, '-' to read it from stdin, or @FILE")
-    explain.set_defaults(func=explain_token_command)
+    explain.set_defaults(func=command("agentid.cli.offline:explain_token_command"))
 
-    audit = subparsers.add_parser("audit", parents=[one, output], help="an agent's timeline from its Events")
-    audit.set_defaults(func=audit_command)
+    audit = subparsers.add_parser("audit", parents=[one], help="an agent's timeline from its Events")
+    audit.add_argument(
+        "-o", "--output", choices=OUTPUTS[:3], default="table", help="table for people, json or yaml for scripts"
+    )
+    audit.set_defaults(func=command(f"{_COMMANDS}:audit_command"))
 
     crds = subparsers.add_parser("crds", help="print the CustomResourceDefinitions (YAML)")
-    crds.set_defaults(func=crds_command)
-
-
-# -- plumbing -------------------------------------------------------------------------------------------------------
-
-
-def console(stream: Any = None) -> Console:
-    """Colours on a terminal only (rich also honours NO_COLOR); no wrapping at 80 columns when piped."""
-    target = stream or sys.stdout
-    terminal = hasattr(target, "isatty") and target.isatty()
-    return Console(file=target, highlight=False, soft_wrap=False, width=None if terminal else 512)
-
-
-def _table(*columns: str) -> Table:
-    table = Table(box=None, header_style="bold", pad_edge=False, show_edge=False)
-    for column in columns:
-        table.add_column(column, overflow="fold")
-    return table
-
-
-def _print_table(out: Console, table: Table) -> None:
-    """Rich pads every cell to its column's width; lines without trailing blanks are kinder to scripts."""
-    with out.capture() as captured:
-        out.print(table)
-    out.file.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
-
-
-def _add_row(table: Table, cells: Sequence[str]) -> None:
-    table.add_row(*(Text(cell) for cell in cells))  # literal text: '[' in a message is not markup
-
-
-def now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def _run(args: argparse.Namespace, command: Callable[[KubeClient], Awaitable[int]]) -> int:
-    """Connect, run, close; map every failure to a message and an exit code."""
-
-    async def main() -> int:
-        configuration = await load_configuration(args.kubeconfig, args.context)
-        client = KubeClient(configuration, field_manager=FIELD_MANAGER, max_in_flight=8)
-        try:
-            return await command(client)
-        finally:
-            await client.close()
-
-    try:
-        return asyncio.run(main())
-    except CommandError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return error.code
-    except errors.NotFound as error:
-        print(f"error: {error.message or 'not found'}", file=sys.stderr)
-        return EXIT_NOT_FOUND
-    except errors.Unreachable as error:
-        print(f"error: cannot reach the API server: {error.message}", file=sys.stderr)
-        return EXIT_ERROR
-    except errors.ApiError as error:
-        print(f"error: the API server refused: {error.reason}: {error.message}", file=sys.stderr)
-        return EXIT_ERROR
-    except (aiohttp.ClientError, OSError, kubernetes.config.ConfigException) as error:
-        print(f"error: cannot reach the API server: {error}", file=sys.stderr)
-        return EXIT_ERROR
-
-
-def namespace_of(args: argparse.Namespace) -> str:
-    """-n, else the kubeconfig context's namespace, else the Pod's own namespace in-cluster, else default."""
-    if getattr(args, "namespace", None):
-        return str(args.namespace)
-    environ = os.environ
-    if args.kubeconfig is None and environ.get("KUBERNETES_SERVICE_HOST") and not environ.get("KUBECONFIG"):
-        return IN_CLUSTER_NAMESPACE.read_text().strip() if IN_CLUSTER_NAMESPACE.exists() else "default"
-    try:
-        contexts, active = kubernetes.config.list_kube_config_contexts(config_file=args.kubeconfig)
-    except (kubernetes.config.ConfigException, OSError):
-        return "default"
-    chosen = next((c for c in contexts if c.get("name") == args.context), None) if args.context else active
-    return str(((chosen or {}).get("context") or {}).get("namespace") or "default")
-
-
-async def _get_agent(client: KubeClient, namespace: str, name: str) -> dict[str, Any]:
-    body = await client.get(resources.AGENT_IDENTITIES, name, namespace)
-    if body is None:
-        raise CommandError(f'agentidentity "{name}" not found in namespace "{namespace}"', EXIT_NOT_FOUND)
-    return body
-
-
-def _parsed(body: Mapping[str, Any]) -> AgentIdentity:
-    agent = views.parse_agent(body)
-    if agent is None:
-        raise CommandError(f"{body['metadata']['name']}: this agent's spec is not one this agentid version understands")
-    return agent
-
-
-def _print_json(document: Any) -> None:
-    print(json.dumps(document, indent=2, sort_keys=True, default=str))
-
-
-def _print_lines(out: Console, lines: Sequence[tuple[str, str]]) -> None:
-    width = max((len(label) for label, _ in lines), default=0) + 2
-    for label, value in lines:
-        line = Text(f"{label + ':' if label else '':<{width}}", style="bold")
-        line.append(value)
-        out.print(line)
-
-
-# -- list, describe -------------------------------------------------------------------------------------------------
-
-
-def list_command(args: argparse.Namespace) -> int:
-    async def command(client: KubeClient) -> int:
-        namespace = None if args.all_namespaces else namespace_of(args)
-        bodies = await client.list(resources.AGENT_IDENTITIES, namespace)
-        rows = views.agent_rows(bodies, now())
-        if args.output == "json":
-            _print_json([row.__dict__ for row in rows])
-            return EXIT_OK
-        out = console()
-        if not rows:
-            where = "any namespace" if namespace is None else f"namespace {namespace}"
-            console(sys.stderr).print(f"No agents found in {where}.")
-            return EXIT_OK
-        table = _table(*(("NAMESPACE",) if namespace is None else ()), *views.LIST_COLUMNS)
-        for row in rows:
-            _add_row(table, row.cells(with_namespace=namespace is None))
-        _print_table(out, table)
-        return EXIT_OK
-
-    return _run(args, command)
-
-
-def describe_command(args: argparse.Namespace) -> int:
-    async def command(client: KubeClient) -> int:
-        namespace = namespace_of(args)
-        body = await _get_agent(client, namespace, args.name)
-        if args.output == "json":
-            _print_json(body)
-            return EXIT_OK
-        agent = _parsed(body)
-        moment = now()
-        out = console()
-        _print_lines(out, views.describe_agent(agent, moment))
-        for title, columns, rows in (
-            ("Permissions (declared)", ("API GROUPS", "RESOURCES", "VERBS", "NAMES"), views.permission_rows(agent)),
-            ("Keys (public)", ("KEY ID", "ALGORITHM", "STATE", "CREATED", "RETIRES"), views.key_rows(agent)),
-            (
-                "Conditions",
-                ("TYPE", "STATUS", "REASON", "MESSAGE", "GENERATION", "AGE"),
-                views.condition_rows(agent, moment),
-            ),
-        ):
-            out.print(f"\n[bold]{title}:[/bold]" + ("" if rows else " none"))
-            if rows:
-                table = _table(*columns)
-                for row in rows:
-                    _add_row(table, row)
-                _print_table(out, table)
-        entries = views.timeline(await _events(client, namespace, args.name))[-10:]
-        out.print("\n[bold]Recent events:[/bold]" + ("" if entries else " none"))
-        if entries:
-            _print_timeline(out, entries, agent.metadata.uid)
-        return EXIT_OK
-
-    return _run(args, command)
-
-
-# -- supervision and revocation ---------------------------------------------------------------------------------------
-
-
-def suspend_command(args: argparse.Namespace) -> int:
-    def change(agent: AgentIdentity) -> dict[str, Any] | None:
-        if agent.spec.supervision.mode is SupervisionMode.SUSPENDED:
-            return None
-        return {
-            "metadata": {"annotations": {RESUME_MODE_ANNOTATION: agent.spec.supervision.mode.value}},
-            "spec": {"supervision": {"mode": SupervisionMode.SUSPENDED.value, "reason": args.reason}},
-        }
-
-    return _change(args, change, verb="suspended", wait_phase=v1alpha1.Phase.SUSPENDED)
-
-
-def resume_command(args: argparse.Namespace) -> int:
-    chosen: dict[str, str] = {}
-
-    def change(agent: AgentIdentity) -> dict[str, Any] | None:
-        remembered = agent.metadata.annotations.get(RESUME_MODE_ANNOTATION)
-        mode = args.mode or (remembered if remembered in _RESUMABLE else SupervisionMode.SUPERVISED.value)
-        chosen["mode"] = mode
-        if agent.spec.supervision.mode is not SupervisionMode.SUSPENDED and args.mode is None:
-            return None
-        if agent.spec.supervision.mode.value == mode:
-            return None
-        return {
-            "metadata": {"annotations": {RESUME_MODE_ANNOTATION: None}},
-            "spec": {"supervision": {"mode": mode, "reason": args.reason}},
-        }
-
-    def phase() -> v1alpha1.Phase:
-        return v1alpha1.Phase.ACTIVE if chosen.get("mode") == "Autonomous" else v1alpha1.Phase.SUPERVISED
-
-    return _change(args, change, verb="resumed", wait_phase=phase)
-
-
-_RESUMABLE = {SupervisionMode.AUTONOMOUS.value, SupervisionMode.SUPERVISED.value}
-
-
-def revoke_command(args: argparse.Namespace) -> int:
-    def change(agent: AgentIdentity) -> dict[str, Any] | None:
-        if agent.spec.revoked:
-            return None
-        return {"spec": {"revoked": True, "revocationReason": args.reason}}
-
-    return _change(args, change, verb="revoked", wait_phase=v1alpha1.Phase.REVOKED, allow_terminal=True)
-
-
-def _change(
-    args: argparse.Namespace,
-    change: Callable[[AgentIdentity], dict[str, Any] | None],
-    *,
-    verb: str,
-    wait_phase: v1alpha1.Phase | Callable[[], v1alpha1.Phase],
-    allow_terminal: bool = False,
-) -> int:
-    """Read, decide, patch with the read resourceVersion (a concurrent write is retried from fresh state)."""
-
-    async def command(client: KubeClient) -> int:
-        namespace = namespace_of(args)
-        for _ in range(CONFLICT_RETRIES):
-            body = await _get_agent(client, namespace, args.name)
-            agent = _parsed(body)
-            if agent.metadata.deletion_timestamp is not None:
-                raise CommandError(f"{namespace}/{args.name} is being deleted", EXIT_TERMINAL)
-            if not allow_terminal and (agent.spec.revoked or agent.status.phase.terminal):
-                state = "revoked" if agent.spec.revoked else agent.status.phase.value.lower()
-                raise CommandError(f"{namespace}/{args.name} is {state}: that is terminal", EXIT_TERMINAL)
-            patch = change(agent)
-            if patch is None:
-                print(f"agentidentity {namespace}/{args.name} already {verb}")
-                break
-            patch.setdefault("metadata", {})["resourceVersion"] = agent.metadata.resource_version
-            try:
-                await client.patch(resources.AGENT_IDENTITIES, args.name, patch, namespace)
-            except errors.Conflict:
-                continue
-            print(f"agentidentity {namespace}/{args.name} {verb}")
-            break
-        else:
-            raise CommandError(f"{namespace}/{args.name} kept changing; try again")
-        if args.wait:
-            target = wait_phase() if callable(wait_phase) else wait_phase
-            try:
-                async with asyncio.timeout(args.timeout):
-                    await _wait_for_phase(client, namespace, args.name, target)
-            except TimeoutError:
-                raise CommandError(
-                    f"{namespace}/{args.name} did not reach {target.value} within {args.timeout:g}s"
-                ) from None
-        return EXIT_OK
-
-    return _run(args, command)
-
-
-async def _wait_for_phase(client: KubeClient, namespace: str, name: str, phase: v1alpha1.Phase) -> None:
-    """Until the operator reports ``phase`` for the current generation (Expired also ends a wait for Revoked)."""
-    accepted = {phase, v1alpha1.Phase.EXPIRED} if phase is v1alpha1.Phase.REVOKED else {phase}
-    while True:
-        agent = _parsed(await _get_agent(client, namespace, name))
-        if views.is_current(agent) and agent.status.phase in accepted:
-            print(f"agentidentity {namespace}/{name} is {agent.status.phase.value}")
-            return
-        await asyncio.sleep(WAIT_INTERVAL)
-
-
-# -- audit ----------------------------------------------------------------------------------------------------------
-
-
-async def _events(client: KubeClient, namespace: str, name: str) -> list[dict[str, Any]]:
-    selector = f"regarding.kind={v1alpha1.KIND},regarding.name={name}"
-    page = await client.request("GET", resources.EVENTS.path(namespace), query={"fieldSelector": selector})
-    items = page.get("items", [])
-    return [item for item in items if isinstance(item, dict)]
-
-
-def _print_timeline(out: Console, entries: Sequence[views.TimelineEntry], uid: str | None) -> None:
-    table = _table("TIME", "TYPE", "REASON", "MESSAGE")
-    for row in views.timeline_rows(entries, current_uid=uid):
-        _add_row(table, row)
-    _print_table(out, table)
-
-
-def audit_command(args: argparse.Namespace) -> int:
-    async def command(client: KubeClient) -> int:
-        namespace = namespace_of(args)
-        body = await client.get(resources.AGENT_IDENTITIES, args.name, namespace)
-        entries = views.timeline(await _events(client, namespace, args.name))
-        if body is None and not entries:
-            raise CommandError(
-                f'agentidentity "{args.name}" not found in namespace "{namespace}", and no Events about it',
-                EXIT_NOT_FOUND,
-            )
-        agent = views.parse_agent(body) if body is not None else None
-        if args.output == "json":
-            _print_json([entry.as_dict() for entry in entries])
-            return EXIT_OK
-        out = console()
-        if agent is None:
-            out.print(Text(f"{namespace}/{args.name} no longer exists; its Events remain until they expire:"))
-        else:
-            created = agent.status.created_by
-            out.print(
-                Text(
-                    f"{namespace}/{args.name} (uid {agent.metadata.uid}), owner {agent.spec.owner.kind} "
-                    f"{agent.spec.owner.name}" + (f", created by {created.username}" if created else "")
-                )
-            )
-        if entries:
-            _print_timeline(out, entries, agent.metadata.uid if agent else None)
-        else:
-            out.print("No Events (Events expire after the API server's --event-ttl, 1h by default).")
-        return EXIT_OK
-
-    return _run(args, command)
-
-
-# -- explain-token, crds (no cluster needed) ------------------------------------------------------------------------
-
-
-def _read_token(source: str) -> str:
-    if source == "-":
-        return sys.stdin.read().strip()
-    if source.startswith("@"):
-        return Path(source[1:]).read_text().strip()
-    return source.strip()
-
-
-def explain_token_command(args: argparse.Namespace) -> int:
-    token = _read_token(args.jwt)
-    try:
-        payload = verification.unverified_claims(token, Limits().max_token_bytes)
-        header = jwt.get_unverified_header(token)
-    except (claims.Refused, jwt.PyJWTError):
-        print("error: not a JWT (expected three base64url parts with JSON header and claims)", file=sys.stderr)
-        return EXIT_ERROR
-    explained = views.explain(header, payload)
-    if args.output == "json":
-        _print_json(explained.as_dict())
-        return EXIT_OK
-    out = console()
-    out.print(Text(views.UNVERIFIED_BANNER, style="bold yellow"))
-    _print_lines(out, views.explanation_lines(explained, now()))
-    out.print("\n[bold]Claims (unverified):[/bold]")
-    out.print(json.dumps(payload, indent=2, sort_keys=True), markup=False)
-    return EXIT_OK
-
-
-def crds_command(args: argparse.Namespace) -> int:
-    print("---\n".join(crdgen.render(definition) for definition in crdgen.DEFINITIONS), end="")
-    return EXIT_OK
+    crds.set_defaults(func=command("agentid.cli.offline:crds_command"))
+
+    check = subparsers.add_parser(
+        "check",
+        parents=[connection],
+        help="verify an installation: CRDs, admission webhook, token service, apiserver authentication",
+        description="Checks each piece of an agentid installation and prints one line per piece (ok, FAIL, WARN or "
+        "SKIP); exits 1 when any piece is broken. docs/troubleshooting.md explains each failure.",
+    )
+    check.add_argument(
+        "--operator-namespace",
+        default=DEFAULT_NAMESPACE,
+        help="namespace of the agentid release (where its token Service is)",
+    )
+    check.add_argument(
+        "-n", "--namespace", help="namespace for the webhook's dry-run (default: the context's namespace)"
+    )
+    check.add_argument("--issuer", help="token service URL to query directly (default: through the API server)")
+    check.add_argument("--cacert", help="CA bundle to trust --issuer with")
+    check.add_argument(
+        "--agent",
+        metavar="NAMESPACE/NAME",
+        help="also prove apiserver authentication: exchange this agent's token and ask the API server who it is",
+    )
+    check.add_argument(
+        "--kube-audience",
+        default=DEFAULT_KUBE_AUDIENCE,
+        help="audience the API server accepts agent tokens for",
+    )
+    check.add_argument(
+        "-o", "--output", choices=("text", "json"), default="text", help="json: the findings, for scripts"
+    )
+    check.set_defaults(func=command("agentid.cli.check:check_command"))

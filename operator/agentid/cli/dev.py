@@ -13,10 +13,6 @@ import signal
 import threading
 from pathlib import Path
 
-from agentid.devcluster import assets
-from agentid.devcluster.cluster import LocalCluster
-from agentid.devcluster.processes import pid_alive, wait_dead
-
 
 def state_file() -> Path:
     root = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
@@ -36,6 +32,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _exports(kubeconfig: str) -> str:
+    from agentid.devcluster import assets  # imported by the commands: `agentid --help` stays fast
+
     lines = [f"export KUBECONFIG={kubeconfig}"]
     bin_dir = assets.bin_dir_for_path()
     if bin_dir is not None:
@@ -44,6 +42,9 @@ def _exports(kubeconfig: str) -> str:
 
 
 def up_command(args: argparse.Namespace) -> int:
+    from agentid.devcluster.cluster import LocalCluster
+    from agentid.devcluster.processes import pid_alive
+
     path = state_file()
     if path.exists():
         previous = json.loads(path.read_text())
@@ -72,6 +73,8 @@ def up_command(args: argparse.Namespace) -> int:
 
 
 def down_command(args: argparse.Namespace) -> int:
+    from agentid.devcluster.processes import pid_alive, wait_dead
+
     path = state_file()
     if not path.exists():
         print("no dev cluster is running")

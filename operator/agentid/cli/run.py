@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import kopf
+from agentid.client import environment  # the Pod environment contract: standard library only
+from agentid.tokens.defaults import DEFAULT_NAMESPACE
 
-from agentid import audit
-from agentid.client import environment
-from agentid.domain.podidentity import InjectionSettings, SidecarSettings
-from agentid.domain.settings import OperatorSettings, Timings
-from agentid.handlers.runtime import OperatorConfig, WebhookConfig, run_operator
-from agentid.tokens.settings import DEFAULT_NAMESPACE, TLS, TokenServiceSettings
+if TYPE_CHECKING:
+    from agentid.domain.podidentity import InjectionSettings
+    from agentid.tokens.settings import TokenServiceSettings
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -64,6 +62,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_command(args: argparse.Namespace) -> int:
+    # Imported here, not at the top: `agentid --help` must not pay for Kopf and the Kubernetes client.
+    import asyncio
+
+    import kopf
+
+    from agentid import audit
+    from agentid.domain.settings import OperatorSettings, Timings
+    from agentid.handlers.runtime import OperatorConfig, WebhookConfig, run_operator
+
     token_service = _token_service_settings(args)
     problem = token_service.tls_problem() if token_service is not None else None
     if problem is not None:
@@ -100,6 +107,8 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def _token_service_settings(args: argparse.Namespace) -> TokenServiceSettings | None:
+    from agentid.tokens.settings import TLS, TokenServiceSettings
+
     if not args.token_service_issuer:
         return None
     tls = None
@@ -117,6 +126,8 @@ def _token_service_settings(args: argparse.Namespace) -> TokenServiceSettings | 
 
 
 def _pod_identity_settings(args: argparse.Namespace) -> InjectionSettings | None:
+    from agentid.domain.podidentity import InjectionSettings, SidecarSettings
+
     if not args.pod_token_issuer:
         return None
     if args.pod_token_ca is None:

@@ -31,17 +31,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def token_agent_command(args: argparse.Namespace) -> int:
-    import asyncio  # noqa: PLC0415 - this command's imports stay out of every other command's way
-    import logging  # noqa: PLC0415
-    import sys  # noqa: PLC0415
-    from dataclasses import replace  # noqa: PLC0415
-    from pathlib import Path  # noqa: PLC0415
+    import asyncio
+    import logging
+    import sys
+    from dataclasses import replace
+    from pathlib import Path
 
-    from agentid.client import environment  # noqa: PLC0415
-    from agentid.client.credentials import Credentials  # noqa: PLC0415
-    from agentid.client.errors import ConfigurationError  # noqa: PLC0415
-    from agentid.sidecar.agent import Timing  # noqa: PLC0415
-    from agentid.sidecar.main import run  # noqa: PLC0415
+    from agentid.client import environment
+    from agentid.client.credentials import Credentials
+    from agentid.client.errors import ConfigurationError
+    from agentid.sidecar.agent import Timing
+    from agentid.sidecar.main import run
 
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -4,37 +4,25 @@
 instead); ``token`` performs an RFC 8693 exchange; ``verify`` checks a JWT against a JWKS and prints its claims
 and delegation chain; ``whoami`` asks the apiserver who a credential is (SelfSubjectReview). Tokens read from
 files or stdin are never echoed except the one ``token`` was asked to print.
+
+The parsers need only the standard library; each command imports what it uses when it runs (``agentid --help``
+stays fast).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
-import datetime as dt
 import json
-import logging
-import signal
-import ssl
 import sys
-import urllib.error
-import urllib.parse
-import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
+from agentid.tokens.defaults import DEFAULT_NAMESPACE, DEFAULT_SECRET
 
-from agentid import audit, metrics
-from agentid.api.durations import parse as parse_duration
-from agentid.domain import claims, naming
-from agentid.domain.claims import Refused
-from agentid.domain.issuer_keys import RotationPolicy
-from agentid.kube.client import KubeClient, load_configuration
-from agentid.kube.resources import SELF_SUBJECT_REVIEWS, SERVICE_ACCOUNTS
-from agentid.tokens import authnconfig, verification
-from agentid.tokens.service import FIELD_MANAGER, serve
-from agentid.tokens.settings import DEFAULT_NAMESPACE, DEFAULT_SECRET, TLS, Limits, TokenServiceSettings
+if TYPE_CHECKING:
+    import ssl
+
+    from agentid.tokens.settings import TokenServiceSettings
 
 HTTP_TIMEOUT = 30
 
@@ -75,6 +63,12 @@ def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     serve_parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
     serve_parser.add_argument("--audit-log", metavar="PATH", help="write audit records here (default: stdout)")
     serve_parser.add_argument("--verbose", action="store_true", help="debug logging (never shows tokens or keys)")
+    serve_parser.add_argument(
+        "--log-format",
+        choices=["plain", "full", "json"],
+        default="full",
+        help="log format; json is the operator's schema (message, timestamp, severity) so one parser reads both",
+    )
     serve_parser.add_argument(
         "--print-authentication-config",
         action="store_true",
@@ -134,6 +128,10 @@ def _register_whoami(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
 
 
 def serve_settings(args: argparse.Namespace) -> TokenServiceSettings:
+    from agentid.api.durations import parse as parse_duration
+    from agentid.domain.issuer_keys import RotationPolicy
+    from agentid.tokens.settings import TLS, Limits, TokenServiceSettings
+
     issuer = args.issuer.rstrip("/")
     tls = TLS(args.tls_cert, args.tls_key) if args.tls_cert and args.tls_key else None
     return TokenServiceSettings(
@@ -152,6 +150,14 @@ def serve_settings(args: argparse.Namespace) -> TokenServiceSettings:
 
 
 def serve_command(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import kopf
+    import yaml
+
+    from agentid import audit, metrics
+    from agentid.tokens import authnconfig
+
     settings = serve_settings(args)
     if args.print_authentication_config:
         ca_pem = args.ca_file.read_text() if args.ca_file else None
@@ -163,16 +169,21 @@ def serve_command(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"{problem} (--tls-cert/--tls-key)", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s %(message)s"
-    )
+    # Kopf's log configuration, as `agentid run` uses it: the operator and the token service log one schema.
+    kopf.configure(debug=args.verbose, verbose=True, log_format=kopf.LogFormat[args.log_format.upper()])
     audit.configure(args.audit_log)
     if args.metrics_port is not None:
         metrics.serve(args.metrics_port)
-    return asyncio.run(_serve_until_signal(settings, args.kubeconfig))
+    return int(asyncio.run(_serve_until_signal(settings, args.kubeconfig)))
 
 
 async def _serve_until_signal(settings: TokenServiceSettings, kubeconfig: str | None) -> int:
+    import asyncio
+    import contextlib
+    import signal
+
+    from agentid.tokens.service import serve
+
     task = asyncio.create_task(serve(settings, kubeconfig=kubeconfig))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -186,6 +197,11 @@ async def _serve_until_signal(settings: TokenServiceSettings, kubeconfig: str | 
 
 
 def token_command(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from agentid.domain import claims
+    from agentid.tokens import verification
+
     issuer = args.issuer.rstrip("/")
     if args.agent:
         namespace, _, name = args.agent.partition("/")
@@ -216,6 +232,11 @@ def token_command(args: argparse.Namespace) -> int:
 
 
 async def _mint_service_account_token(namespace: str, name: str, audience: str, kubeconfig: str | None) -> str:
+    from agentid.domain import naming
+    from agentid.kube.client import KubeClient
+    from agentid.kube.resources import SERVICE_ACCOUNTS
+    from agentid.tokens.service import FIELD_MANAGER
+
     client = await KubeClient.connect(kubeconfig, field_manager=FIELD_MANAGER)
     try:
         response = await client.request(
@@ -232,6 +253,13 @@ async def _mint_service_account_token(namespace: str, name: str, audience: str, 
 
 
 def verify_command(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from agentid.domain import claims
+    from agentid.domain.claims import Refused
+    from agentid.tokens import verification
+    from agentid.tokens.settings import Limits
+
     token = sys.stdin.read().strip() if args.jwt == "-" else args.jwt.strip()
     jwks_url = args.jwks_url
     if jwks_url is None:
@@ -280,6 +308,8 @@ def verify_command(args: argparse.Namespace) -> int:
 
 
 def whoami_command(args: argparse.Namespace) -> int:
+    import asyncio
+
     token = _read_secret_input(args.token) if args.token else None
     user = asyncio.run(_self_subject_review(args.kubeconfig, token))
     if args.output == "json":
@@ -295,6 +325,10 @@ def whoami_command(args: argparse.Namespace) -> int:
 
 
 async def _self_subject_review(kubeconfig: str | None, token: str | None) -> dict[str, Any]:
+    from agentid.kube.client import KubeClient, load_configuration
+    from agentid.kube.resources import SELF_SUBJECT_REVIEWS
+    from agentid.tokens.service import FIELD_MANAGER
+
     configuration = await load_configuration(kubeconfig)
     if token is not None:  # this credential only: drop client certificates and other auth of the kubeconfig
         configuration.cert_file = None
@@ -319,10 +353,14 @@ def _read_secret_input(source: str) -> str:
 
 
 def _ssl_context(cacert: Path | None) -> ssl.SSLContext:
+    import ssl
+
     return ssl.create_default_context(cafile=str(cacert) if cacert else None)
 
 
 def _get_json(url: str, cacert: Path | None) -> dict[str, Any]:
+    import urllib.request
+
     request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310 - https/http only
     with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT, context=_ssl_context(cacert)) as response:  # noqa: S310
         document = json.loads(response.read())
@@ -330,6 +368,10 @@ def _get_json(url: str, cacert: Path | None) -> dict[str, Any]:
 
 
 def _post_form(url: str, form: list[tuple[str, str]], cacert: Path | None) -> tuple[int, dict[str, Any]]:
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
     data = urllib.parse.urlencode(form).encode()
     request = urllib.request.Request(  # noqa: S310 - the issuer URL the user named
         url, data=data, headers={"Content-Type": "application/x-www-form-urlencoded"}

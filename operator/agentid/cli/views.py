@@ -91,13 +91,19 @@ class AgentRow:
     phase: str
     ready: str
     age: str
+    agent_id: str = NONE
+    expires: str = NONE
+    purpose: str = NONE
 
-    def cells(self, *, with_namespace: bool) -> list[str]:
+    def cells(self, *, with_namespace: bool, wide: bool = False) -> list[str]:
         cells = [self.name, self.owner, self.mode, self.phase, self.ready, self.age]
+        if wide:
+            cells += [self.agent_id, self.expires, self.purpose]
         return [self.namespace, *cells] if with_namespace else cells
 
 
 LIST_COLUMNS = ("NAME", "OWNER", "MODE", "PHASE", "READY", "AGE")
+WIDE_COLUMNS = ("AGENT-ID", "EXPIRES", "PURPOSE")  # -o wide, the CRD's priority-1 printer columns too
 
 
 def parse_agent(body: Mapping[str, Any]) -> AgentIdentity | None:
@@ -143,6 +149,9 @@ def agent_row(body: Mapping[str, Any], now: dt.datetime) -> AgentRow:
         phase=agent.status.phase.value,
         ready=ready_cell(agent),
         age=age,
+        agent_id=agent.status.agent_id or NONE,
+        expires=relative(agent.spec.expires_at, now) if agent.spec.expires_at else "never",
+        purpose=agent.spec.purpose,
     )
 
 

@@ -2,7 +2,7 @@
 add the next key and when to drop an old one.
 
 Called by ``tokens.keyring`` (which keeps the ring in a Secret) and its unit tests. Pure: time and key generation
-are arguments. The two rotation rules of security.md live here: a new key is published ``lead`` before it signs,
+are arguments. The two rotation rules of docs/security.md live here: a new key is published ``lead`` before it signs,
 and an old key stays published until every token it signed has expired (its last signing instant plus the
 longest token lifetime plus clock skew).
 """

@@ -23,6 +23,9 @@ CLUSTER_ROLE_NOT_ADMITTED = "ClusterRoleNotAdmitted"
 POLICY_VIOLATION = "PolicyViolation"
 SERVICE_ACCOUNT_CONFLICT = "ServiceAccountConflict"
 APPLY_FAILED = "ApplyFailed"
+# AgentPolicy Ready reasons: the policy is in force either way; the second says some agents are held by it
+POLICY_ENFORCED = "Enforced"
+AGENTS_OUT_OF_BOUNDS = "AgentsOutOfBounds"
 
 # Event reasons
 EVENT_PROVISIONED = "Provisioned"

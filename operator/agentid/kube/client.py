@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
+import yaml
 import yarl
 from kubernetes.aio import client as aio_client
 from kubernetes.aio import config as aio_config
@@ -33,18 +34,40 @@ _RETRIES = 5
 
 
 async def load_configuration(kubeconfig: str | None = None, context: str | None = None) -> aio_client.Configuration:
-    """In-cluster credentials when running in a Pod (and no kubeconfig is named), else the kubeconfig."""
+    """In-cluster credentials when running in a Pod (and no kubeconfig is named), else the kubeconfig.
+
+    Raises ``errors.KubeconfigError`` (one line) when neither gives usable credentials."""
     configuration = aio_client.Configuration()
     if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
-        aio_config.load_incluster_config(client_configuration=configuration)
-    else:
+        try:
+            aio_config.load_incluster_config(client_configuration=configuration)
+        except aio_config.ConfigException as error:
+            raise errors.KubeconfigError(f"in-cluster configuration: {_one_line(error)}") from None
+        return configuration
+    paths, existing = _kubeconfig_files(kubeconfig)
+    try:
         await aio_config.load_kube_config(
-            config_file=kubeconfig or os.environ.get("KUBECONFIG"),
+            config_file=existing,
             context=context,
             client_configuration=configuration,
             persist_config=False,
         )
+    except (aio_config.ConfigException, yaml.YAMLError, OSError, ValueError, TypeError, KeyError) as error:
+        raise errors.KubeconfigError(f"kubeconfig {paths}: {_one_line(error)}") from None
     return configuration
+
+
+def _kubeconfig_files(kubeconfig: str | None) -> tuple[str, str]:
+    """(what was asked for, the files of it that exist): the client library only logs a warning for a missing one."""
+    paths = kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser(aio_config.KUBE_CONFIG_DEFAULT_LOCATION)
+    existing = [path for path in paths.split(os.pathsep) if path and os.path.exists(os.path.expanduser(path))]
+    if not existing:
+        raise errors.KubeconfigError(f"no kubeconfig at {paths} (set KUBECONFIG or pass --kubeconfig)")
+    return paths, os.pathsep.join(existing)
+
+
+def _one_line(error: object) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def _resolve_environment_once(configuration: aio_client.Configuration) -> None:

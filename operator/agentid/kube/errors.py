@@ -55,6 +55,11 @@ class Unreachable(Unavailable):
     """No HTTP answer at all: connection refused or reset (an apiserver restarting), a timeout."""
 
 
+class KubeconfigError(Exception):
+    """No usable credentials: the kubeconfig is missing, unreadable, malformed, or names no usable context (also
+    raised outside a Pod when there is no kubeconfig at all). The message is one line for people."""
+
+
 def from_response(status: int, body: bytes | str | None, headers: Any = None) -> ApiError:
     """Build the right ApiError from a failed response (Status object body when there is one)."""
     reason, message = "", ""

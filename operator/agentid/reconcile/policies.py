@@ -1,4 +1,4 @@
-"""AgentPolicy status: how many agents each policy governs and how many are out of its bounds.
+"""AgentPolicy status: how many agents each policy governs, how many are out of its bounds, and a Ready condition.
 
 Run by the operator as one background loop (started at startup). It reads only the operator's indexes and
 writes a policy's status only when the numbers change, so a quiet cluster costs no API writes.
@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from agentid.api.v1alpha1 import AgentIdentity, AgentPolicy, AgentPolicyStatus
-from agentid.domain import lifecycle, policy
+from agentid.domain import conditions, lifecycle, policy, reasons
 from agentid.kube import errors, resources
 from agentid.kube.client import KubeClient
 from agentid.reconcile.view import ClusterView
@@ -39,11 +39,31 @@ def policy_status(
         roles = cluster_roles(agent.spec.cluster_role_refs)
         if policy.violations(agent.spec, policy.effective_policy([governing], labels), now, roles):
             out_of_bounds.append(f"{agent.namespace}/{agent.name}")
+    listed = sorted(out_of_bounds)[:MAX_LISTED]
+    if out_of_bounds:
+        reason = reasons.AGENTS_OUT_OF_BOUNDS
+        more = f" and {len(out_of_bounds) - len(listed)} more" if len(out_of_bounds) > len(listed) else ""
+        message = (
+            f"in force for {governed} agent(s); {len(out_of_bounds)} exceed it (Ready=False, reason "
+            f"PolicyViolation): {', '.join(listed)}{more}"
+        )
+    else:
+        reason, message = reasons.POLICY_ENFORCED, f"in force for {governed} agent(s), all within bounds"
+    ready = conditions.set_condition(
+        governing.status.conditions,
+        type_=reasons.READY,
+        status="True",
+        reason=reason,
+        message=message,
+        generation=governing.generation,
+        now=now,
+    )
     return AgentPolicyStatus(
         observed_generation=governing.generation,
         agents=governed,
         out_of_bounds=len(out_of_bounds),
-        out_of_bounds_agents=sorted(out_of_bounds)[:MAX_LISTED],
+        out_of_bounds_agents=listed,
+        conditions=ready,
     )
 
 

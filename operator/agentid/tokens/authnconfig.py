@@ -15,13 +15,14 @@ from typing import Any
 
 from agentid.api.v1alpha1 import GROUP
 from agentid.domain import naming
+from agentid.tokens import defaults
 
 API_VERSION = "apiserver.config.k8s.io/v1"
 EXTRA_OWNER = f"{GROUP}/owner"
 EXTRA_SUPERVISION = f"{GROUP}/supervision"
 EXTRA_AGENT_ID = f"{GROUP}/agent-id"
 EXTRA_ACTOR = f"{GROUP}/actor"
-DEFAULT_KUBE_AUDIENCE = "https://kubernetes.default.svc"
+DEFAULT_KUBE_AUDIENCE = defaults.DEFAULT_KUBE_AUDIENCE
 
 
 def jwt_authenticator(issuer: str, *, audiences: Sequence[str], ca_pem: str | None = None) -> dict[str, Any]:

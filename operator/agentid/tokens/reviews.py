@@ -2,7 +2,7 @@
 
 Called by the exchange handler for subject and actor tokens that are not agent tokens. The apiserver is the only
 judge of a ServiceAccount token (bound Pod/Secret deleted, ServiceAccount recreated, expiry); the cache keeps
-that judgement at most ``ttl`` seconds (security.md: ≤ 10 s), never past the token's own expiry, and drops it
+that judgement at most ``ttl`` seconds (docs/security.md: ≤ 10 s), never past the token's own expiry, and drops it
 the moment the agent bound to that ServiceAccount changes. Tokens themselves are never stored, only SHA-256.
 """
 

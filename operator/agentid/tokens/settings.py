@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agentid.domain.issuer_keys import RotationPolicy
+from agentid.tokens.defaults import DEFAULT_NAMESPACE, DEFAULT_SECRET
 
-DEFAULT_NAMESPACE = "agentid-system"
-DEFAULT_SECRET = "agentid-token-issuer"  # noqa: S105 - the Secret's name
 KEYRING_SECRET_TYPE = "agentid.dev/issuer-keys"  # noqa: S105 - a Secret type
 KEYRING_DATA_KEY = "keyring.json"
 
@@ -45,7 +44,7 @@ class TokenServiceSettings:
     # empty means "the issuer URL", so a token minted for the apiserver cannot be exchanged.
     subject_audiences: tuple[str, ...] = ()
     rotation: RotationPolicy = field(default_factory=RotationPolicy)
-    review_cache_seconds: float = 10.0  # security.md: TokenReview results cached at most 10 s
+    review_cache_seconds: float = 10.0  # docs/security.md: TokenReview results cached at most 10 s
     review_cache_entries: int = 10_000
     keyring_refresh_seconds: float = 30.0  # re-read the Secret (other replicas may have rotated) and plan
     limits: Limits = field(default_factory=Limits)

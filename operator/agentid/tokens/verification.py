@@ -1,6 +1,6 @@
 """Verification of the JWTs the token service accepts: its own agent tokens and agents' RFC 7523 assertions.
 
-Called by the exchange and introspection handlers and by ``agentid verify``. Every check of security.md happens
+Called by the exchange and introspection handlers and by ``agentid verify``. Every check of docs/security.md happens
 here, before a signature is even tried: size, encoding, forbidden headers (``jku``, ``x5u``, ``x5c``, ``jwk``,
 ``crit``), ``kid`` shape and presence in the key set, and a header ``alg`` equal to the key's algorithm. pyjwt
 then gets exactly one algorithm, taken from the key, so ``none`` and HS256-with-a-public-key cannot verify.
