@@ -228,11 +228,15 @@ def test_every_refusal_is_a_typed_error(
 
 
 def refused_as(client: AgentClient, expected: type[errors.TokenRefused]) -> errors.TokenRefused:
+    """For ``eventually``: an AssertionError (retried) until the token service has seen the change."""
     client.invalidate()
-    with pytest.raises(errors.TokenRefused) as raised:
+    refusal: errors.TokenRefused | None = None
+    try:
         client.token(MCP)
-    assert isinstance(raised.value, expected), repr(raised.value)
-    return raised.value
+    except errors.TokenRefused as refused:
+        refusal = refused
+    assert isinstance(refusal, expected), repr(refusal)
+    return refusal
 
 
 async def test_the_async_client_raises_the_same_typed_errors(
