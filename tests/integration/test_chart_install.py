@@ -24,6 +24,7 @@ import yaml
 
 from agentid.devcluster.cluster import free_port
 from agentid.devcluster.processes import ManagedProcess
+from agentid.domain import naming
 from tests.integration.test_chart import CHART, helm
 from tests.support.agents import CONFIGMAP_RULE, create_agent
 from tests.support.clusters import ClusterHandle
@@ -285,7 +286,7 @@ def test_kubernetes_refuses_what_the_chart_did_not_make_grantable(cluster: Clust
         assert ready["reason"] == "ApplyFailed"
         assert "forbidden" in ready["message"].lower()
     rolebindings = cluster.kubectl("get", "rolebindings", "-n", namespace, "-o", "name").stdout
-    assert f"wants-edit-agent-cr-{deleter_role}" not in rolebindings
+    assert naming.cluster_role_binding("wants-edit", deleter_role) not in rolebindings
     rbac.delete_cluster_role(deleter_role)
 
 
