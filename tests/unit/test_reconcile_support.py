@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 
+from agentid.domain.ownership import Owner
 from agentid.reconcile.scheduler import Scheduler
 from agentid.reconcile.view import ClusterView, Indexes
 from tests.support.factories import agent
@@ -16,7 +17,12 @@ def _role(resource_version: str, verbs: list[str]) -> dict:
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
-        "metadata": {"name": "triage-agent", "namespace": "finance", "resourceVersion": resource_version},
+        "metadata": {
+            "name": "triage-agent",
+            "namespace": "finance",
+            "resourceVersion": resource_version,
+            "ownerReferences": [{"uid": "uid-triage", "controller": True}],
+        },
         "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": verbs}],
     }
 
@@ -25,9 +31,12 @@ def test_own_writes_win_over_a_lagging_index_until_it_catches_up() -> None:
     index: dict = {OWNER: [_role("5", ["get"])]}
     view = ClusterView(Indexes(owned={"Role": index}))
     view.record_written(OWNER, "Role", _role("9", ["get", "list"]))
-    assert view.observe(agent()).get("Role", "triage-agent")["rules"][0]["verbs"] == ["get", "list"]
+    assert view.observe(agent(), Owner("uid-triage")).get("Role", "triage-agent")["rules"][0]["verbs"] == [
+        "get",
+        "list",
+    ]
     index[OWNER] = [_role("9", ["get", "list"])]
-    assert view.observe(agent()).get("Role", "triage-agent")["metadata"]["resourceVersion"] == "9"
+    assert view.observe(agent(), Owner("uid-triage")).get("Role", "triage-agent")["metadata"]["resourceVersion"] == "9"
     assert view._overlay == {}  # caught up: the memory is released
 
 
@@ -35,9 +44,9 @@ def test_a_deletion_hides_the_object_until_the_index_drops_it() -> None:
     index: dict = {OWNER: [_role("5", ["get"])]}
     view = ClusterView(Indexes(owned={"Role": index}))
     view.record_deleted(OWNER, "Role", "triage-agent")
-    assert view.observe(agent()).get("Role", "triage-agent") is None
+    assert view.observe(agent(), Owner("uid-triage")).get("Role", "triage-agent") is None
     index[OWNER] = []
-    assert view.observe(agent()).get("Role", "triage-agent") is None
+    assert view.observe(agent(), Owner("uid-triage")).get("Role", "triage-agent") is None
     assert view._overlay == {}
 
 

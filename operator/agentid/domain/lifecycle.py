@@ -7,7 +7,7 @@ clock: ``now`` and observations come in, decisions come out, so every rule of ap
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,10 +39,12 @@ class ObjectRef:
 
 @dataclass(frozen=True)
 class Observed:
-    """The agent's objects as the cluster holds them (public parts only), keyed by (kind, name)."""
+    """The agent's objects as the cluster holds them (public parts only), keyed by (kind, name): only objects it
+    owns (``ownership.owns``); ``strangers`` are objects labelled as its own that it does not own."""
 
     objects: Mapping[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
     key: ObservedKey | None = None
+    strangers: frozenset[tuple[str, str]] = frozenset()
 
     def get(self, kind: str, name: str) -> Mapping[str, Any] | None:
         return self.objects.get((kind, name))
@@ -59,11 +61,16 @@ class ObjectPlan:
         return not self.applies and not self.deletes
 
 
-def without_applies_of(plan: ObjectPlan, kind: str) -> ObjectPlan:
+def without_applies_to(plan: ObjectPlan, names: Collection[tuple[str, str]]) -> ObjectPlan:
+    """The plan minus writes to names a stranger holds (agentid never writes what it does not own)."""
+    if not names:
+        return plan
+    kept = tuple(m for m in plan.applies if (m["kind"], m["metadata"]["name"]) not in names)
+    dropped = {f"{m['kind']} {m['metadata']['name']} " for m in plan.applies if m not in kept}
     return ObjectPlan(
-        applies=tuple(m for m in plan.applies if m["kind"] != kind),
+        applies=kept,
         deletes=plan.deletes,
-        repaired=tuple(r for r in plan.repaired if not r.startswith(f"{kind} ")),
+        repaired=tuple(r for r in plan.repaired if not any(r.startswith(prefix) for prefix in dropped)),
     )
 
 

@@ -20,7 +20,16 @@ from agentid.domain import keys, naming
 from agentid.domain.keyring import ObservedKey
 from agentid.domain.supervision import ClusterRoleInfo, is_read_only
 
-_METADATA_FIELDS = ("name", "namespace", "uid", "resourceVersion", "labels", "annotations", "ownerReferences")
+_METADATA_FIELDS = (
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "creationTimestamp",  # ownership: an object older than the agent is never its own
+    "labels",
+    "annotations",
+    "ownerReferences",
+)
 _BODY_FIELDS = {"Role": ("rules",), "RoleBinding": ("roleRef", "subjects"), "ServiceAccount": (), "Secret": ("type",)}
 
 

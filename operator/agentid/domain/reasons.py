@@ -20,7 +20,7 @@ NO_ACCESS = "NoAccess"
 NOT_REVOKED = "NotRevoked"
 CLUSTER_ROLE_NOT_FOUND = "ClusterRoleNotFound"
 POLICY_VIOLATION = "PolicyViolation"
-SERVICE_ACCOUNT_CONFLICT = "ServiceAccountConflict"
+NAME_CONFLICT = "NameConflict"  # a derived name is held by an object the agent does not own
 APPLY_FAILED = "ApplyFailed"
 
 # Event reasons

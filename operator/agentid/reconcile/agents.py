@@ -14,18 +14,30 @@ import datetime as dt
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import pydantic
 
 from agentid import audit, metrics
 from agentid.api.v1alpha1 import AgentIdentity, Phase, SupervisionMode
-from agentid.domain import attribution, desired, keyring, keys, lifecycle, naming, policy, projections, reasons
+from agentid.domain import (
+    attribution,
+    desired,
+    keyring,
+    keys,
+    lifecycle,
+    naming,
+    ownership,
+    policy,
+    projections,
+    reasons,
+)
 from agentid.domain.keyring import KeyAction, ObservedKey
 from agentid.domain.lifecycle import DELETE_ORDER, ObjectPlan, ObjectRef, Observed
+from agentid.domain.ownership import ObjectName, Owner
 from agentid.domain.settings import OperatorSettings
-from agentid.domain.supervision import NO_ACCESS, Access, Withheld
+from agentid.domain.supervision import NO_ACCESS, Access
 from agentid.kube import errors, resources
 from agentid.kube.client import KubeClient
 from agentid.kube.events import EventRecorder
@@ -63,7 +75,10 @@ class AgentReconciler:
         self._locks: dict[str, asyncio.Lock] = {}
         self._failures: dict[str, int] = {}
         self._latest: dict[str, Body] = {}  # the agent as our own last write returned it
-        self._foreign_accounts: set[str] = set()  # agents whose ServiceAccount name is taken by a stranger
+        # agent UID -> derived names a stranger's object holds that the watch does not show (found by a create's
+        # 409): checked again live on every pass of that agent, and on a backoff until freed
+        self._taken: dict[str, set[ObjectName]] = {}
+        self._taken_checks: dict[str, int] = {}
         self._random = random.Random()  # noqa: S311 - jitter, not crypto
 
     # -- entry points ---------------------------------------------------------------------------------------
@@ -88,7 +103,17 @@ class AgentReconciler:
         if metadata.get("deletionTimestamp") and wakeup is None:
             self._forget(body)
         else:
-            self._schedule(body, wakeup)
+            self._schedule(body, self._recheck(uid, wakeup))
+
+    def _recheck(self, uid: str, wakeup: dt.datetime | None) -> dt.datetime | None:
+        """A stranger's object the watch does not show is looked at again on a backoff, so the agent gets its
+        name once the stranger is gone."""
+        if uid not in self._taken:
+            return wakeup
+        checks = self._taken_checks[uid] = self._taken_checks.get(uid, 0) + 1
+        timings = self.settings.timings
+        recheck: dt.datetime = self.clock() + min(timings.retry_initial * 2 ** min(checks - 1, 16), timings.retry_max)
+        return recheck if wakeup is None else min(wakeup, recheck)
 
     def _freshest(self, body: Body) -> Body:
         """Events queued before our own writes carry older bodies; what our last write returned is newer."""
@@ -119,19 +144,22 @@ class AgentReconciler:
             await self._finalize(agent, body)
             return None
         body = await self._ensure_finalizer(body)
+        owner = Owner.of(body)
         now = self.clock()
-        gathered = await self._gather(agent, now)
+        gathered = await self._gather(agent, owner, now)
         plan = _plan(agent, gathered)
         started = time.monotonic()
-        try:
-            service_account_uid = await self._execute(agent, plan, gathered.observed)
-        except _ForeignServiceAccountError:
-            # Found while creating it: plan again without it, withdrawing any access that was bound to that name.
-            self._foreign_accounts.add(agent.metadata.uid)
-            access = Access(withheld=(*gathered.access.withheld, _foreign_account(agent)))
-            gathered = dataclasses.replace(gathered, access=access)
-            plan = _plan(agent, gathered)
-            service_account_uid = await self._execute(agent, plan, gathered.observed)
+        for _ in naming.derived(agent.name, agent.spec.cluster_role_refs):  # each round finds one more stranger
+            try:
+                service_account_uid = await self._execute(agent, owner, plan, gathered.observed)
+                break
+            except _NameTakenError as taken:
+                # Found while creating it: plan again with it held, withdrawing any access bound to that name.
+                self._taken.setdefault(agent.metadata.uid, set()).add(taken.name)
+                gathered = _held(agent, gathered, {*gathered.taken, taken.name})
+                plan = _plan(agent, gathered)
+        else:
+            service_account_uid = await self._execute(agent, owner, plan, gathered.observed)
         withdrawal = _withdrawal_kind(agent, gathered.terminal)
         if withdrawal is not None and any(ref.kind == "RoleBinding" for ref in plan.deletes):
             metrics.REVOCATION_SECONDS.labels(kind=withdrawal).observe(time.monotonic() - started)
@@ -142,10 +170,10 @@ class AgentReconciler:
         await self._announce(agent, body, events, agent_id=gathered.agent_id, now=now)
         return lifecycle.next_wakeup(agent, status)
 
-    async def _gather(self, agent: AgentIdentity, now: dt.datetime) -> Gathered:
+    async def _gather(self, agent: AgentIdentity, owner: Owner, now: dt.datetime) -> Gathered:
         """What the cluster holds and what the policies say; the key is made sure of here (it is generated, not
         planned, and its Secret is the source of truth for everything after)."""
-        observed = self.view.observe(agent)
+        observed = self.view.observe(agent, owner)
         governing = self.view.policy_for(agent.namespace)
         gathered = Gathered(
             agent_id=naming.agent_id(self.settings.trust_domain, agent.namespace, agent.name),
@@ -153,15 +181,54 @@ class AgentReconciler:
             observed=observed,
             governing=governing,
             key=observed.key,
+            taken=frozenset(observed.strangers | await self._still_taken(agent, owner)),
         )
         if gathered.terminal is not None:
-            return gathered
+            if agent.status.phase.terminal:
+                return gathered
+            unlisted = await self._unlisted(agent, owner, observed, gathered.taken)
+            return dataclasses.replace(gathered, unlisted=unlisted)
         cluster_roles = self.view.cluster_roles(agent.spec.cluster_role_refs)
         access = policy.governed_access(agent.spec, governing, cluster_roles, now)
-        if agent.metadata.uid in self._foreign_accounts and await self._name_still_taken(agent):
-            access = Access(withheld=(*access.withheld, _foreign_account(agent)))  # bind nothing to someone else's SA
-        key, action = await self._ensure_key(agent, observed, now)
-        return dataclasses.replace(gathered, access=access, key=key, key_action=action)
+        gathered = dataclasses.replace(gathered, access=access)
+        if ("Secret", naming.key_secret(agent.name)) in gathered.taken:
+            return _held(agent, dataclasses.replace(gathered, key=None), gathered.taken)
+        key, action = await self._ensure_key(agent, owner, observed, now)
+        if key is None:  # its name turned out to be a stranger's
+            taken = self._taken.setdefault(agent.metadata.uid, set())
+            taken.add(("Secret", naming.key_secret(agent.name)))
+            return _held(agent, dataclasses.replace(gathered, key=None), {*gathered.taken, *taken})
+        return _held(agent, dataclasses.replace(gathered, key=key, key_action=action), gathered.taken)
+
+    async def _still_taken(self, agent: AgentIdentity, owner: Owner) -> set[ObjectName]:
+        """Of the names a stranger held at an earlier pass (unwatched objects), those it still holds. Checked live;
+        rare (only for agents in conflict)."""
+        remembered = self._taken.get(agent.metadata.uid)
+        if not remembered:
+            return set()
+        for kind, name in sorted(remembered):
+            live = await self.client.get(resources.BY_KIND[kind], name, agent.namespace)
+            if live is None or ownership.owns(owner, live):
+                remembered.discard((kind, name))
+        if not remembered:
+            self._taken.pop(agent.metadata.uid, None)
+            self._taken_checks.pop(agent.metadata.uid, None)
+        return set(remembered)
+
+    async def _unlisted(
+        self, agent: AgentIdentity, owner: Owner, observed: Observed, taken: frozenset[ObjectName]
+    ) -> tuple[ObjectRef, ...]:
+        """Revocation and deletion must leave nothing of the agent behind, also objects that lost their labels
+        (and so the watch): every derived name the watch does not show is looked up, and deleted if the agent
+        owns it. A stranger's object of such a name is left alone."""
+        found: list[ObjectRef] = []
+        for kind, name in naming.derived(agent.name, agent.spec.cluster_role_refs):
+            if observed.get(kind, name) is not None or (kind, name) in taken:
+                continue
+            live = await self.client.get(resources.BY_KIND[kind], name, agent.namespace)
+            if live is not None and ownership.owns(owner, live):
+                found.append(ObjectRef(kind, name, str(live["metadata"]["uid"])))
+        return tuple(found)
 
     def _outcome(
         self,
@@ -199,8 +266,9 @@ class AgentReconciler:
     # -- keys -----------------------------------------------------------------------------------------------
 
     async def _ensure_key(
-        self, agent: AgentIdentity, objects: Observed, now: dt.datetime
-    ) -> tuple[ObservedKey, KeyAction]:
+        self, agent: AgentIdentity, owner: Owner, objects: Observed, now: dt.datetime
+    ) -> tuple[ObservedKey | None, KeyAction]:
+        """The agent's key, made or kept; None if the key Secret's name is a stranger's (nothing is written)."""
         credentials = agent.spec.credentials
         observed = objects.key
         action = keyring.key_action(credentials, observed, had_keys=bool(agent.status.keys), now=now)
@@ -208,8 +276,8 @@ class AgentReconciler:
             summary = objects.get("Secret", naming.key_secret(agent.name))
             if summary is not None and not lifecycle.contains(summary, _key_secret_shape(agent, observed)):
                 live = await self.client.get(resources.SECRETS, naming.key_secret(agent.name), agent.namespace)
-                if live is not None:
-                    await self._apply_key_secret(agent, live, observed)  # labels, owner, annotations put back
+                if live is not None and ownership.owns(owner, live):
+                    await self._apply_key_secret(agent, live, observed)  # labels, annotations put back
             return observed, action
         signing_key = keys.generate(credentials.key_algorithm)
         created = ObservedKey(signing_key.key_id, credentials.key_algorithm, now, dict(signing_key.jwk))
@@ -220,7 +288,7 @@ class AgentReconciler:
             algorithm=credentials.key_algorithm.value,
             created_at=now.isoformat(),
         )
-        owner = (agent.namespace, agent.name)
+        agent_key = (agent.namespace, agent.name)
         if action in (KeyAction.CREATE, KeyAction.REPLACE_LOST):
             # Create, never overwrite: the index may lag or the Secret may have lost its labels, and a second key
             # must never replace a first one on hearsay. If it exists, the key in it is adopted.
@@ -228,72 +296,70 @@ class AgentReconciler:
                 written = await self.client.create(resources.SECRETS, manifest, agent.namespace)
             except errors.Conflict:
                 live = await self.client.get(resources.SECRETS, naming.key_secret(agent.name), agent.namespace)
-                recovered = projections.observed_key(live) if live is not None else None
-                if live is not None and recovered is not None:
-                    await self._apply_key_secret(agent, live, recovered)  # labels and owner put back if removed
+                if live is None or not ownership.owns(owner, live):
+                    return None, KeyAction.KEEP  # a stranger's Secret (or gone again: the next pass creates it)
+                recovered = projections.observed_key(live)
+                if recovered is not None:
+                    await self._apply_key_secret(agent, live, recovered)  # labels put back if removed
                     action = keyring.key_action(credentials, recovered, had_keys=True, now=now)
                     if action is KeyAction.KEEP:
                         return recovered, action
-                written = await self.client.apply(resources.SECRETS, manifest)  # unusable, or due for rotation
-            self.view.record_written(owner, "Secret", written, created)
+                written = await self.client.apply(resources.SECRETS, _pinned(manifest, live))  # unusable, or due
+            self.view.record_written(agent_key, "Secret", written, created)
             return created, action
-        written = await self.client.apply(resources.SECRETS, manifest)  # rotation: the new key replaces the old
-        self.view.record_written(owner, "Secret", written, created)
+        current = objects.get("Secret", naming.key_secret(agent.name))  # rotation: the new key replaces the old
+        written = await self.client.apply(resources.SECRETS, _pinned(manifest, current))
+        self.view.record_written(agent_key, "Secret", written, created)
         return created, action
 
     async def _apply_key_secret(self, agent: AgentIdentity, live: Body, key: ObservedKey) -> None:
         manifest = {**_key_secret_shape(agent, key), "data": dict(live.get("data") or {})}  # the live key, unchanged
         if lifecycle.contains(live, manifest):
             return
-        written = await self.client.apply(resources.SECRETS, manifest)
+        written = await self.client.apply(resources.SECRETS, _pinned(manifest, live))
         self.view.record_written((agent.namespace, agent.name), "Secret", written, key)
 
     # -- writes ---------------------------------------------------------------------------------------------
 
-    async def _execute(self, agent: AgentIdentity, plan: ObjectPlan, observed: Observed) -> str | None:
+    async def _execute(self, agent: AgentIdentity, owner: Owner, plan: ObjectPlan, observed: Observed) -> str | None:
         """Deletes first (access shrinks before anything grows), stage by stage; then SA and Role, then bindings."""
-        owner = (agent.namespace, agent.name)
+        agent_key = (agent.namespace, agent.name)
         for kind in DELETE_ORDER:
             refs = [ref for ref in plan.deletes if ref.kind == kind]
-            await asyncio.gather(*(self._delete(owner, agent.namespace, ref) for ref in refs))
+            await asyncio.gather(*(self._delete(agent_key, agent.namespace, ref) for ref in refs))
         service_account = observed.get("ServiceAccount", naming.service_account(agent.name))
         uid = str(service_account["metadata"].get("uid")) if service_account else None
         for kinds in (("ServiceAccount", "Role"), ("RoleBinding",)):
             stage = [manifest for manifest in plan.applies if manifest["kind"] in kinds]
-            written = await asyncio.gather(*(self._write(agent, m, observed) for m in stage))
+            written = await asyncio.gather(*(self._write(agent, owner, m, observed) for m in stage))
             for manifest, body in zip(stage, written, strict=True):
-                self.view.record_written(owner, manifest["kind"], body)
+                self.view.record_written(agent_key, manifest["kind"], body)
                 if manifest["kind"] == "ServiceAccount":
                     uid = str(body["metadata"]["uid"])
         deleted_service_account = any(ref.kind == "ServiceAccount" for ref in plan.deletes)
         return None if deleted_service_account else uid
 
-    async def _name_still_taken(self, agent: AgentIdentity) -> bool:
-        """For an agent whose ServiceAccount name was taken: still so? (Checked live; rare.)"""
-        live = await self.client.get(resources.SERVICE_ACCOUNTS, naming.service_account(agent.name), agent.namespace)
-        if live is not None and not _owned_by(live, agent):
-            return True
-        self._foreign_accounts.discard(agent.metadata.uid)
-        return False
-
-    async def _write(self, agent: AgentIdentity, manifest: Manifest, observed: Observed) -> Body:
+    async def _write(self, agent: AgentIdentity, owner: Owner, manifest: Manifest, observed: Observed) -> Body:
         """Objects the index does not know are created (cheaper for the apiserver than an apply, and a name taken
-        by someone else shows as a conflict); known ones are server-side applied."""
+        by someone else shows as a conflict); the agent's own are server-side applied, pinned to their UID."""
         resource = resources.BY_KIND[manifest["kind"]]
-        if observed.get(manifest["kind"], manifest["metadata"]["name"]) is not None:
-            return await self.client.apply(resource, manifest)
+        current = observed.get(manifest["kind"], manifest["metadata"]["name"])
+        if current is not None:
+            return await self.client.apply(resource, _pinned(manifest, current))
         try:
             return await self.client.create(resource, manifest, agent.namespace)
         except errors.Conflict:
-            if manifest["kind"] == "ServiceAccount":
-                live = await self.client.get(resource, manifest["metadata"]["name"], agent.namespace)
-                if live is not None and not _owned_by(live, agent):
-                    raise _ForeignServiceAccountError from None
-            return await self.client.apply(resource, manifest)  # ours, unknown to the index (lost labels)
+            live = await self.client.get(resource, manifest["metadata"]["name"], agent.namespace)
+            if live is None or not ownership.owns(owner, live):
+                raise _NameTakenError((manifest["kind"], manifest["metadata"]["name"])) from None
+            return await self.client.apply(resource, _pinned(manifest, live))  # ours, unknown to the index
 
-    async def _delete(self, owner: tuple[str, str], namespace: str, ref: ObjectRef) -> None:
+    async def _delete(self, agent_key: tuple[str, str], namespace: str, ref: ObjectRef) -> None:
+        """Only ever the agent's own object: the UID precondition fails if a stranger's took its name since."""
+        if ref.uid is None:
+            raise ValueError(f"refusing to delete {ref.kind} {ref.name} without knowing it is the agent's")
         await self.client.delete(resources.BY_KIND[ref.kind], ref.name, namespace, uid=ref.uid)
-        self.view.record_deleted(owner, ref.kind, ref.name)
+        self.view.record_deleted(agent_key, ref.kind, ref.name)
 
     async def _ensure_finalizer(self, body: Body) -> Body:
         """Our finalizer goes on before any owned object exists, so deletion always runs the cleanup."""
@@ -324,11 +390,11 @@ class AgentReconciler:
         finalizers = list(metadata.get("finalizers") or [])
         if naming.FINALIZER not in finalizers:
             return
-        observed = self.view.observe(agent)
-        plan = _with_well_known_deletes(
-            agent, lifecycle.plan_objects(agent, observed, access=NO_ACCESS, agent_id="", terminal=True)
-        )
-        await self._execute(agent, plan, observed)
+        owner = Owner.of(body)
+        observed = self.view.observe(agent, owner)
+        unlisted = await self._unlisted(agent, owner, observed, observed.strangers)
+        plan = lifecycle.plan_objects(agent, observed, access=NO_ACCESS, agent_id="", terminal=True)
+        await self._execute(agent, owner, _with_deletes(plan, unlisted), observed)
         deleted = lifecycle.EventSpec("Normal", reasons.EVENT_DELETED, DELETED_NOTE, "Delete")
         await self._announce(agent, body, [deleted], agent_id=agent.status.agent_id or "", now=self.clock())
         remaining = [name for name in finalizers if name != naming.FINALIZER]
@@ -340,7 +406,8 @@ class AgentReconciler:
 
     def _forget(self, body: Body) -> None:
         metadata = body["metadata"]
-        self._foreign_accounts.discard(metadata["uid"])
+        self._taken.pop(metadata["uid"], None)
+        self._taken_checks.pop(metadata["uid"], None)
         self.scheduler.cancel(metadata["uid"])
         self._locks.pop(metadata["uid"], None)
         self._failures.pop(metadata["uid"], None)
@@ -425,18 +492,9 @@ class AgentReconciler:
             )
 
 
-def _with_well_known_deletes(agent: AgentIdentity, plan: ObjectPlan) -> ObjectPlan:
-    """Revocation and deletion also delete by name: an object that lost its labels must not survive."""
-    refs = {(ref.kind, ref.name): ref for ref in plan.deletes}
-    well_known = [
-        ("RoleBinding", naming.role_binding(agent.name)),
-        *(("RoleBinding", naming.cluster_role_binding(agent.name, role)) for role in agent.spec.cluster_role_refs),
-        ("Role", naming.role(agent.name)),
-        ("Secret", naming.key_secret(agent.name)),
-        ("ServiceAccount", naming.service_account(agent.name)),
-    ]
-    for kind, name in well_known:
-        refs.setdefault((kind, name), ObjectRef(kind, name))
+def _with_deletes(plan: ObjectPlan, unlisted: tuple[ObjectRef, ...]) -> ObjectPlan:
+    """Revocation and deletion: everything the agent owns goes, also what the watch no longer shows."""
+    refs = {(ref.kind, ref.name): ref for ref in (*plan.deletes, *unlisted)}
     ordered = sorted(refs.values(), key=lambda ref: (DELETE_ORDER.index(ref.kind), ref.name))
     return ObjectPlan(applies=(), deletes=tuple(ordered), repaired=plan.repaired)
 
@@ -458,23 +516,28 @@ def _invalid_status(body: Body, error: pydantic.ValidationError, now: dt.datetim
     return status
 
 
-class _ForeignServiceAccountError(Exception):
-    """The agent's ServiceAccount name is taken by a ServiceAccount this agent does not own."""
+class _NameTakenError(Exception):
+    """A create found the name held by an object this agent does not own."""
+
+    def __init__(self, name: ObjectName) -> None:
+        super().__init__(f"{name[0]} {name[1]} is not this agent's")
+        self.name = name
 
 
-def _owned_by(body: Body, agent: AgentIdentity) -> bool:
-    owners = (body.get("metadata") or {}).get("ownerReferences") or []
-    return any(owner.get("uid") == agent.metadata.uid for owner in owners)
+def _pinned(manifest: Manifest, current: Body | None) -> Manifest:
+    """An apply that only succeeds on the object we looked at: should a stranger's object have taken the name
+    since, the UID differs and the apiserver refuses (the next pass sees the stranger)."""
+    uid = ((current or {}).get("metadata") or {}).get("uid")
+    if not uid:
+        return manifest
+    return {**manifest, "metadata": {**manifest["metadata"], "uid": uid}}
 
 
-def _foreign_account(agent: AgentIdentity) -> Withheld:
-    name = naming.service_account(agent.name)
-    return Withheld(
-        reasons.SERVICE_ACCOUNT_CONFLICT,
-        f"ServiceAccount {name} exists and does not belong to this agent; delete or rename it (agentid never "
-        "adopts a ServiceAccount it did not create)",
-        problem=True,
-    )
+def _held(agent: AgentIdentity, gathered: Gathered, taken: Iterable[ObjectName]) -> Gathered:
+    """The pass as it must go when strangers hold some of the agent's names (see ``ownership.withhold``)."""
+    taken = frozenset(taken)
+    access = ownership.withhold(gathered.access, ownership.conflicts(agent, taken))
+    return dataclasses.replace(gathered, taken=taken, access=access)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -488,6 +551,8 @@ class Gathered:
     access: Access = NO_ACCESS
     key: ObservedKey | None = None
     key_action: KeyAction = KeyAction.KEEP
+    taken: frozenset[ObjectName] = frozenset()  # derived names held by strangers
+    unlisted: tuple[ObjectRef, ...] = ()  # the agent's own objects the watch does not show (revocation only)
 
 
 def _plan(agent: AgentIdentity, gathered: Gathered) -> ObjectPlan:
@@ -495,10 +560,9 @@ def _plan(agent: AgentIdentity, gathered: Gathered) -> ObjectPlan:
     plan = lifecycle.plan_objects(
         agent, gathered.observed, access=gathered.access, agent_id=gathered.agent_id, terminal=terminal
     )
-    if any(item.reason == reasons.SERVICE_ACCOUNT_CONFLICT for item in gathered.access.withheld):
-        plan = lifecycle.without_applies_of(plan, "ServiceAccount")
+    plan = lifecycle.without_applies_to(plan, gathered.taken)
     if terminal and not agent.status.phase.terminal:
-        plan = _with_well_known_deletes(agent, plan)
+        plan = _with_deletes(plan, gathered.unlisted)
     return plan
 
 

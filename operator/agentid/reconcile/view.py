@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentid.api.v1alpha1 import AgentIdentity, LabelSelector
-from agentid.domain import policy, projections
+from agentid.domain import ownership, policy, projections
 from agentid.domain.keyring import ObservedKey
 from agentid.domain.lifecycle import Observed
+from agentid.domain.ownership import Owner
 from agentid.domain.supervision import ClusterRoleInfo
 
 AgentKey = tuple[str, str]  # (namespace, agent name)
@@ -78,18 +79,24 @@ class ClusterView:
 
     # -- owned objects --------------------------------------------------------------------------------------
 
-    def observe(self, agent: AgentIdentity) -> Observed:
-        """Owned objects of this agent (this incarnation's and leftovers of older ones with the same name)."""
+    def observe(self, agent: AgentIdentity, owner: Owner) -> Observed:
+        """The objects this agent incarnation owns; anything else under its label (a stranger's object, a leftover
+        of an older incarnation that the garbage collector will remove) is only named, as ``strangers``."""
         key: AgentKey = (agent.namespace, agent.name)
         objects: dict[tuple[str, str], Mapping[str, Any]] = {}
+        strangers: set[tuple[str, str]] = set()
         observed_key: ObservedKey | None = None
         for kind in OWNED_KINDS:
             for value in self.indexes.owned.get(kind, {}).get(key, ()):
                 summary = value["summary"] if kind == "Secret" else value
+                if not ownership.owns(owner, summary):
+                    strangers.add((kind, summary["metadata"]["name"]))
+                    continue
                 objects[(kind, summary["metadata"]["name"])] = summary
                 if kind == "Secret":
                     observed_key = value.get("key")
-        return Observed(objects=objects, key=self._apply_overlay(key, objects, observed_key))
+        observed_key = self._apply_overlay(key, objects, observed_key)
+        return Observed(objects=objects, key=observed_key, strangers=frozenset(strangers - set(objects)))
 
     def _apply_overlay(
         self, agent: AgentKey, objects: dict[tuple[str, str], Mapping[str, Any]], key: ObservedKey | None
