@@ -230,7 +230,7 @@ def chart_operator(
     process = ManagedProcess(
         "chart-operator",
         [sys.executable, "-m", "agentid", "run", f"--kubeconfig={kubeconfig}", f"--namespace={watched[0]}",
-         "--log-format=plain", "--resync-seconds=5"],
+         "--log-format=plain", "--resync-seconds=3600"],
         log_path=tmp_path / "operator.log",
     )  # fmt: skip
     yield watched[0]

@@ -1,12 +1,8 @@
-"""The reconciler's read side (indexes + own writes) and its wake-up scheduler, without a cluster."""
+"""The reconciler's read side (indexes + own writes), without a cluster."""
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
-
 from agentid.domain.ownership import Owner
-from agentid.reconcile.scheduler import Scheduler
 from agentid.reconcile.view import ClusterView, Indexes
 from tests.support.factories import agent
 
@@ -58,38 +54,3 @@ def test_a_watch_event_is_foreign_unless_it_echoes_our_own_last_write() -> None:
     assert view.changed_by_others(OWNER, "Role", "triage-agent", "10")  # someone wrote after us (even a removal)
     view.forget(OWNER)
     assert view.changed_by_others(OWNER, "Role", "triage-agent", "9")
-
-
-async def test_a_new_wakeup_replaces_the_pending_one() -> None:
-    scheduler = Scheduler()
-    fired: list[str] = []
-
-    async def mark(label: str) -> None:
-        fired.append(label)
-
-    scheduler.schedule("agent", 10, lambda: mark("late"))
-    scheduler.schedule("agent", 0, lambda: mark("now"))
-    assert len(scheduler) == 1
-    for _ in range(5):
-        await asyncio.sleep(0)  # let the loop run the due callback; no wall-clock waiting
-    assert fired == ["now"]
-    await scheduler.close()
-    scheduler.schedule("agent", 0, lambda: mark("after close"))
-    assert not scheduler.pending("agent")
-
-
-async def test_a_wakeup_does_not_keep_the_scheduling_context_alive() -> None:
-    """Scheduled from a Kopf handler, the caller's context holds the triggering event's raw body."""
-    scheduler = Scheduler()
-    caller_body: contextvars.ContextVar[str] = contextvars.ContextVar("caller_body", default="none")
-    seen: list[str] = []
-
-    async def read() -> None:
-        seen.append(caller_body.get())
-
-    caller_body.set("a whole raw event body")
-    scheduler.schedule("agent", 0, read)
-    for _ in range(5):
-        await asyncio.sleep(0)
-    assert seen == ["none"]
-    await scheduler.close()

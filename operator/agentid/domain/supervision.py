@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from agentid.api.v1alpha1 import READ_VERBS, AgentIdentitySpec, PolicyRule, SupervisionMode
+from agentid.domain import reasons
 
 
 @dataclass(frozen=True)
@@ -75,10 +76,15 @@ def effective_access(spec: AgentIdentitySpec, cluster_roles: Mapping[str, Cluste
     for name in dict.fromkeys(spec.cluster_role_refs):  # de-duplicated, order kept
         info = cluster_roles.get(name)
         if info is None:
-            withheld.append(Withheld("ClusterRoleNotFound", f"ClusterRole {name!r} does not exist", problem=True))
+            withheld.append(
+                Withheld(reasons.CLUSTER_ROLE_NOT_FOUND, f"ClusterRole {name!r} does not exist", problem=True)
+            )
         elif mode is SupervisionMode.SUPERVISED and not info.read_only:
             withheld.append(
-                Withheld("ClusterRoleNotReadOnly", f"ClusterRole {name!r} is not read-only; withheld while Supervised")
+                Withheld(
+                    reasons.CLUSTER_ROLE_NOT_READ_ONLY,
+                    f"ClusterRole {name!r} is not read-only; withheld while Supervised",
+                )
             )
         else:
             granted_roles.append(name)

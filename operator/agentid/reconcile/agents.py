@@ -1,9 +1,9 @@
 """The level-triggered reconciliation of one AgentIdentity: gather -> plan -> apply -> observe -> status.
 
-Called by the Kopf handlers (every watch event of an agent, drift seen on an owned object, a ClusterRole
-change) and by its own scheduler (rotation, retirement, expiry, periodic resync with jitter, retries). Create,
-resume, update, timers and drift repair are all this one path. Passes for one agent never overlap (a lock per
-agent UID); passes for different agents run concurrently.
+Called only by ``agentid.reconcile.controller``, for a key off its work queue: every trigger (the agent's watch
+events, drift on its objects, ClusterRole, policy and namespace changes, its timers, retries) comes that way.
+Create, resume, update, timers and drift repair are all this one path. The queue never runs two passes of one
+agent at once; passes for different agents run concurrently. A pass returns when it wants the next one.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from agentid import audit, metrics
 from agentid.api.v1alpha1 import AgentIdentity, Phase, SupervisionMode
 from agentid.domain import (
     attribution,
+    conditions,
     desired,
     keyring,
     keys,
@@ -41,7 +42,6 @@ from agentid.domain.supervision import NO_ACCESS, Access
 from agentid.kube import errors, resources
 from agentid.kube.client import KubeClient
 from agentid.kube.events import EventRecorder
-from agentid.reconcile.scheduler import Scheduler
 from agentid.reconcile.view import ClusterView
 
 logger = logging.getLogger(__name__)
@@ -62,18 +62,14 @@ class AgentReconciler:
         client: KubeClient,
         view: ClusterView,
         events: EventRecorder,
-        scheduler: Scheduler,
         settings: OperatorSettings,
         clock: Callable[[], dt.datetime] = utc_now,
     ) -> None:
         self.client = client
         self.view = view
         self.events = events
-        self.scheduler = scheduler
         self.settings = settings
         self.clock = clock
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._failures: dict[str, int] = {}
         self._latest: dict[str, Body] = {}  # the agent as our own last write returned it
         # agent UID -> derived names a stranger's object holds that the watch does not show (found by a create's
         # 409): checked again live on every pass of that agent, and on a backoff until freed
@@ -83,27 +79,30 @@ class AgentReconciler:
 
     # -- entry points ---------------------------------------------------------------------------------------
 
-    async def reconcile(self, body: Body) -> None:
+    async def reconcile(self, body: Body) -> float | None:
+        """One pass (the controller never runs two for one agent at once). Returns the seconds until the agent's
+        next pass (its next rotation, retirement or expiry, else a jittered resync), None once it is gone. An API
+        error is recorded where the user can see it, then raised: the controller retries with backoff."""
         metadata = body["metadata"]
         uid = metadata["uid"]
-        async with self._locks.setdefault(uid, asyncio.Lock()):
-            body = self._freshest(body)
-            started = time.monotonic()
-            try:
-                wakeup = await self._pass(body)
-            except errors.ApiError as error:
-                metrics.RECONCILES.labels(result="error").inc()
-                metrics.API_ERRORS.labels(reason=error.reason).inc()
-                wakeup = await self._failed(body, error)
-            else:
-                metrics.RECONCILES.labels(result="success").inc()
-                self._failures.pop(uid, None)
-            finally:
-                metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
+        body = self._freshest(body)
+        started = time.monotonic()
+        try:
+            wakeup = await self._pass(body)
+        except errors.ApiError as error:
+            metrics.RECONCILES.labels(result="error").inc()
+            metrics.API_ERRORS.labels(reason=error.reason).inc()
+            if not error.retryable and not metadata.get("deletionTimestamp"):
+                await self._record_failure(body, str(error)[:1024])
+            raise
+        else:
+            metrics.RECONCILES.labels(result="success").inc()
+        finally:
+            metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
         if metadata.get("deletionTimestamp") and wakeup is None:
             self._forget(body)
-        else:
-            self._schedule(body, self._recheck(uid, wakeup))
+            return None
+        return self._delay(self._recheck(uid, wakeup))
 
     def _recheck(self, uid: str, wakeup: dt.datetime | None) -> dt.datetime | None:
         """A stranger's object the watch does not show is looked at again on a backoff, so the agent gets its
@@ -126,11 +125,6 @@ class AgentReconciler:
     def _remember(self, written: Body) -> Body:
         self._latest[written["metadata"]["uid"]] = projections.compact_agent(written)
         return written
-
-    async def wake(self, namespace: str, name: str, uid: str) -> None:
-        body = self.view.agent_body(namespace, name)
-        if body is not None and body["metadata"]["uid"] == uid:
-            await self.reconcile(body)
 
     # -- one pass -------------------------------------------------------------------------------------------
 
@@ -408,50 +402,28 @@ class AgentReconciler:
         metadata = body["metadata"]
         self._taken.pop(metadata["uid"], None)
         self._taken_checks.pop(metadata["uid"], None)
-        self.scheduler.cancel(metadata["uid"])
-        self._locks.pop(metadata["uid"], None)
-        self._failures.pop(metadata["uid"], None)
         self._latest.pop(metadata["uid"], None)
         self.view.forget((metadata["namespace"], metadata["name"]))
 
     # -- failure, scheduling, announcements -----------------------------------------------------------------
 
-    async def _failed(self, body: Body, error: errors.ApiError) -> dt.datetime:
-        metadata = body["metadata"]
-        failures = self._failures[metadata["uid"]] = self._failures.get(metadata["uid"], 0) + 1
-        timings = self.settings.timings
-        delay = min(timings.retry_initial * 2 ** min(failures - 1, 16), timings.retry_max)
-        logger.warning(
-            "reconcile of %s/%s failed (attempt %d, retry in %s): %s",
-            metadata["namespace"],
-            metadata["name"],
-            failures,
-            delay,
-            error,
-        )
-        if not error.retryable and not metadata.get("deletionTimestamp"):
-            await self._record_failure(body, str(error)[:1024])
-        retry_at: dt.datetime = self.clock() + delay
-        return retry_at
-
     async def _record_failure(self, body: Body, message: str) -> None:
         """Ready=False/ApplyFailed with the apiserver's message (and one Event per distinct message)."""
-        status = dict(body.get("status") or {})
-        conditions = [c for c in status.get("conditions", []) if c.get("type") != reasons.READY]
-        previous: dict[str, Any] = next((c for c in status.get("conditions", []) if c.get("type") == reasons.READY), {})
+        current = body.get("status") or {}
+        previous: Mapping[str, Any] = next(
+            (c for c in current.get("conditions") or [] if c.get("type") == reasons.READY), {}
+        )
         if previous.get("reason") == reasons.APPLY_FAILED and previous.get("message") == message:
             return
-        status["conditions"] = [
-            *conditions,
-            {
-                "type": reasons.READY,
-                "status": "False",
-                "reason": reasons.APPLY_FAILED,
-                "message": message,
-                "observedGeneration": body["metadata"].get("generation", 0),
-                "lastTransitionTime": _json_time(self.clock()),
-            },
-        ]
+        status = conditions.set_in_status(
+            current,
+            type_=reasons.READY,
+            status_="False",
+            reason=reasons.APPLY_FAILED,
+            message=message,
+            generation=body["metadata"].get("generation", 0),
+            now=self.clock(),
+        )
         try:
             await self._write_status(body, status)
         except errors.ApiError as status_error:
@@ -461,15 +433,13 @@ class AgentReconciler:
             body, type_="Warning", reason=reasons.EVENT_RECONCILE_FAILED, note=message, action="Reconcile", now=now
         )
 
-    def _schedule(self, body: Body, wakeup: dt.datetime | None) -> None:
-        metadata = body["metadata"]
+    def _delay(self, wakeup: dt.datetime | None) -> float:
         timings = self.settings.timings
         jitter = self._random.uniform(0, timings.resync_jitter.total_seconds())
         delay = timings.resync_interval.total_seconds() + jitter
         if wakeup is not None:
             delay = min(delay, (wakeup - self.clock()).total_seconds() + 0.05)
-        namespace, name, uid = metadata["namespace"], metadata["name"], metadata["uid"]
-        self.scheduler.schedule(uid, delay, lambda: self.wake(namespace, name, uid))
+        return max(delay, 0.0)
 
     async def _announce(
         self, agent: AgentIdentity, body: Body, events: list[lifecycle.EventSpec], *, agent_id: str, now: dt.datetime
@@ -503,17 +473,15 @@ def _invalid_status(body: Body, error: pydantic.ValidationError, now: dt.datetim
     """A spec the API server accepted but agentid cannot parse (e.g. a newer schema): say so, grant nothing new."""
     first = error.errors()[0] if error.errors() else {"loc": (), "msg": str(error)}
     where = ".".join(str(part) for part in first.get("loc", ()))
-    status = dict(body.get("status") or {})
-    ready = {
-        "type": reasons.READY,
-        "status": "False",
-        "reason": "InvalidSpec",
-        "message": f"{where}: {first.get('msg')}"[:1024],
-        "observedGeneration": body["metadata"].get("generation", 0),
-        "lastTransitionTime": _json_time(now),
-    }
-    status["conditions"] = [c for c in status.get("conditions", []) if c.get("type") != reasons.READY] + [ready]
-    return status
+    return conditions.set_in_status(
+        body.get("status") or {},
+        type_=reasons.READY,
+        status_="False",
+        reason=reasons.INVALID_SPEC,
+        message=f"{where}: {first.get('msg')}"[:1024],
+        generation=body["metadata"].get("generation", 0),
+        now=now,
+    )
 
 
 class _NameTakenError(Exception):
@@ -591,7 +559,3 @@ def _resource_version(body: Body) -> int:
         return int(body["metadata"].get("resourceVersion") or 0)
     except ValueError:
         return 0
-
-
-def _json_time(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")

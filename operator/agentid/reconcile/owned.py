@@ -10,7 +10,7 @@ they waited for Kopf's indexes.
 
 Scopes follow the operator's namespaces: every namespace; or one watch per namespace when every pattern names a
 namespace exactly (what the Helm chart's namespaced Roles allow); or, for glob patterns, one cluster-wide watch
-filtered with Kopf's own pattern matching (that needs cluster-wide list/watch on these kinds).
+filtered by the same patterns (``agentid.domain.namespaces``) (that needs cluster-wide list/watch on these kinds).
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kopf._cogs.structs import references
-
+from agentid.domain import namespaces as patterns_
 from agentid.domain import naming, projections
 from agentid.domain.keyring import ObservedKey
 from agentid.kube import resources, watch
@@ -36,7 +35,7 @@ KINDS: dict[str, Resource] = {
     "RoleBinding": resources.ROLE_BINDINGS,
 }
 SELECTOR = f"{naming.MANAGED_BY_LABEL}={naming.MANAGED_BY}"
-Drift = Callable[[AgentKey], None]  # queues a pass for the agent (agentid.reconcile.agentwatch)
+Drift = Callable[[AgentKey], None]  # queues a pass for the agent (agentid.reconcile.controller)
 
 
 class _Values(Mapping[AgentKey, Iterable[Any]]):
@@ -59,7 +58,7 @@ def scopes(namespaces: Sequence[str], *, all_namespaces: bool) -> tuple[list[str
     """The namespaces to watch (None: cluster-wide) and the patterns a cluster-wide watch must filter by."""
     if all_namespaces and not namespaces:
         return [None], ()
-    specific = references.select_specific_namespaces(namespaces)
+    specific = patterns_.specific(namespaces)
     if len(specific) == len(set(namespaces)):
         return [str(namespace) for namespace in sorted(specific)], ()
     return [None], namespaces
@@ -81,9 +80,9 @@ def reducer(kind: str) -> Callable[[JsonObject], _Seen]:
 
 
 def selected(body: Mapping[str, Any], patterns: Sequence[str]) -> bool:
-    """Whether a cluster-wide watch's object is in the operator's namespaces (Kopf's own pattern matching)."""
-    namespace = references.NamespaceName(str((body.get("metadata") or {}).get("namespace") or ""))
-    return not patterns or any(references.match_namespace(namespace, pattern) for pattern in patterns)
+    """Whether a cluster-wide watch's object is in the operator's namespaces (matched as Kopf matches them)."""
+    namespace = str((body.get("metadata") or {}).get("namespace") or "")
+    return not patterns or any(patterns_.matches(namespace, pattern) for pattern in patterns)
 
 
 class OwnedObjects:

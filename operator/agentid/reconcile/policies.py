@@ -65,13 +65,9 @@ class PolicyStatusWriter:
         now = dt.datetime.now(dt.UTC)
         agents = self.view.all_agents()
 
-        def labels(namespace: str) -> Mapping[str, str]:
-            return next(iter(self.view.indexes.namespaces.get(namespace, ())), {})
-
-        for values in list(self.view.indexes.policies.values()):
-            for governing in values:
-                status = policy_status(governing, agents, labels, self.view.cluster_roles, now)
-                if status == governing.status:
-                    continue
-                patch = {"status": status.model_dump(mode="json", by_alias=True, exclude_none=True)}
-                await self.client.patch(resources.AGENT_POLICIES, governing.name, patch, subresource="status")
+        for governing in list(self.view.indexes.policies.values()):
+            status = policy_status(governing, agents, self.view.namespace_labels, self.view.cluster_roles, now)
+            if status == governing.status:
+                continue
+            patch = {"status": status.model_dump(mode="json", by_alias=True, exclude_none=True)}
+            await self.client.patch(resources.AGENT_POLICIES, governing.name, patch, subresource="status")

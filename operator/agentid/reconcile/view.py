@@ -1,8 +1,8 @@
 """The reconciler's read side: owned objects from the operator's watch indexes, corrected by its own writes.
 
-The operator's watches of agents and of their owned objects (``agentid.reconcile.agentwatch``, ``.owned``) and
-Kopf's indexes (registered in ``agentid.handlers``: ClusterRoles, policies, namespaces) hold a summary of every
-object the operator reads, kept current by watches, so a reconcile pass reads nothing from the API server. Right
+The operator's watches of agents, of their owned objects and of what they refer to (``agentid.reconcile.agentwatch``,
+``.owned``, ``.references``: ClusterRoles, policies, namespaces) hold a summary of every object the operator reads,
+kept current by watches, so a reconcile pass reads nothing from the API server. Right
 after a write the watch may lag by milliseconds; the overlay remembers what was just written (by resourceVersion)
 so the next pass does not write it again.
 """
@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentid.api.v1alpha1 import AgentIdentity, LabelSelector
+from agentid.api.v1alpha1 import AgentIdentity, AgentPolicy, LabelSelector
 from agentid.domain import ownership, policy, projections
 from agentid.domain.keyring import ObservedKey
 from agentid.domain.lifecycle import Observed
@@ -30,14 +30,13 @@ OWNED_KINDS = ("ServiceAccount", "Secret", "Role", "RoleBinding")
 
 @dataclass
 class Indexes:
-    """Live read-only views handed over at startup: Kopf's indexes (the objects handlers receive as kwargs) and the
-    operator's own watches'."""
+    """Live read-only views of the operator's watches, handed over when they are built."""
 
     agents: IndexLike = field(default_factory=dict)  # (ns, name) -> [compact AgentIdentity body]
     owned: Mapping[str, IndexLike] = field(default_factory=dict)  # kind -> (ns, agent) -> [summary]
-    cluster_roles: IndexLike = field(default_factory=dict)  # name -> [ClusterRoleInfo]
-    policies: IndexLike = field(default_factory=dict)  # name -> [AgentPolicy]
-    namespaces: IndexLike = field(default_factory=dict)  # name -> [labels]
+    cluster_roles: Mapping[str, ClusterRoleInfo] = field(default_factory=dict)
+    policies: Mapping[str, AgentPolicy] = field(default_factory=dict)
+    namespaces: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # name -> labels
 
 
 @dataclass(frozen=True)
@@ -160,9 +159,10 @@ class ClusterView:
     # -- policies -------------------------------------------------------------------------------------------
 
     def policy_for(self, namespace: str) -> policy.EffectivePolicy:
-        labels: Mapping[str, str] = next(iter(self.indexes.namespaces.get(namespace, ())), {})
-        policies = [value for values in self.indexes.policies.values() for value in values]
-        return policy.effective_policy(policies, labels)
+        return policy.effective_policy(self.indexes.policies.values(), self.namespace_labels(namespace))
+
+    def namespace_labels(self, namespace: str) -> Mapping[str, str]:
+        return self.indexes.namespaces.get(namespace) or {}
 
     def agents_in(self, namespaces: Iterable[str]) -> list[Mapping[str, Any]]:
         wanted = set(namespaces)
@@ -174,18 +174,9 @@ class ClusterView:
         return [body for bodies in self.indexes.agents.values() for body in bodies]
 
     def namespaces_selected_by(self, selector: LabelSelector) -> list[str]:
-        return [
-            name
-            for name, labels_list in self.indexes.namespaces.items()
-            for labels in labels_list
-            if policy.selects(selector, labels)
-        ]
+        return [name for name, labels in self.indexes.namespaces.items() if policy.selects(selector, labels)]
 
     # -- cluster roles --------------------------------------------------------------------------------------
 
     def cluster_roles(self, names: Iterable[str]) -> dict[str, ClusterRoleInfo | None]:
-        found: dict[str, ClusterRoleInfo | None] = {}
-        for name in names:
-            infos = list(self.indexes.cluster_roles.get(name, ()))
-            found[name] = infos[0] if infos else None
-        return found
+        return {name: self.indexes.cluster_roles.get(name) for name in names}
