@@ -146,4 +146,5 @@ def cluster_role_info(body: Mapping[str, Any]) -> ClusterRoleInfo:
         read_only=is_read_only(body.get("rules") or []),
         resources=frozenset(str(resource) for rule in rules for resource in rule.get("resources") or []),
         verbs=frozenset(str(verb) for rule in rules for verb in rule.get("verbs") or []),
+        rules=tuple(shared(rule) for rule in rules),
     )

@@ -25,6 +25,7 @@ CLUSTER_ROLE_NOT_FOUND = "ClusterRoleNotFound"
 CLUSTER_ROLE_NOT_READ_ONLY = "ClusterRoleNotReadOnly"
 POLICY_VIOLATION = "PolicyViolation"
 NAME_CONFLICT = "NameConflict"
+OWNER_CEILING = "OwnerCeiling"
 APPLY_FAILED = "ApplyFailed"
 INVALID_SPEC = "InvalidSpec"
 
@@ -62,6 +63,8 @@ CONDITION_REASONS = {
     "rule. What it forbids is withdrawn at once when a policy tightens or a namespace is relabelled.",
     NAME_CONFLICT: "One of the agent's derived names is held by an object it did not create; agentid changes "
     "nothing of it and grants nothing until the name is free.",
+    OWNER_CEILING: "Under an `ownerCeiling` policy, the owner does not hold part of the agent's access (checked "
+    "with SubjectAccessReviews as the owner); that part is withdrawn, and given back when the owner regains it.",
     APPLY_FAILED: "The apiserver refused a write (the message is its answer); retried with backoff.",
     INVALID_SPEC: "The spec cannot be read by this operator version; nothing new is granted.",
 }

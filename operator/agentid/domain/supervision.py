@@ -6,7 +6,8 @@ Called by the reconciler (what to grant), the webhook (to explain), and the CLI 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from agentid.api.v1alpha1 import READ_VERBS, AgentIdentitySpec, PolicyRule, SupervisionMode
 from agentid.domain import reasons
@@ -21,6 +22,7 @@ class ClusterRoleInfo:
     read_only: bool
     resources: frozenset[str] = frozenset()
     verbs: frozenset[str] = frozenset()
+    rules: tuple[Mapping[str, Any], ...] = field(default=(), hash=False)  # as served: for the owner ceiling
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from agentid.kube.client import KubeClient, load_configuration
 from agentid.kube.events import EventRecorder
 from agentid.reconcile.agents import AgentReconciler
 from agentid.reconcile.agentwatch import AgentWatch
+from agentid.reconcile.ceiling import OwnerCeiling
 from agentid.reconcile.controller import Controller
 from agentid.reconcile.owned import KINDS, OwnedObjects
 from agentid.reconcile.policies import PolicyStatusWriter
@@ -97,14 +98,16 @@ async def build_runtime(config: OperatorConfig) -> Runtime:
     client = KubeClient(configuration, field_manager=naming.FIELD_MANAGER, max_in_flight=config.max_in_flight)
     timings = config.settings.timings
     view = ClusterView()
+    ceiling = OwnerCeiling(client)
     reconciler = AgentReconciler(
         client=client,
         view=view,
         events=EventRecorder(client, instance=config.instance),
         settings=config.settings,
+        ceiling=ceiling,
     )
     namespaces = list(config.namespaces)
-    watches = (len(KINDS) + 1) * max(1, len(namespaces)) + 3  # owned kinds and agents per scope; the references
+    watches = (len(KINDS) + 1) * max(1, len(namespaces)) + 6  # owned kinds and agents per scope; the references
     # Its own connection pool: long-lived watches must never take the connections the reconciler writes with.
     watcher = KubeClient(copy.deepcopy(configuration), field_manager=naming.FIELD_MANAGER, max_in_flight=watches + 4)
     queue: WorkQueue[AgentKey] = WorkQueue(
@@ -114,6 +117,7 @@ async def build_runtime(config: OperatorConfig) -> Runtime:
         view,
         reconcile=reconciler.reconcile,
         queue=queue,
+        on_rbac=ceiling.invalidate,
         workers=2 * config.max_in_flight,  # a pass waits on the API about half its time
     )
     agents = AgentWatch(
@@ -131,6 +135,7 @@ async def build_runtime(config: OperatorConfig) -> Runtime:
         on_cluster_role=controller.cluster_role,
         on_policy=controller.policy,
         on_namespace=controller.namespace,
+        on_rbac=controller.rbac,
     )
     view.indexes = Indexes(
         agents=agents.index,

@@ -42,6 +42,7 @@ from agentid.domain.supervision import NO_ACCESS, Access
 from agentid.kube import errors, resources
 from agentid.kube.client import KubeClient
 from agentid.kube.events import EventRecorder
+from agentid.reconcile.ceiling import OwnerCeiling
 from agentid.reconcile.view import ClusterView
 
 logger = logging.getLogger(__name__)
@@ -63,9 +64,11 @@ class AgentReconciler:
         view: ClusterView,
         events: EventRecorder,
         settings: OperatorSettings,
+        ceiling: OwnerCeiling | None = None,
         clock: Callable[[], dt.datetime] = utc_now,
     ) -> None:
         self.client = client
+        self.ceiling = ceiling
         self.view = view
         self.events = events
         self.settings = settings
@@ -184,6 +187,8 @@ class AgentReconciler:
             return dataclasses.replace(gathered, unlisted=unlisted)
         cluster_roles = self.view.cluster_roles(agent.spec.cluster_role_refs)
         access = policy.governed_access(agent.spec, governing, cluster_roles, now)
+        if governing.owner_ceiling and self.ceiling is not None and not access.empty:
+            access = await self.ceiling.restrict(agent.spec, agent.namespace, access, cluster_roles)
         gathered = dataclasses.replace(gathered, access=access)
         if ("Secret", naming.key_secret(agent.name)) in gathered.taken:
             return _held(agent, dataclasses.replace(gathered, key=None), gathered.taken)

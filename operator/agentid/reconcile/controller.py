@@ -3,7 +3,8 @@
 Built by ``agentid.handlers.runtime``. Every trigger goes through ``WorkQueue``: an agent's own watch events, drift
 on its objects, its timers (expiry, rotation, key retirement, resync: the delay its pass returns), a failed pass
 (rate-limited, whatever failed), and changes of what agents refer to: a ClusterRole (agents bound to it), an
-AgentPolicy (agents in the namespaces it selected before or selects now) and a namespace's labels (its agents).
+AgentPolicy (agents in the namespaces it selected before or selects now), a namespace's labels (its agents) and
+any Role or binding not written by agentid (agents under an owner ceiling).
 The queue never hands one key to two workers, so passes of one agent never overlap.
 """
 
@@ -33,10 +34,12 @@ class Controller:
         reconcile: Pass,
         queue: WorkQueue[AgentKey],
         workers: int = WORKERS,
+        on_rbac: Callable[[], None] = lambda: None,
     ) -> None:
         self.view = view
         self.reconcile = reconcile
         self.queue = queue
+        self.on_rbac = on_rbac  # drops the owner ceiling's cached answers
         self._workers = workers
 
     async def run(self, ready: Callable[[], Awaitable[None]]) -> None:
@@ -52,6 +55,16 @@ class Controller:
 
     def cluster_role(self, name: str) -> None:
         self._add(_key(body) for body in self.view.agents_referencing(name))
+        self.rbac()  # an owner's rights may come from it
+
+    def rbac(self) -> None:
+        """Who holds what changed (a Role, binding or ClusterRole): agents under an owner ceiling are re-checked."""
+        self.on_rbac()
+        namespaces: set[str] = set()
+        for governing in self.view.indexes.policies.values():
+            if governing.spec.owner_ceiling:
+                namespaces.update(self.view.namespaces_selected_by(governing.spec.namespace_selector))
+        self._add(_key(body) for body in self.view.agents_in(namespaces))
 
     def policy(self, old: AgentPolicy | None, new: AgentPolicy | None) -> None:
         """Only the spec governs agents (the status is the policy's own report)."""
