@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import exchange, footprint, provisioning, report, revocation
+from bench import exchange, footprint, guardrails, provisioning, report, revocation
 from bench.environment import BenchCluster
 
-BENCHMARKS = ("p1", "p2", "p3", "p4")
+BENCHMARKS = ("p1", "p2", "p3", "p4", "p5")
 
 
 def _sizes(text: str) -> list[int]:
@@ -27,7 +27,7 @@ def _sizes(text: str) -> list[int]:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    p.add_argument("benchmarks", nargs="*", metavar="{p1,p2,p3,p4}", help="which to run (default: all)")
+    p.add_argument("benchmarks", nargs="*", metavar="{p1,p2,p3,p4,p5}", help="which to run (default: all)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes: proves the suite runs, measures nothing")
     p.add_argument("--repeat", type=int, default=1, help="rounds per measurement (report median and spread)")
     p.add_argument("--results", type=Path, default=report.RESULTS, help="where JSON results go")
@@ -45,6 +45,8 @@ def parser() -> argparse.ArgumentParser:
     g4 = p.add_argument_group("P4 footprint")
     g4.add_argument("--scale", type=_sizes, default=[1000, 5000], help="agent counts to measure RSS at (1000,5000)")
     g4.add_argument("--resume-timeout", type=float, default=600.0, help="give up waiting for a resume after (600 s)")
+    g5 = p.add_argument_group("P5 guardrail latency")
+    g5.add_argument("--rounds", type=int, default=10, help="changes per scenario: policy, relabel, owner (10)")
     return p
 
 
@@ -56,6 +58,7 @@ def smoke(args: argparse.Namespace) -> None:
     args.duration = 0.5
     args.exchange_agents = 3
     args.scale = [5, 10]
+    args.rounds = 1
     args.repeat = 1
 
 
@@ -83,6 +86,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     agents=args.exchange_agents,
                     repeat=args.repeat,
                 )
+            elif name == "p5":
+                result = await guardrails.run(cluster, rounds=args.rounds, probe_interval=args.probe_interval)
             else:
                 result = await footprint.run(
                     cluster, scale=args.scale, repeat=args.repeat, resume_timeout=args.resume_timeout
