@@ -132,7 +132,12 @@ async def test_a_strangers_role_is_never_written_and_the_agent_reports_the_confl
     client.put(resources.ROLES, stranger)
     before = copy.deepcopy(client.objects[("roles", "team", "ci-agent")])
     body = _agent(client)
-    await reconciler.reconcile(body)
+    first = await reconciler.reconcile(body)
+    assert first is not None
+    assert first < 1  # the create found a stranger: that pass ends, and the next one plans with it at once
+    second = await reconciler.reconcile(copy.deepcopy(client.objects[("agentidentities", "team", "ci")]))
+    assert second is not None
+    assert second < 5  # the stranger is looked at again on a backoff (it is not watched)
     assert client.objects[("roles", "team", "ci-agent")] == before
     assert not [w for w in client.writes if w in ("apply roles/ci-agent", "delete roles/ci-agent")]
     assert "create rolebindings/ci-agent" not in client.writes  # nothing is bound while the Role is a stranger's

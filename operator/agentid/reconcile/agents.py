@@ -146,17 +146,13 @@ class AgentReconciler:
         gathered = await self._gather(agent, owner, now)
         plan = _plan(agent, gathered)
         started = time.monotonic()
-        for _ in naming.derived(agent.name, agent.spec.cluster_role_refs):  # each round finds one more stranger
-            try:
-                service_account_uid = await self._execute(agent, owner, plan, gathered.observed)
-                break
-            except _NameTakenError as taken:
-                # Found while creating it: plan again with it held, withdrawing any access bound to that name.
-                self._taken.setdefault(agent.metadata.uid, set()).add(taken.name)
-                gathered = _held(agent, gathered, {*gathered.taken, taken.name})
-                plan = _plan(agent, gathered)
-        else:
+        try:
             service_account_uid = await self._execute(agent, owner, plan, gathered.observed)
+        except _NameTakenError as taken:
+            # A name the watch did not show is a stranger's (nothing of it was written). The pass ends here and the
+            # next one, at once, plans with it held: withdrawing any access bound to that name, reporting it.
+            self._taken.setdefault(agent.metadata.uid, set()).add(taken.name)
+            return now
         withdrawal = _withdrawal_kind(agent, gathered.terminal)
         if withdrawal is not None and any(ref.kind == "RoleBinding" for ref in plan.deletes):
             metrics.REVOCATION_SECONDS.labels(kind=withdrawal).observe(time.monotonic() - started)
