@@ -148,3 +148,12 @@ def cluster_role_info(body: Mapping[str, Any]) -> ClusterRoleInfo:
         verbs=frozenset(str(verb) for rule in rules for verb in rule.get("verbs") or []),
         rules=tuple(shared(rule) for rule in rules),
     )
+
+
+def resource_version(body: Mapping[str, Any] | None) -> int:
+    """An object's resourceVersion as a number, to tell which of two observations is newer (0 if unknown).
+    Kubernetes calls it opaque; etcd-backed apiservers serve increasing integers, which is all this relies on."""
+    try:
+        return int(((body or {}).get("metadata") or {}).get("resourceVersion") or 0)
+    except (TypeError, ValueError):
+        return 0

@@ -120,7 +120,7 @@ class AgentReconciler:
     def _freshest(self, body: Body) -> Body:
         """Events queued before our own writes carry older bodies; what our last write returned is newer."""
         latest = self._latest.get(body["metadata"]["uid"])
-        if latest is not None and _resource_version(latest) > _resource_version(body):
+        if latest is not None and projections.resource_version(latest) > projections.resource_version(body):
             return latest
         self._latest.pop(body["metadata"]["uid"], None)
         return body
@@ -553,10 +553,3 @@ def _withdrawal_kind(agent: AgentIdentity, terminal: Phase | None) -> str | None
     if agent.spec.supervision.mode is SupervisionMode.SUSPENDED:
         return "suspend"
     return None
-
-
-def _resource_version(body: Body) -> int:
-    try:
-        return int(body["metadata"].get("resourceVersion") or 0)
-    except ValueError:
-        return 0

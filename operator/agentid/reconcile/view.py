@@ -47,13 +47,6 @@ class _Written:
     key: ObservedKey | None = None
 
 
-def _rv(summary: Mapping[str, Any] | None) -> int:
-    try:
-        return int((summary or {}).get("metadata", {}).get("resourceVersion") or 0)
-    except ValueError:
-        return 0
-
-
 class ClusterView:
     def __init__(self, indexes: Indexes | None = None) -> None:
         self.indexes = indexes or Indexes()
@@ -106,7 +99,11 @@ class ClusterView:
         now = time.monotonic()
         for (kind, name), written in list(written_objects.items()):
             current = objects.get((kind, name))
-            caught_up = _rv(current) >= written.resource_version if written.summary else current is None
+            caught_up = (
+                projections.resource_version(current) >= written.resource_version
+                if written.summary
+                else current is None
+            )
             if caught_up or now - written.at > OVERLAY_TTL:
                 del written_objects[(kind, name)]
             elif written.summary is None:
@@ -125,7 +122,9 @@ class ClusterView:
         """Remember an object this operator just applied (the API server's response body)."""
         summary = projections.summary(kind, body)
         name = summary["metadata"]["name"]
-        self._overlay.setdefault(agent, {})[(kind, name)] = _Written(summary, _rv(summary), time.monotonic(), key)
+        self._overlay.setdefault(agent, {})[(kind, name)] = _Written(
+            summary, projections.resource_version(summary), time.monotonic(), key
+        )
         self._versions.setdefault(agent, {})[(kind, name)] = str(summary["metadata"].get("resourceVersion") or "")
 
     def watched(self, agent: AgentKey, kind: str, name: str, resource_version: str | None, *, deleted: bool) -> None:
@@ -135,10 +134,7 @@ class ClusterView:
         written = written_objects.get((kind, name)) if written_objects else None
         if written is None or written_objects is None:
             return
-        try:
-            version = int(resource_version or 0)
-        except ValueError:
-            version = 0
+        version = projections.resource_version({"metadata": {"resourceVersion": resource_version}})
         if deleted or (written.summary is not None and version >= written.resource_version):
             del written_objects[(kind, name)]
             if not written_objects:
