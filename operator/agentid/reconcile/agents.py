@@ -147,6 +147,7 @@ class AgentReconciler:
         plan = _plan(agent, gathered)
         started = time.monotonic()
         try:
+            gathered = await self._apply_key(agent, owner, gathered, now)
             service_account_uid = await self._execute(agent, owner, plan, gathered.observed)
         except _NameTakenError as taken:
             # A name the watch did not show is a stranger's (nothing of it was written). The pass ends here and the
@@ -164,8 +165,8 @@ class AgentReconciler:
         return lifecycle.next_wakeup(agent, status)
 
     async def _gather(self, agent: AgentIdentity, owner: Owner, now: dt.datetime) -> Gathered:
-        """What the cluster holds and what the policies say; the key is made sure of here (it is generated, not
-        planned, and its Secret is the source of truth for everything after)."""
+        """What the cluster holds and what the policies (and, under an owner ceiling, the owner's rights) allow.
+        Reads only: the view, and live lookups of what the watch cannot show (strangers, unlabelled objects)."""
         observed = self.view.observe(agent, owner)
         governing = self.view.policy_for(agent.namespace)
         gathered = Gathered(
@@ -185,15 +186,15 @@ class AgentReconciler:
         access = policy.governed_access(agent.spec, governing, cluster_roles, now)
         if governing.owner_ceiling and self.ceiling is not None and not access.empty:
             access = await self.ceiling.restrict(agent.spec, agent.namespace, access, cluster_roles)
-        gathered = dataclasses.replace(gathered, access=access)
-        if ("Secret", naming.key_secret(agent.name)) in gathered.taken:
-            return _held(agent, dataclasses.replace(gathered, key=None), gathered.taken)
-        key, action = await self._ensure_key(agent, owner, observed, now)
-        if key is None:  # its name turned out to be a stranger's
-            taken = self._taken.setdefault(agent.metadata.uid, set())
-            taken.add(("Secret", naming.key_secret(agent.name)))
-            return _held(agent, dataclasses.replace(gathered, key=None), {*gathered.taken, *taken})
-        return _held(agent, dataclasses.replace(gathered, key=key, key_action=action), gathered.taken)
+        return _held(agent, dataclasses.replace(gathered, access=access), gathered.taken)
+
+    async def _apply_key(self, agent: AgentIdentity, owner: Owner, gathered: Gathered, now: dt.datetime) -> Gathered:
+        """The first write of a pass: the key is made sure of (generated, not planned: its Secret is the source of
+        truth for everything after). Raises ``_NameTakenError`` if the key Secret's name is a stranger's."""
+        if gathered.terminal is not None or ("Secret", naming.key_secret(agent.name)) in gathered.taken:
+            return gathered
+        key, action = await self._ensure_key(agent, owner, gathered.observed, now)
+        return dataclasses.replace(gathered, key=key, key_action=action)
 
     async def _still_taken(self, agent: AgentIdentity, owner: Owner) -> set[ObjectName]:
         """Of the names a stranger held at an earlier pass (unwatched objects), those it still holds. Checked live;
@@ -262,8 +263,8 @@ class AgentReconciler:
 
     async def _ensure_key(
         self, agent: AgentIdentity, owner: Owner, objects: Observed, now: dt.datetime
-    ) -> tuple[ObservedKey | None, KeyAction]:
-        """The agent's key, made or kept; None if the key Secret's name is a stranger's (nothing is written)."""
+    ) -> tuple[ObservedKey, KeyAction]:
+        """The agent's key, made or kept; a key Secret name held by a stranger raises ``_NameTakenError``."""
         credentials = agent.spec.credentials
         observed = objects.key
         action = keyring.key_action(credentials, observed, had_keys=bool(agent.status.keys), now=now)
@@ -291,8 +292,8 @@ class AgentReconciler:
                 written = await self.client.create(resources.SECRETS, manifest, agent.namespace)
             except errors.Conflict:
                 live = await self.client.get(resources.SECRETS, naming.key_secret(agent.name), agent.namespace)
-                if live is None or not ownership.owns(owner, live):
-                    return None, KeyAction.KEEP  # a stranger's Secret (or gone again: the next pass creates it)
+                if live is None or not ownership.owns(owner, live):  # (gone again: the next pass creates it)
+                    raise _NameTakenError(("Secret", naming.key_secret(agent.name))) from None
                 recovered = projections.observed_key(live)
                 if recovered is not None:
                     await self._apply_key_secret(agent, live, recovered)  # labels put back if removed
