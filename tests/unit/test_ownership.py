@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from agentid.domain import naming, ownership, reasons
+from agentid.domain import lifecycle, naming, ownership, reasons
 from agentid.domain.ownership import Owner
 from agentid.domain.supervision import Access, Withheld
 from tests.support.factories import agent
@@ -88,3 +88,22 @@ def test_a_conflict_withholds_all_access_and_names_what_is_held_first() -> None:
     assert held.problems[0].reason == reasons.NAME_CONFLICT
     assert "Role triage-agent" in held.problems[0].message
     assert ownership.withhold(access, []) is access
+
+
+def test_removal_deletes_every_owned_object_access_first_and_names_nothing_else() -> None:
+    current = agent(clusterRoleRefs=["view"])
+    objects = {
+        ("ServiceAccount", "triage-agent"): {"metadata": {"uid": "sa"}},
+        ("Secret", "triage-agent-key"): {"metadata": {"uid": "key"}},
+        ("RoleBinding", "triage-agent:view"): {"metadata": {"uid": "crb"}},
+    }
+    observed = lifecycle.Observed(objects=objects, strangers=frozenset({("Role", "triage-agent")}))
+    unlisted = (lifecycle.ObjectRef("RoleBinding", "triage-agent", "rb"),)
+    plan = lifecycle.removal(current, observed, unlisted)
+    assert plan.applies == ()
+    assert [(ref.kind, ref.name, ref.uid) for ref in plan.deletes] == [
+        ("RoleBinding", "triage-agent", "rb"),
+        ("RoleBinding", "triage-agent:view", "crb"),
+        ("Secret", "triage-agent-key", "key"),
+        ("ServiceAccount", "triage-agent", "sa"),
+    ]

@@ -389,8 +389,7 @@ class AgentReconciler:
         owner = Owner.of(body)
         observed = self.view.observe(agent, owner)
         unlisted = await self._unlisted(agent, owner, observed, observed.strangers)
-        plan = lifecycle.plan_objects(agent, observed, access=NO_ACCESS, agent_id="", terminal=True)
-        await self._execute(agent, owner, _with_deletes(plan, unlisted), observed)
+        await self._execute(agent, owner, lifecycle.removal(agent, observed, unlisted), observed)
         deleted = lifecycle.EventSpec("Normal", reasons.EVENT_DELETED, DELETED_NOTE, "Delete")
         await self._announce(agent, body, [deleted], agent_id=agent.status.agent_id or "", now=self.clock())
         remaining = [name for name in finalizers if name != naming.FINALIZER]
@@ -464,13 +463,6 @@ class AgentReconciler:
             )
 
 
-def _with_deletes(plan: ObjectPlan, unlisted: tuple[ObjectRef, ...]) -> ObjectPlan:
-    """Revocation and deletion: everything the agent owns goes, also what the watch no longer shows."""
-    refs = {(ref.kind, ref.name): ref for ref in (*plan.deletes, *unlisted)}
-    ordered = sorted(refs.values(), key=lambda ref: (DELETE_ORDER.index(ref.kind), ref.name))
-    return ObjectPlan(applies=(), deletes=tuple(ordered), repaired=plan.repaired)
-
-
 def _invalid_status(body: Body, error: pydantic.ValidationError, now: dt.datetime) -> dict[str, Any]:
     """A spec the API server accepted but agentid cannot parse (e.g. a newer schema): say so, grant nothing new."""
     first = error.errors()[0] if error.errors() else {"loc": (), "msg": str(error)}
@@ -526,14 +518,13 @@ class Gathered:
 
 
 def _plan(agent: AgentIdentity, gathered: Gathered) -> ObjectPlan:
-    terminal = gathered.terminal is not None
+    """Pure: what to write and delete for what was gathered."""
+    if gathered.terminal is not None:
+        return lifecycle.removal(agent, gathered.observed, gathered.unlisted)
     plan = lifecycle.plan_objects(
-        agent, gathered.observed, access=gathered.access, agent_id=gathered.agent_id, terminal=terminal
+        agent, gathered.observed, access=gathered.access, agent_id=gathered.agent_id, terminal=False
     )
-    plan = lifecycle.without_applies_to(plan, gathered.taken)
-    if terminal and not agent.status.phase.terminal:
-        plan = _with_deletes(plan, gathered.unlisted)
-    return plan
+    return lifecycle.without_applies_to(plan, gathered.taken)
 
 
 def _key_secret_shape(agent: AgentIdentity, key: ObservedKey) -> dict[str, Any]:
