@@ -75,3 +75,18 @@ def test_glob_patterns_keep_other_namespaces_out() -> None:
     )
     assert view.observe(agent("triage", "sales"), Owner("uid-triage")).get("ServiceAccount", "triage-agent") is None
     assert drifted == []
+
+
+def test_a_relisting_reports_what_changed_or_went_while_the_watch_was_away() -> None:
+    owned, _, drifted = _owned()
+    kept = seen(_service_account("triage", "finance", uid="u1", version="1"))
+    gone = seen(_service_account("billing", "finance", uid="u2", version="1"))
+    owned._replace("ServiceAccount", None, [kept, gone])
+    owned._listed.add(("ServiceAccount", None))
+    assert drifted == []  # the first listing is not drift
+    changed = seen(_service_account("triage", "finance", uid="u1", version="5"))
+    owned._replace("ServiceAccount", None, [changed])
+    assert sorted(drifted) == [("finance", "billing"), ("finance", "triage")]
+    drifted.clear()
+    owned._replace("ServiceAccount", None, [changed])
+    assert drifted == []

@@ -121,15 +121,27 @@ class OwnedObjects:
             del event  # idle between events, the loop variable would pin a whole listing
 
     def _replace(self, kind: str, scope: str | None, items: list[_Seen]) -> None:
-        stale = [
-            uid
+        """After a (re)list. On a re-list (the watch broke, the apiserver restarted) whatever changed or went while
+        the watch was away is drift: its agents get a pass now, not at their next resync."""
+        before = {
+            uid: (agent, self._version(kind, agent, uid))
             for uid, (known, agent, _) in self._where.items()
             if known == kind and (scope is None or agent[0] == scope)
-        ]
-        for uid in stale:
+        }
+        for uid in before:
             self._remove(uid)
         for seen in items:
             self._put(kind, seen)
+        if (kind, scope) not in self._listed:
+            return  # the first listing: every agent gets its first pass anyway
+        for uid, (agent, version) in before.items():
+            if uid not in self._where or self._version(kind, agent, uid) != version:
+                self.on_drift(agent)
+
+    def _version(self, kind: str, agent: AgentKey, uid: str) -> str:
+        value = self.index[kind].by_agent.get(agent, {}).get(uid)
+        summary = value["summary"] if kind == "Secret" and value is not None else value
+        return str(((summary or {}).get("metadata") or {}).get("resourceVersion") or "")
 
     def _changed(self, kind: str, event_type: str, seen: _Seen) -> None:
         metadata = seen.summary["metadata"]
