@@ -24,7 +24,7 @@ pytestmark = pytest.mark.cluster
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
-    """One smoke run of all four benchmarks on their own control plane; their JSON results by name."""
+    """One smoke run of all five benchmarks on their own control plane; their JSON results by name."""
     try:
         assets.find_binary("kube-apiserver")
     except assets.AssetsNotFound:
@@ -40,7 +40,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     found = {path.name.split("-", 1)[0]: json.loads(path.read_text()) for path in folder.glob("*.json")}
-    assert sorted(found) == ["p1", "p2", "p3", "p4"], run.stdout[-3000:]
+    assert sorted(found) == ["p1", "p2", "p3", "p4", "p5"], run.stdout[-3000:]
     return found
 
 
@@ -77,3 +77,10 @@ def test_a_restarted_operator_resumes_every_agent_without_writing(results: dict[
         assert [point["agents"] for point in measured["points"]] == [0, *sorted(results["p4"]["scale"])]
         assert all(point["rss_mb"] > 0 for point in measured["points"])
         assert measured["restart"]["writes"] == 0, measured["restart"]["requests"]
+
+
+@pytest.mark.timeout(900)
+def test_every_guardrail_change_reaches_the_existing_agent(results: dict[str, dict[str, Any]]) -> None:
+    for scenario, stats in results["p5"]["summary"].items():
+        assert stats["not_closed"] == 0, scenario
+        assert stats["n"] >= 1, scenario
