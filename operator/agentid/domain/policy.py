@@ -24,10 +24,9 @@ from agentid.api.v1alpha1 import (
     SupervisionMode,
 )
 from agentid.domain import reasons
-from agentid.domain.supervision import Access, ClusterRoleInfo, Withheld, effective_access
+from agentid.domain.supervision import MODES_BY_ACCESS, Access, ClusterRoleInfo, Withheld, effective_access
 
 # From most to least access: a mode a policy does not allow is lowered to the next allowed one.
-MODES_BY_ACCESS = (SupervisionMode.AUTONOMOUS, SupervisionMode.SUPERVISED, SupervisionMode.SUSPENDED)
 
 
 @dataclass(frozen=True)

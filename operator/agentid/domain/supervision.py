@@ -53,6 +53,13 @@ class Access:
 
 
 NO_ACCESS = Access()
+# The one ordering of the modes, most access first: a policy lowers a mode along it, the token service takes the
+# most restrictive of what spec and status say.
+MODES_BY_ACCESS = (SupervisionMode.AUTONOMOUS, SupervisionMode.SUPERVISED, SupervisionMode.SUSPENDED)
+
+
+def most_restrictive(modes: Sequence[SupervisionMode]) -> SupervisionMode:
+    return max(modes, key=MODES_BY_ACCESS.index)
 
 
 def read_only(rule: PolicyRule) -> PolicyRule | None:
