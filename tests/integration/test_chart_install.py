@@ -122,6 +122,7 @@ OPERATOR_MAY = [
     ("patch", "rolebindings.rbac.authorization.k8s.io", "-n", "default"),
     ("create", "events.events.k8s.io", "-n", "default"),
     ("watch", "clusterroles.rbac.authorization.k8s.io"),
+    ("watch", "clusterrolebindings.rbac.authorization.k8s.io"),  # the owner ceiling follows who holds what
     ("watch", "namespaces"),
     ("create", "subjectaccessreviews.authorization.k8s.io"),
     ("create", "tokenreviews.authentication.k8s.io"),
