@@ -35,7 +35,7 @@ def test_a_relisting_reports_only_what_changed_and_drops_what_is_gone() -> None:
     watch._replace(None, [_agent("triage", version="7")])
     assert changed == [("finance", "triage")]
     assert sorted(watch.index) == [("finance", "triage")]
-    assert watch.index[("finance", "triage")][0]["metadata"]["resourceVersion"] == "7"
+    assert watch.index[("finance", "triage")]["metadata"]["resourceVersion"] == "7"
 
 
 def test_a_deletion_removes_the_agent_only_if_it_is_the_same_object() -> None:

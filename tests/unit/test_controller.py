@@ -43,7 +43,7 @@ class Recorder:
 def _controller(
     agents: dict[AgentKey, dict[str, Any]], *, ready: asyncio.Event | None = None, **stores: Any
 ) -> tuple[Controller, Recorder, ClusterView]:
-    view = ClusterView(Indexes(agents={key: (body,) for key, body in agents.items()}, **stores))
+    view = ClusterView(Indexes(agents=dict(agents), **stores))
     recorder = Recorder()
 
     async def wait_ready() -> None:
@@ -79,7 +79,7 @@ async def test_passes_wait_for_the_view_then_run_once_per_burst_with_the_newest_
     controller, recorder, view = _controller(agents, ready=ready)
     task = await _running(controller)
     controller.agent(("finance", "triage"))
-    view.indexes.agents = {("finance", "triage"): (_agent("triage", version="2"),)}
+    view.indexes.agents = {("finance", "triage"): _agent("triage", version="2")}
     controller.agent(("finance", "triage"))
     await _settle()
     assert recorder.passes == []  # the view is not complete yet

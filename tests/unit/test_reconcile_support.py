@@ -24,24 +24,24 @@ def _role(resource_version: str, verbs: list[str]) -> dict:
 
 
 def test_own_writes_win_over_a_lagging_index_until_it_catches_up() -> None:
-    index: dict = {OWNER: [_role("5", ["get"])]}
+    index: dict = {OWNER: {"u": _role("5", ["get"])}}
     view = ClusterView(Indexes(owned={"Role": index}))
     view.record_written(OWNER, "Role", _role("9", ["get", "list"]))
     assert view.observe(agent(), Owner("uid-triage")).get("Role", "triage-agent")["rules"][0]["verbs"] == [
         "get",
         "list",
     ]
-    index[OWNER] = [_role("9", ["get", "list"])]
+    index[OWNER] = {"u": _role("9", ["get", "list"])}
     assert view.observe(agent(), Owner("uid-triage")).get("Role", "triage-agent")["metadata"]["resourceVersion"] == "9"
     assert view._overlay == {}  # caught up: the memory is released
 
 
 def test_a_deletion_hides_the_object_until_the_index_drops_it() -> None:
-    index: dict = {OWNER: [_role("5", ["get"])]}
+    index: dict = {OWNER: {"u": _role("5", ["get"])}}
     view = ClusterView(Indexes(owned={"Role": index}))
     view.record_deleted(OWNER, "Role", "triage-agent")
     assert view.observe(agent(), Owner("uid-triage")).get("Role", "triage-agent") is None
-    index[OWNER] = []
+    index[OWNER] = {}
     assert view.observe(agent(), Owner("uid-triage")).get("Role", "triage-agent") is None
     assert view._overlay == {}
 

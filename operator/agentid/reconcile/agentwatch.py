@@ -11,7 +11,7 @@ handler did the same with a worker, a raw body and a memory record per agent, al
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from agentid.domain import projections
@@ -22,22 +22,6 @@ from agentid.reconcile.owned import scopes, selected
 from agentid.reconcile.view import AgentKey
 
 Body = Mapping[str, Any]
-
-
-class _Agents(Mapping[AgentKey, tuple[Body, ...]]):
-    """(namespace, name) -> (body,): the shape of a Kopf index, which ``ClusterView`` reads."""
-
-    def __init__(self) -> None:
-        self.bodies: dict[AgentKey, Body] = {}
-
-    def __getitem__(self, key: AgentKey) -> tuple[Body, ...]:
-        return (self.bodies[key],)
-
-    def __iter__(self) -> Iterator[AgentKey]:
-        return iter(self.bodies)
-
-    def __len__(self) -> int:
-        return len(self.bodies)
 
 
 class AgentWatch:
@@ -52,7 +36,7 @@ class AgentWatch:
         self.client = client
         self.on_change = on_change
         self.scopes, self.patterns = scopes(namespaces, all_namespaces=all_namespaces)
-        self.index = _Agents()
+        self.index: dict[AgentKey, Body] = {}  # the compact body of every agent
         self.synced = asyncio.Event()
         self._listed: set[str | None] = set()
 
@@ -77,12 +61,12 @@ class AgentWatch:
     def _replace(self, scope: str | None, bodies: Sequence[Body]) -> None:
         """After a (re)list: what changed meanwhile is queued (everything, the first time)."""
         fresh = {_key(body): body for body in bodies if selected(body, self.patterns)}
-        for key in [key for key in self.index.bodies if scope is None or key[0] == scope]:
+        for key in [key for key in self.index if scope is None or key[0] == scope]:
             if key not in fresh:
-                del self.index.bodies[key]
+                del self.index[key]
         for key, body in fresh.items():
-            known = self.index.bodies.get(key)
-            self.index.bodies[key] = body
+            known = self.index.get(key)
+            self.index[key] = body
             if known is None or _version(known) != _version(body):
                 self.on_change(key)
 
@@ -91,11 +75,11 @@ class AgentWatch:
             return
         key = _key(body)
         if event_type == "DELETED":
-            known = self.index.bodies.get(key)
+            known = self.index.get(key)
             if known is not None and known["metadata"].get("uid") == body["metadata"].get("uid"):
-                del self.index.bodies[key]
+                del self.index[key]
         else:
-            self.index.bodies[key] = body
+            self.index[key] = body
         self.on_change(key)
 
 

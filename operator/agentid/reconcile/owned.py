@@ -2,7 +2,7 @@
 
 Started by the handlers at startup (``OwnedObjects.run``, a background task). Each kind is one list+watch
 (``kube.watch.informer``, server-side label selector) per scope that keeps the summaries the reconciler reads
-(``ClusterView.indexes.owned``, the shape Kopf's indexes had) and reports changes made by others (drift) to a
+(``ClusterView.indexes.owned``: kind -> agent -> uid -> summary) and reports changes made by others (drift) to a
 callback. Kopf gave every one of these objects a worker, a memory record and an index entry, and ran its
 per-event machinery for each: at 5000 agents that was 20,000 objects, most of the operator's memory and a third
 of its CPU while provisioning (docs/benchmarks.md). Passes wait for the first complete listing (``synced``), as
@@ -16,7 +16,7 @@ filtered by the same patterns (``agentid.domain.namespaces``) (that needs cluste
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,23 +35,8 @@ KINDS: dict[str, Resource] = {
     "RoleBinding": resources.ROLE_BINDINGS,
 }
 SELECTOR = f"{naming.MANAGED_BY_LABEL}={naming.MANAGED_BY}"
+OwnedIndex = dict[AgentKey, dict[str, Any]]  # agent -> uid -> summary (a key Secret: {"summary", "key"})
 Drift = Callable[[AgentKey], None]  # queues a pass for the agent (agentid.reconcile.controller)
-
-
-class _Values(Mapping[AgentKey, Iterable[Any]]):
-    """(namespace, agent) -> the values of that agent's objects of one kind (what a Kopf index returned)."""
-
-    def __init__(self) -> None:
-        self.by_agent: dict[AgentKey, dict[str, Any]] = {}
-
-    def __getitem__(self, key: AgentKey) -> Iterable[Any]:
-        return self.by_agent[key].values()
-
-    def __iter__(self) -> Iterator[AgentKey]:
-        return iter(self.by_agent)
-
-    def __len__(self) -> int:
-        return len(self.by_agent)
 
 
 def scopes(namespaces: Sequence[str], *, all_namespaces: bool) -> tuple[list[str | None], Sequence[str]]:
@@ -99,7 +84,7 @@ class OwnedObjects:
         self.view = view
         self.on_drift = on_drift
         self.scopes, self.patterns = scopes(namespaces, all_namespaces=all_namespaces)
-        self.index: dict[str, _Values] = {kind: _Values() for kind in KINDS}
+        self.index: dict[str, OwnedIndex] = {kind: {} for kind in KINDS}
         self._where: dict[str, tuple[str, AgentKey, str]] = {}  # uid -> (kind, agent, name)
         self._listed: set[tuple[str, str | None]] = set()
         self.synced = asyncio.Event()
@@ -139,7 +124,7 @@ class OwnedObjects:
                 self.on_drift(agent)
 
     def _version(self, kind: str, agent: AgentKey, uid: str) -> str:
-        value = self.index[kind].by_agent.get(agent, {}).get(uid)
+        value = self.index[kind].get(agent, {}).get(uid)
         summary = value["summary"] if kind == "Secret" and value is not None else value
         return str(((summary or {}).get("metadata") or {}).get("resourceVersion") or "")
 
@@ -164,7 +149,7 @@ class OwnedObjects:
             return
         metadata = seen.summary["metadata"]
         value: Any = {"summary": seen.summary, "key": seen.key} if kind == "Secret" else seen.summary
-        self.index[kind].by_agent.setdefault(owner, {})[str(metadata["uid"])] = value
+        self.index[kind].setdefault(owner, {})[str(metadata["uid"])] = value
         self._where[str(metadata["uid"])] = (kind, owner, str(metadata.get("name") or ""))
 
     def _remove(self, uid: str) -> None:
@@ -172,8 +157,8 @@ class OwnedObjects:
         if where is None:
             return
         kind, owner, _ = where
-        values = self.index[kind].by_agent.get(owner)
+        values = self.index[kind].get(owner)
         if values is not None:
             values.pop(uid, None)
             if not values:
-                del self.index[kind].by_agent[owner]
+                del self.index[kind][owner]

@@ -22,7 +22,6 @@ from agentid.domain.ownership import Owner
 from agentid.domain.supervision import ClusterRoleInfo
 
 AgentKey = tuple[str, str]  # (namespace, agent name)
-IndexLike = Mapping[Any, Iterable[Any]]
 OVERLAY_TTL = 60.0
 
 OWNED_KINDS = ("ServiceAccount", "Secret", "Role", "RoleBinding")
@@ -32,8 +31,9 @@ OWNED_KINDS = ("ServiceAccount", "Secret", "Role", "RoleBinding")
 class Indexes:
     """Live read-only views of the operator's watches, handed over when they are built."""
 
-    agents: IndexLike = field(default_factory=dict)  # (ns, name) -> [compact AgentIdentity body]
-    owned: Mapping[str, IndexLike] = field(default_factory=dict)  # kind -> (ns, agent) -> [summary]
+    agents: Mapping[AgentKey, Mapping[str, Any]] = field(default_factory=dict)  # -> compact AgentIdentity body
+    # kind -> agent -> uid -> summary (a key Secret: {"summary", "key"})
+    owned: Mapping[str, Mapping[AgentKey, Mapping[str, Any]]] = field(default_factory=dict)
     cluster_roles: Mapping[str, ClusterRoleInfo] = field(default_factory=dict)
     policies: Mapping[str, AgentPolicy] = field(default_factory=dict)
     namespaces: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # name -> labels
@@ -58,15 +58,13 @@ class ClusterView:
     # -- agents ---------------------------------------------------------------------------------------------
 
     def agent_body(self, namespace: str, name: str) -> Mapping[str, Any] | None:
-        bodies = list(self.indexes.agents.get((namespace, name), ()))
-        return bodies[0] if bodies else None
+        return self.indexes.agents.get((namespace, name))
 
     def agents_referencing(self, cluster_role: str) -> list[Mapping[str, Any]]:
         found = []
-        for bodies in self.indexes.agents.values():
-            for body in bodies:
-                if cluster_role in ((body.get("spec") or {}).get("clusterRoleRefs") or []):
-                    found.append(body)
+        for body in self.indexes.agents.values():
+            if cluster_role in ((body.get("spec") or {}).get("clusterRoleRefs") or []):
+                found.append(body)
         return found
 
     # -- owned objects --------------------------------------------------------------------------------------
@@ -79,7 +77,7 @@ class ClusterView:
         strangers: set[tuple[str, str]] = set()
         observed_key: ObservedKey | None = None
         for kind in OWNED_KINDS:
-            for value in self.indexes.owned.get(kind, {}).get(key, ()):
+            for value in self.indexes.owned.get(kind, {}).get(key, {}).values():
                 summary = value["summary"] if kind == "Secret" else value
                 if not ownership.owns(owner, summary):
                     strangers.add((kind, summary["metadata"]["name"]))
@@ -162,12 +160,10 @@ class ClusterView:
 
     def agents_in(self, namespaces: Iterable[str]) -> list[Mapping[str, Any]]:
         wanted = set(namespaces)
-        return [
-            body for (namespace, _), bodies in self.indexes.agents.items() if namespace in wanted for body in bodies
-        ]
+        return [body for (namespace, _), body in self.indexes.agents.items() if namespace in wanted]
 
     def all_agents(self) -> list[Mapping[str, Any]]:
-        return [body for bodies in self.indexes.agents.values() for body in bodies]
+        return list(self.indexes.agents.values())
 
     def namespaces_selected_by(self, selector: LabelSelector) -> list[str]:
         return [name for name, labels in self.indexes.namespaces.items() if policy.selects(selector, labels)]
