@@ -152,7 +152,10 @@ async def build_runtime(config: OperatorConfig) -> Runtime:
         reconciler=reconciler,
         admission=AgentAdmission(client),
         policy_status=PolicyStatusWriter(
-            client=client, view=view, interval=timings.policy_status_interval.total_seconds()
+            client=client,
+            view=view,
+            clock=reconciler.clock,
+            interval=timings.policy_status_interval.total_seconds(),
         ),
         controller=controller,
         agents=agents,

@@ -48,9 +48,12 @@ def policy_status(
 
 
 class PolicyStatusWriter:
-    def __init__(self, *, client: KubeClient, view: ClusterView, interval: float = 10.0) -> None:
+    def __init__(
+        self, *, client: KubeClient, view: ClusterView, clock: Callable[[], dt.datetime], interval: float = 10.0
+    ) -> None:
         self.client = client
         self.view = view
+        self.clock = clock  # the reconciler's: both judge the same agents at the same moment
         self.interval = interval
 
     async def run(self) -> None:
@@ -62,7 +65,7 @@ class PolicyStatusWriter:
             await asyncio.sleep(self.interval)
 
     async def write_once(self) -> None:
-        now = dt.datetime.now(dt.UTC)
+        now = self.clock()
         agents = self.view.all_agents()
 
         for governing in list(self.view.indexes.policies.values()):
