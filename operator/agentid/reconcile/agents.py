@@ -144,10 +144,10 @@ class AgentReconciler:
         owner = Owner.of(body)
         now = self.clock()
         gathered = await self._gather(agent, owner, now)
-        plan = _plan(agent, gathered)
+        plan, key_action = _plan(agent, gathered, now)
         started = time.monotonic()
         try:
-            gathered = await self._apply_key(agent, owner, gathered, now)
+            gathered = await self._apply_key(agent, owner, gathered, key_action, now)
             service_account_uid = await self._execute(agent, owner, plan, gathered.observed)
         except _NameTakenError as taken:
             # A name the watch did not show is a stranger's (nothing of it was written). The pass ends here and the
@@ -188,12 +188,14 @@ class AgentReconciler:
             access = await self.ceiling.restrict(agent.spec, agent.namespace, access, cluster_roles)
         return _held(agent, dataclasses.replace(gathered, access=access), gathered.taken)
 
-    async def _apply_key(self, agent: AgentIdentity, owner: Owner, gathered: Gathered, now: dt.datetime) -> Gathered:
-        """The first write of a pass: the key is made sure of (generated, not planned: its Secret is the source of
-        truth for everything after). Raises ``_NameTakenError`` if the key Secret's name is a stranger's."""
-        if gathered.terminal is not None or ("Secret", naming.key_secret(agent.name)) in gathered.taken:
+    async def _apply_key(
+        self, agent: AgentIdentity, owner: Owner, gathered: Gathered, action: KeyAction | None, now: dt.datetime
+    ) -> Gathered:
+        """The first write of a pass: the planned key step (the key itself is generated here, and its Secret is the
+        source of truth for everything after). Raises ``_NameTakenError`` if the key Secret's name is a stranger's."""
+        if action is None:
             return gathered
-        key, action = await self._ensure_key(agent, owner, gathered.observed, now)
+        key, action = await self._ensure_key(agent, owner, gathered.observed, action, now)
         return dataclasses.replace(gathered, key=key, key_action=action)
 
     async def _still_taken(self, agent: AgentIdentity, owner: Owner) -> set[ObjectName]:
@@ -262,12 +264,12 @@ class AgentReconciler:
     # -- keys -----------------------------------------------------------------------------------------------
 
     async def _ensure_key(
-        self, agent: AgentIdentity, owner: Owner, objects: Observed, now: dt.datetime
+        self, agent: AgentIdentity, owner: Owner, objects: Observed, action: KeyAction, now: dt.datetime
     ) -> tuple[ObservedKey, KeyAction]:
-        """The agent's key, made or kept; a key Secret name held by a stranger raises ``_NameTakenError``."""
+        """The agent's key, made or kept as planned (a key Secret of its own found on creating it is adopted); a
+        key Secret name held by a stranger raises ``_NameTakenError``."""
         credentials = agent.spec.credentials
         observed = objects.key
-        action = keyring.key_action(credentials, observed, had_keys=bool(agent.status.keys), now=now)
         if action is KeyAction.KEEP and observed is not None:
             summary = objects.get("Secret", naming.key_secret(agent.name))
             if summary is not None and not lifecycle.contains(summary, _key_secret_shape(agent, observed)):
@@ -517,14 +519,19 @@ class Gathered:
     unlisted: tuple[ObjectRef, ...] = ()  # the agent's own objects the watch does not show (revocation only)
 
 
-def _plan(agent: AgentIdentity, gathered: Gathered) -> ObjectPlan:
-    """Pure: what to write and delete for what was gathered."""
+def _plan(agent: AgentIdentity, gathered: Gathered, now: dt.datetime) -> tuple[ObjectPlan, KeyAction | None]:
+    """Pure: what to write and delete for what was gathered, and the key step (None: none, the agent is terminal
+    or its key Secret's name is a stranger's)."""
     if gathered.terminal is not None:
-        return lifecycle.removal(agent, gathered.observed, gathered.unlisted)
+        return lifecycle.removal(agent, gathered.observed, gathered.unlisted), None
     plan = lifecycle.plan_objects(
         agent, gathered.observed, access=gathered.access, agent_id=gathered.agent_id, terminal=False
     )
-    return lifecycle.without_applies_to(plan, gathered.taken)
+    plan = lifecycle.without_applies_to(plan, gathered.taken)
+    if ("Secret", naming.key_secret(agent.name)) in gathered.taken:
+        return plan, None
+    had_keys = bool(agent.status.keys)
+    return plan, keyring.key_action(agent.spec.credentials, gathered.observed.key, had_keys=had_keys, now=now)
 
 
 def _key_secret_shape(agent: AgentIdentity, key: ObservedKey) -> dict[str, Any]:
