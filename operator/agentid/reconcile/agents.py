@@ -1,4 +1,9 @@
-"""The level-triggered reconciliation of one AgentIdentity: gather -> plan -> apply -> observe -> status.
+"""The level-triggered reconciliation of one AgentIdentity: gather -> plan -> apply -> status -> announce.
+
+gather reads (the view; live lookups only for what the watch cannot show; SubjectAccessReviews under an owner
+ceiling); plan is pure (``_plan``: objects, deletions via ``lifecycle.removal``, the key step); apply writes (the
+key first, then deletes, then objects) and never re-plans: a stranger found by a create ends the pass, and the next
+one plans with it; status and Events come from the pure ``lifecycle`` functions.
 
 Called only by ``agentid.reconcile.controller``, for a key off its work queue: every trigger (the agent's watch
 events, drift on its objects, ClusterRole, policy and namespace changes, its timers, retries) comes that way.
