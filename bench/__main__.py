@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import exchange, footprint, provisioning, report, revocation, sidecar, tools
+from bench import exchange, footprint, guardrails, provisioning, report, revocation, sidecar, tools
 from bench.environment import BenchCluster
 
 # P5 is kept for the failover benchmark of the high-availability work.
-BENCHMARKS = ("p1", "p2", "p3", "p4", "p6", "p7")
+BENCHMARKS = ("p1", "p2", "p3", "p4", "p6", "p7", "p8")
 
 
 def _sizes(text: str) -> list[int]:
@@ -28,7 +28,7 @@ def _sizes(text: str) -> list[int]:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    p.add_argument("benchmarks", nargs="*", metavar="{p1,p2,p3,p4,p6,p7}", help="which to run (default: all)")
+    p.add_argument("benchmarks", nargs="*", metavar="{p1,p2,p3,p4,p6,p7,p8}", help="which to run (default: all)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes: proves the suite runs, measures nothing")
     p.add_argument("--repeat", type=int, default=1, help="rounds per measurement (report median and spread)")
     p.add_argument("--results", type=Path, default=report.RESULTS, help="where JSON results go")
@@ -53,6 +53,8 @@ def parser() -> argparse.ArgumentParser:
     g7.add_argument("--sidecar-rounds", type=int, default=5, help="suspend/resume rounds per agent (5)")
     g7.add_argument("--refresh-window", type=float, default=30.0, help="seconds to measure refresh cost (30)")
     g7.add_argument("--refresh-lifetime", type=int, default=4, help="token lifetime while measuring it (4 s)")
+    g8 = p.add_argument_group("P8 guardrail latency")
+    g8.add_argument("--rounds", type=int, default=10, help="changes per scenario: policy, relabel, owner (10)")
     return p
 
 
@@ -69,6 +71,7 @@ def smoke(args: argparse.Namespace) -> None:
     args.sidecar_rounds = 1
     args.refresh_window = 3.0
     args.refresh_lifetime = 2
+    args.rounds = 1
     args.repeat = 1
 
 
@@ -107,6 +110,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     refresh_lifetime=args.refresh_lifetime,
                     repeat=args.repeat,
                 )
+            elif name == "p5":
+                result = await guardrails.run(cluster, rounds=args.rounds, probe_interval=args.probe_interval)
             else:
                 result = await footprint.run(
                     cluster, scale=args.scale, repeat=args.repeat, resume_timeout=args.resume_timeout

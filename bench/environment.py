@@ -390,10 +390,12 @@ def running_operator(
         operator.stop()
 
 
-async def provision(client: KubeClient, namespace: str, names: Sequence[str], *, within: float = 300) -> None:
+async def provision(
+    client: KubeClient, namespace: str, names: Sequence[str], *, within: float = 300, **spec: Any
+) -> None:
     """Create agents and wait until they are Ready (an operator must be running for the namespace)."""
     async with ReadyWatch(client, namespace) as ready:
-        await create_agents(client, namespace, names)
+        await create_agents(client, namespace, names, **spec)
         await ready.wait_ready(names, within=within)
 
 

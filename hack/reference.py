@@ -1,7 +1,8 @@
 """Generate docs/reference.md: every field of the CRDs, every CLI command, every Helm value, from their sources.
 
 Run by ``make reference``; ``tests/unit/test_reference.py`` fails when docs/reference.md differs from what this
-prints. Sources: the CRD schemas built from the pydantic models (``agentid.api.crdgen``), the ``agentid``
+prints. Sources: the CRD schemas built from the pydantic models (``agentid.api.crdgen``), the reasons
+(``agentid.domain.reasons``), the ``agentid``
 argument parser (``agentid.cli.main``) and its exit codes, and the chart's values.schema.json and values.yaml.
 """
 
@@ -18,6 +19,7 @@ import yaml
 
 from agentid.api import crdgen
 from agentid.cli import agents, main
+from agentid.domain import reasons
 
 REPO = Path(__file__).resolve().parent.parent
 CHART = REPO / "charts" / "agentid-operator"
@@ -267,8 +269,23 @@ def values_section() -> list[str]:
     return [*lines, ""]
 
 
+def reasons_section() -> list[str]:
+    """Condition types, condition reasons and Event reasons (``agentid.domain.reasons``)."""
+    lines = ["## Conditions and Event reasons", ""]
+    for title, table in (
+        ("Condition types", reasons.CONDITION_TYPES),
+        ("Condition reasons", reasons.CONDITION_REASONS),
+        ("Event reasons", reasons.EVENT_REASONS),
+    ):
+        lines += [f"### {title}", "", "| Name | Meaning |", "| --- | --- |"]
+        lines += [f"| `{name}` | {_cell(meaning)} |" for name, meaning in table.items()]
+        lines.append("")
+    return lines
+
+
 def render() -> str:
-    return "\n".join([HEADER, *crd_section(), *cli_section(), *values_section()]).rstrip("\n") + "\n"
+    sections = [HEADER, *crd_section(), *reasons_section(), *cli_section(), *values_section()]
+    return "\n".join(sections).rstrip("\n") + "\n"
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     found = {path.name.split("-", 1)[0]: json.loads(path.read_text()) for path in folder.glob("*.json")}
-    assert sorted(found) == ["p1", "p2", "p3", "p4", "p6", "p7"], run.stdout[-3000:]
+    assert sorted(found) == ["p1", "p2", "p3", "p4", "p6", "p7", "p8"], run.stdout[-3000:]
     return found
 
 
@@ -101,3 +101,9 @@ def test_the_sidecar_loses_its_tokens_on_suspension_and_revocation_and_gets_them
         assert p7["latency"][event]["n"] == p7["agents"] * (p7["rounds"] if event != "revoke_removed" else 1)
     assert p7["rss_mb"]["max"] > 0
     assert p7["refresh"][0]["refreshes"] >= 1
+
+
+def test_every_guardrail_change_reaches_the_existing_agent(results: dict[str, dict[str, Any]]) -> None:
+    for scenario, stats in results["p8"]["summary"].items():
+        assert stats["not_closed"] == 0, scenario
+        assert stats["n"] >= 1, scenario

@@ -26,6 +26,7 @@ from cryptography import x509
 
 from agentid.devcluster.cluster import free_port
 from agentid.devcluster.processes import ManagedProcess
+from agentid.domain import naming
 from tests.integration.test_chart import CHART, helm
 from tests.support.agents import CONFIGMAP_RULE, create_agent
 from tests.support.clusters import ClusterHandle
@@ -123,6 +124,7 @@ OPERATOR_MAY = [
     ("patch", "rolebindings.rbac.authorization.k8s.io", "-n", "default"),
     ("create", "events.events.k8s.io", "-n", "default"),
     ("watch", "clusterroles.rbac.authorization.k8s.io"),
+    ("watch", "clusterrolebindings.rbac.authorization.k8s.io"),  # the owner ceiling follows who holds what
     ("watch", "namespaces"),
     ("create", "subjectaccessreviews.authorization.k8s.io"),
     ("create", "tokenreviews.authentication.k8s.io"),
@@ -236,7 +238,7 @@ def chart_operator(
     process = ManagedProcess(
         "chart-operator",
         [sys.executable, "-m", "agentid", "run", f"--kubeconfig={kubeconfig}", f"--namespace={watched[0]}",
-         "--log-format=plain", "--resync-seconds=5"],
+         "--log-format=plain", "--resync-seconds=3600"],
         log_path=tmp_path / "operator.log",
     )  # fmt: skip
     yield watched[0]
@@ -292,7 +294,7 @@ def test_kubernetes_refuses_what_the_chart_did_not_make_grantable(cluster: Clust
         assert ready["reason"] == "ApplyFailed"
         assert "forbidden" in ready["message"].lower()
     rolebindings = cluster.kubectl("get", "rolebindings", "-n", namespace, "-o", "name").stdout
-    assert f"wants-edit-agent-cr-{deleter_role}" not in rolebindings
+    assert naming.cluster_role_binding("wants-edit", deleter_role) not in rolebindings
     rbac.delete_cluster_role(deleter_role)
 
 

@@ -132,7 +132,10 @@ def test_a_restarted_operator_resumes_many_agents_without_writing_anything(
     assert after == before
     if cluster.local is not None and cluster.local.audit_log is not None:
         writes = audit_log.writes_by(
-            cluster.local.audit_log, user_agent_prefixes=("agentid-operator", "kopf"), since=restarted_at
+            cluster.local.audit_log,
+            user_agent_prefixes=("agentid-operator", "kopf"),
+            since=restarted_at,
+            namespace=namespace,
         )
         assert [write for write in writes if "probe" not in write and not write.startswith("create events")] == []
 

@@ -8,6 +8,7 @@ import kubernetes
 import pytest
 
 from agentid.api import v1alpha1
+from agentid.domain import naming
 from tests.support.agents import Agent, agent_manifest, create_agent
 from tests.support.clusters import ClusterHandle, status_of
 from tests.support.operator import OperatorThread
@@ -39,7 +40,7 @@ def test_revoking_denies_at_once_then_removes_keys_and_identity_and_cannot_be_un
     assert _gone(core.read_namespaced_service_account, "leaky-agent", agent_namespace)
     assert _gone(core.read_namespaced_secret, "leaky-agent-key", agent_namespace)
     assert _gone(rbac.read_namespaced_role_binding, "leaky-agent", agent_namespace)
-    assert _gone(rbac.read_namespaced_role_binding, "leaky-agent-cr-view", agent_namespace)
+    assert _gone(rbac.read_namespaced_role_binding, naming.cluster_role_binding("leaky", "view"), agent_namespace)
     assert _gone(rbac.read_namespaced_role, "leaky-agent", agent_namespace)
     assert status["keys"] == []
     assert set(key_ids) <= set(status["revokedKeyIDs"])

@@ -126,7 +126,7 @@ def test_a_status_naming_another_service_account_uid_is_not_matched_by_name(
     agent = Agent(cluster, token_namespace, "triage")
     create_agent(cluster, token_namespace, "triage", **SPEC)
     # The operator does not adopt it: the agent says why, and nothing is bound to that ServiceAccount.
-    eventually(lambda: agent.condition("Ready").get("reason") == "ServiceAccountConflict", what="conflict")
+    eventually(lambda: agent.condition("Ready").get("reason") == "NameConflict", what="conflict")
     assert agent.status()["grantedRules"] == 0
     assert "serviceAccountUID" not in agent.status()
     impostor = ProvisionedAgent(agent).service_account_token(token_service.issuer)

@@ -22,10 +22,15 @@ def entries(path: Path, *, since: dt.datetime) -> Iterator[dict[str, Any]]:
             yield entry
 
 
-def writes_by(path: Path, *, user_agent_prefixes: tuple[str, ...], since: dt.datetime) -> list[str]:
-    """'verb resource/name' of every mutating request from clients whose user agent starts with a prefix."""
+def writes_by(
+    path: Path, *, user_agent_prefixes: tuple[str, ...], since: dt.datetime, namespace: str | None = None
+) -> list[str]:
+    """'verb resource/name' of every mutating request from clients whose user agent starts with a prefix (in
+    ``namespace`` and cluster-wide only, if given: the session's other operators work in their own namespaces)."""
     return [
         f"{e['verb']} {e.get('objectRef', {}).get('resource')}/{e.get('objectRef', {}).get('name')}"
         for e in entries(path, since=since)
-        if e.get("verb") in MUTATING and str(e.get("userAgent", "")).startswith(user_agent_prefixes)
+        if e.get("verb") in MUTATING
+        and str(e.get("userAgent", "")).startswith(user_agent_prefixes)
+        and (namespace is None or e.get("objectRef", {}).get("namespace") in (namespace, None))
     ]

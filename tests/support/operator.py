@@ -17,9 +17,11 @@ from agentid.domain.podidentity import InjectionSettings
 from agentid.domain.settings import OperatorSettings, Timings
 from agentid.handlers.runtime import OperatorConfig, WebhookConfig, run_operator
 
-# Short resync and key overlap so drift repair and key retirement are observable within a test's deadline.
+# A long resync, so every prompt behaviour a test sees is proven by its event (a watch event, a policy or namespace
+# change, a timer the pass set), never by a periodic pass; a short key overlap so key retirement is observable
+# within a test's deadline.
 TEST_TIMINGS = Timings(
-    resync_interval=dt.timedelta(seconds=5),
+    resync_interval=dt.timedelta(hours=1),
     resync_jitter=dt.timedelta(seconds=1),
     key_overlap_allowance=dt.timedelta(seconds=2),
 )

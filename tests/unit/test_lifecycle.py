@@ -34,7 +34,7 @@ def test_a_new_agent_gets_its_service_account_role_and_bindings() -> None:
         ("ServiceAccount", "triage-agent"),
         ("Role", "triage-agent"),
         ("RoleBinding", "triage-agent"),
-        ("RoleBinding", "triage-agent-cr-view"),
+        ("RoleBinding", "triage-agent:view"),
     ]
     assert plan.deletes == ()
     assert plan.repaired == ()  # first provisioning is not drift
@@ -84,7 +84,7 @@ def test_suspension_deletes_bindings_before_roles_and_keeps_identity_and_key() -
     )
     assert [(ref.kind, ref.name) for ref in plan.deletes] == [
         ("RoleBinding", "triage-agent"),
-        ("RoleBinding", "triage-agent-cr-view"),
+        ("RoleBinding", "triage-agent:view"),
         ("Role", "triage-agent"),
     ]
     assert plan.applies == ()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from agentid.domain import desired
+from agentid.domain.ownership import Owner
 from agentid.reconcile.owned import OwnedObjects, reducer, scopes
 from agentid.reconcile.view import AgentKey, ClusterView, Indexes
 from tests.support.factories import agent
@@ -43,7 +44,7 @@ def test_exact_namespaces_are_watched_one_by_one_and_globs_cluster_wide() -> Non
 def test_a_listing_fills_the_view_and_only_changes_by_others_are_drift() -> None:
     owned, view, drifted = _owned()
     owned._replace("ServiceAccount", None, [seen(_service_account("triage", "finance", uid="u1", version="10"))])
-    observed = view.observe(agent("triage", "finance"))
+    observed = view.observe(agent("triage", "finance"), Owner("uid-triage"))
     assert observed.get("ServiceAccount", "triage-agent") is not None
     assert observed.get("ServiceAccount", "triage-agent")["apiVersion"] == "v1"  # type: ignore[index]
 
@@ -55,7 +56,7 @@ def test_a_listing_fills_the_view_and_only_changes_by_others_are_drift() -> None
     owned._changed("ServiceAccount", "DELETED", seen(theirs))
 
     assert drifted == [("finance", "triage"), ("finance", "triage")]
-    assert view.observe(agent("triage", "finance")).get("ServiceAccount", "triage-agent") is None
+    assert view.observe(agent("triage", "finance"), Owner("uid-triage")).get("ServiceAccount", "triage-agent") is None
 
 
 def test_glob_patterns_keep_other_namespaces_out() -> None:
@@ -69,6 +70,23 @@ def test_glob_patterns_keep_other_namespaces_out() -> None:
         ],
     )
     owned._changed("ServiceAccount", "DELETED", seen(_service_account("triage", "sales", uid="u2", version="2")))
-    assert view.observe(agent("triage", "finance")).get("ServiceAccount", "triage-agent") is not None
-    assert view.observe(agent("triage", "sales")).get("ServiceAccount", "triage-agent") is None
+    assert (
+        view.observe(agent("triage", "finance"), Owner("uid-triage")).get("ServiceAccount", "triage-agent") is not None
+    )
+    assert view.observe(agent("triage", "sales"), Owner("uid-triage")).get("ServiceAccount", "triage-agent") is None
+    assert drifted == []
+
+
+def test_a_relisting_reports_what_changed_or_went_while_the_watch_was_away() -> None:
+    owned, _, drifted = _owned()
+    kept = seen(_service_account("triage", "finance", uid="u1", version="1"))
+    gone = seen(_service_account("billing", "finance", uid="u2", version="1"))
+    owned._replace("ServiceAccount", None, [kept, gone])
+    owned._listed.add(("ServiceAccount", None))
+    assert drifted == []  # the first listing is not drift
+    changed = seen(_service_account("triage", "finance", uid="u1", version="5"))
+    owned._replace("ServiceAccount", None, [changed])
+    assert sorted(drifted) == [("finance", "billing"), ("finance", "triage")]
+    drifted.clear()
+    owned._replace("ServiceAccount", None, [changed])
     assert drifted == []

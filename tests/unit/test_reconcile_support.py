@@ -1,11 +1,8 @@
-"""The reconciler's read side (indexes + own writes) and its wake-up scheduler, without a cluster."""
+"""The reconciler's read side (indexes + own writes), without a cluster."""
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
-
-from agentid.reconcile.scheduler import Scheduler
+from agentid.domain.ownership import Owner
 from agentid.reconcile.view import ClusterView, Indexes
 from tests.support.factories import agent
 
@@ -16,28 +13,36 @@ def _role(resource_version: str, verbs: list[str]) -> dict:
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
-        "metadata": {"name": "triage-agent", "namespace": "finance", "resourceVersion": resource_version},
+        "metadata": {
+            "name": "triage-agent",
+            "namespace": "finance",
+            "resourceVersion": resource_version,
+            "ownerReferences": [{"uid": "uid-triage", "controller": True}],
+        },
         "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": verbs}],
     }
 
 
 def test_own_writes_win_over_a_lagging_index_until_it_catches_up() -> None:
-    index: dict = {OWNER: [_role("5", ["get"])]}
+    index: dict = {OWNER: {"u": _role("5", ["get"])}}
     view = ClusterView(Indexes(owned={"Role": index}))
     view.record_written(OWNER, "Role", _role("9", ["get", "list"]))
-    assert view.observe(agent()).get("Role", "triage-agent")["rules"][0]["verbs"] == ["get", "list"]
-    index[OWNER] = [_role("9", ["get", "list"])]
-    assert view.observe(agent()).get("Role", "triage-agent")["metadata"]["resourceVersion"] == "9"
+    assert view.observe(agent(), Owner("uid-triage")).get("Role", "triage-agent")["rules"][0]["verbs"] == [
+        "get",
+        "list",
+    ]
+    index[OWNER] = {"u": _role("9", ["get", "list"])}
+    assert view.observe(agent(), Owner("uid-triage")).get("Role", "triage-agent")["metadata"]["resourceVersion"] == "9"
     assert view._overlay == {}  # caught up: the memory is released
 
 
 def test_a_deletion_hides_the_object_until_the_index_drops_it() -> None:
-    index: dict = {OWNER: [_role("5", ["get"])]}
+    index: dict = {OWNER: {"u": _role("5", ["get"])}}
     view = ClusterView(Indexes(owned={"Role": index}))
     view.record_deleted(OWNER, "Role", "triage-agent")
-    assert view.observe(agent()).get("Role", "triage-agent") is None
-    index[OWNER] = []
-    assert view.observe(agent()).get("Role", "triage-agent") is None
+    assert view.observe(agent(), Owner("uid-triage")).get("Role", "triage-agent") is None
+    index[OWNER] = {}
+    assert view.observe(agent(), Owner("uid-triage")).get("Role", "triage-agent") is None
     assert view._overlay == {}
 
 
@@ -49,38 +54,3 @@ def test_a_watch_event_is_foreign_unless_it_echoes_our_own_last_write() -> None:
     assert view.changed_by_others(OWNER, "Role", "triage-agent", "10")  # someone wrote after us (even a removal)
     view.forget(OWNER)
     assert view.changed_by_others(OWNER, "Role", "triage-agent", "9")
-
-
-async def test_a_new_wakeup_replaces_the_pending_one() -> None:
-    scheduler = Scheduler()
-    fired: list[str] = []
-
-    async def mark(label: str) -> None:
-        fired.append(label)
-
-    scheduler.schedule("agent", 10, lambda: mark("late"))
-    scheduler.schedule("agent", 0, lambda: mark("now"))
-    assert len(scheduler) == 1
-    for _ in range(5):
-        await asyncio.sleep(0)  # let the loop run the due callback; no wall-clock waiting
-    assert fired == ["now"]
-    await scheduler.close()
-    scheduler.schedule("agent", 0, lambda: mark("after close"))
-    assert not scheduler.pending("agent")
-
-
-async def test_a_wakeup_does_not_keep_the_scheduling_context_alive() -> None:
-    """Scheduled from a Kopf handler, the caller's context holds the triggering event's raw body."""
-    scheduler = Scheduler()
-    caller_body: contextvars.ContextVar[str] = contextvars.ContextVar("caller_body", default="none")
-    seen: list[str] = []
-
-    async def read() -> None:
-        seen.append(caller_body.get())
-
-    caller_body.set("a whole raw event body")
-    scheduler.schedule("agent", 0, read)
-    for _ in range(5):
-        await asyncio.sleep(0)
-    assert seen == ["none"]
-    await scheduler.close()

@@ -371,6 +371,7 @@ class ObjectMeta(BaseModel):
     uid: str
     generation: int = 0
     resource_version: str | None = None
+    creation_timestamp: dt.datetime | None = None
     deletion_timestamp: dt.datetime | None = None
     labels: dict[str, str] = {}
     annotations: dict[str, str] = {}

@@ -17,6 +17,7 @@ from typing import Any
 
 from agentid.api.durations import parse as parse_duration
 from agentid.api.v1alpha1 import AgentIdentity, Phase, SupervisionMode
+from agentid.domain import supervision
 
 # RFC 8693 / RFC 7523 identifiers.
 GRANT_TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 - a URN
@@ -32,7 +33,6 @@ MAX_TOKEN_LIFETIME = dt.timedelta(hours=24)  # the API's maximum tokenTTL: bound
 CLOCK_SKEW = dt.timedelta(seconds=60)
 
 # Most permissive first: the effective mode of an agent is the most restrictive of what spec and status say.
-_RESTRICTIVENESS = {SupervisionMode.AUTONOMOUS: 0, SupervisionMode.SUPERVISED: 1, SupervisionMode.SUSPENDED: 2}
 
 
 class Error(StrEnum):
@@ -100,7 +100,7 @@ def effective_supervision(agent: AgentIdentity) -> SupervisionMode:
         modes.append(agent.status.supervision)
     if agent.status.phase is Phase.SUSPENDED:
         modes.append(SupervisionMode.SUSPENDED)
-    return max(modes, key=_RESTRICTIVENESS.__getitem__)
+    return supervision.most_restrictive(modes)
 
 
 def token_ttl(agent: AgentIdentity) -> dt.timedelta:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import pydantic
 
 from agentid.api.v1alpha1 import Condition
 
@@ -35,6 +37,30 @@ def set_condition(
     if existing is None:
         return [*conditions, updated]
     return [updated if condition.type == type_ else condition for condition in conditions]
+
+
+def set_in_status(
+    status: Mapping[str, Any],
+    *,
+    type_: str,
+    status_: Status,
+    reason: str,
+    message: str,
+    generation: int,
+    now: dt.datetime,
+) -> dict[str, Any]:
+    """``set_condition`` on a status as the apiserver holds it (JSON), for when the object cannot be parsed or the
+    pass failed before computing a status; conditions that do not parse are dropped."""
+    conditions = []
+    for raw in status.get("conditions") or []:
+        try:
+            conditions.append(Condition.model_validate(raw))
+        except pydantic.ValidationError:
+            continue
+    updated = set_condition(
+        conditions, type_=type_, status=status_, reason=reason, message=message, generation=generation, now=now
+    )
+    return {**status, "conditions": [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in updated]}
 
 
 def find(conditions: Sequence[Condition], type_: str) -> Condition | None:

@@ -7,7 +7,7 @@ clock: ``now`` and observations come in, decisions come out, so every rule of ap
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +23,7 @@ from agentid.api.v1alpha1 import (
 from agentid.domain import desired, naming, reasons
 from agentid.domain.conditions import Status, find, set_condition
 from agentid.domain.keyring import KeyAction, ObservedKey, earliest_retirement, next_rotation
-from agentid.domain.supervision import Access
+from agentid.domain.supervision import NO_ACCESS, Access
 
 Manifest = dict[str, Any]
 # Deletion order: access paths first (RBAC applies within a second), then the keys, then the identity itself.
@@ -39,10 +39,12 @@ class ObjectRef:
 
 @dataclass(frozen=True)
 class Observed:
-    """The agent's objects as the cluster holds them (public parts only), keyed by (kind, name)."""
+    """The agent's objects as the cluster holds them (public parts only), keyed by (kind, name): only objects it
+    owns (``ownership.owns``); ``strangers`` are objects labelled as its own that it does not own."""
 
     objects: Mapping[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
     key: ObservedKey | None = None
+    strangers: frozenset[tuple[str, str]] = frozenset()
 
     def get(self, kind: str, name: str) -> Mapping[str, Any] | None:
         return self.objects.get((kind, name))
@@ -59,11 +61,16 @@ class ObjectPlan:
         return not self.applies and not self.deletes
 
 
-def without_applies_of(plan: ObjectPlan, kind: str) -> ObjectPlan:
+def without_applies_to(plan: ObjectPlan, names: Collection[tuple[str, str]]) -> ObjectPlan:
+    """The plan minus writes to names a stranger holds (agentid never writes what it does not own)."""
+    if not names:
+        return plan
+    kept = tuple(m for m in plan.applies if (m["kind"], m["metadata"]["name"]) not in names)
+    dropped = {f"{m['kind']} {m['metadata']['name']} " for m in plan.applies if m not in kept}
     return ObjectPlan(
-        applies=tuple(m for m in plan.applies if m["kind"] != kind),
+        applies=kept,
         deletes=plan.deletes,
-        repaired=tuple(r for r in plan.repaired if not r.startswith(f"{kind} ")),
+        repaired=tuple(r for r in plan.repaired if not any(r.startswith(prefix) for prefix in dropped)),
     )
 
 
@@ -135,6 +142,16 @@ def plan_objects(
     ]
     deletes.sort(key=lambda ref: (DELETE_ORDER.index(ref.kind) if ref.kind in DELETE_ORDER else 0, ref.name))
     return ObjectPlan(applies=tuple(applies), deletes=tuple(deletes), repaired=tuple(repaired))
+
+
+def removal(agent: AgentIdentity, observed: Observed, unlisted: tuple[ObjectRef, ...] = ()) -> ObjectPlan:
+    """Revocation, expiry and deletion, the one rule: everything the agent owns goes, in ``DELETE_ORDER`` (access
+    first, then keys, then the identity), also its own objects the watch no longer shows (``unlisted``, looked up
+    by name). ``observed`` holds only owned objects, so nothing of a stranger's is ever named here."""
+    plan = plan_objects(agent, observed, access=NO_ACCESS, agent_id="", terminal=True)
+    refs = {(ref.kind, ref.name): ref for ref in (*plan.deletes, *unlisted)}
+    ordered = sorted(refs.values(), key=lambda ref: (DELETE_ORDER.index(ref.kind), ref.name))
+    return ObjectPlan(deletes=tuple(ordered))
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,7 @@ webhook and the CLI always agree on what ``invoice-triage`` is called in every s
 
 from __future__ import annotations
 
-import hashlib
-import re
+from collections.abc import Iterable
 
 from agentid.api import v1alpha1
 
@@ -40,8 +39,6 @@ AGENT_USERNAME_PREFIX = "agent:"
 AGENTS_GROUP = "agentid:agents"
 AGENT_UID_GROUP_PREFIX = "agentid:uid:"
 
-_NAME_MAX = 253
-
 
 def service_account(agent_name: str) -> str:
     return f"{agent_name}-agent"
@@ -60,13 +57,22 @@ def role_binding(agent_name: str) -> str:
 
 
 def cluster_role_binding(agent_name: str, cluster_role: str) -> str:
-    """A RoleBinding (namespaced) to a ClusterRole; ClusterRole names may hold ':' and be long."""
-    slug = re.sub(r"[^a-z0-9.-]+", "-", cluster_role.lower()).strip("-.") or "role"
-    name = f"{agent_name}-agent-cr-{slug}"
-    if len(name) > _NAME_MAX or slug != cluster_role:
-        digest = hashlib.sha256(cluster_role.encode()).hexdigest()[:10]
-        name = f"{name[: _NAME_MAX - 11]}-{digest}"
-    return name
+    """A RoleBinding (namespaced) to a ClusterRole. RBAC names are path segments (':' is allowed and Kubernetes' own
+    ``system:`` roles use it) while agent names are DNS subdomains (no ':'): splitting at the first ':' gives back
+    the agent and the ClusterRole, so no two agents' binding names can ever be equal, and none equals a Role
+    binding (``<agent>-agent``, no ':')."""
+    return f"{agent_name}-agent:{cluster_role}"
+
+
+def derived(agent_name: str, cluster_roles: Iterable[str] = ()) -> list[tuple[str, str]]:
+    """(kind, name) of every object agentid may create for an agent: what a stranger must not be holding."""
+    return [
+        ("ServiceAccount", service_account(agent_name)),
+        ("Secret", key_secret(agent_name)),
+        ("Role", role(agent_name)),
+        ("RoleBinding", role_binding(agent_name)),
+        *(("RoleBinding", cluster_role_binding(agent_name, name)) for name in cluster_roles),
+    ]
 
 
 def agent_id(trust_domain: str, namespace: str, name: str) -> str:

@@ -23,18 +23,17 @@ from agentid.api.v1alpha1 import (
     PolicyRule,
     SupervisionMode,
 )
-from agentid.domain.supervision import Access, ClusterRoleInfo, Withheld, effective_access
+from agentid.domain import reasons
+from agentid.domain.supervision import MODES_BY_ACCESS, Access, ClusterRoleInfo, Withheld, effective_access
 
-POLICY_VIOLATION = "PolicyViolation"
 # From most to least access: a mode a policy does not allow is lowered to the next allowed one.
-MODES_BY_ACCESS = (SupervisionMode.AUTONOMOUS, SupervisionMode.SUPERVISED, SupervisionMode.SUSPENDED)
 
 
 @dataclass(frozen=True)
 class Violation:
     path: str
     message: str
-    reason: str = POLICY_VIOLATION
+    reason: str = reasons.POLICY_VIOLATION
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}"
@@ -310,7 +309,7 @@ def constrain(
     if not policy.governed:
         return access
     found = violations(spec, policy, now, cluster_roles)
-    withheld = list(access.withheld) + [Withheld(POLICY_VIOLATION, str(v), problem=True) for v in found]
+    withheld = list(access.withheld) + [Withheld(reasons.POLICY_VIOLATION, str(v), problem=True) for v in found]
     disqualifying = [v for v in found if v.path in ("spec.owner.name", "spec.expiresAt")]
     if disqualifying:
         return Access(withheld=tuple(withheld))

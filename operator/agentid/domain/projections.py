@@ -20,7 +20,16 @@ from agentid.domain import keyring, keys, naming
 from agentid.domain.keyring import ObservedKey
 from agentid.domain.supervision import ClusterRoleInfo, is_read_only
 
-_METADATA_FIELDS = ("name", "namespace", "uid", "resourceVersion", "labels", "annotations", "ownerReferences")
+_METADATA_FIELDS = (
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "creationTimestamp",  # ownership: an object older than the agent is never its own
+    "labels",
+    "annotations",
+    "ownerReferences",
+)
 _BODY_FIELDS = {"Role": ("rules",), "RoleBinding": ("roleRef", "subjects"), "ServiceAccount": (), "Secret": ("type",)}
 
 
@@ -154,4 +163,14 @@ def cluster_role_info(body: Mapping[str, Any]) -> ClusterRoleInfo:
         resources=frozenset(str(resource) for rule in rules for resource in rule.get("resources") or []),
         verbs=frozenset(str(verb) for rule in rules for verb in rule.get("verbs") or []),
         uid=str(body.get("metadata", {}).get("uid") or ""),
+        rules=tuple(shared(rule) for rule in rules),
     )
+
+
+def resource_version(body: Mapping[str, Any] | None) -> int:
+    """An object's resourceVersion as a number, to tell which of two observations is newer (0 if unknown).
+    Kubernetes calls it opaque; etcd-backed apiservers serve increasing integers, which is all this relies on."""
+    try:
+        return int(((body or {}).get("metadata") or {}).get("resourceVersion") or 0)
+    except (TypeError, ValueError):
+        return 0

@@ -6,7 +6,8 @@ Called by the reconciler (what to grant), the webhook (to explain), and the CLI 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from agentid.api.v1alpha1 import READ_VERBS, AgentIdentitySpec, PolicyRule, SupervisionMode
 from agentid.domain import admitted as admitted_roles
@@ -23,6 +24,7 @@ class ClusterRoleInfo:
     resources: frozenset[str] = frozenset()
     verbs: frozenset[str] = frozenset()
     uid: str = ""
+    rules: tuple[Mapping[str, Any], ...] = field(default=(), hash=False)  # as served: for the owner ceiling
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,13 @@ class Access:
 
 
 NO_ACCESS = Access()
+# The one ordering of the modes, most access first: a policy lowers a mode along it, the token service takes the
+# most restrictive of what spec and status say.
+MODES_BY_ACCESS = (SupervisionMode.AUTONOMOUS, SupervisionMode.SUPERVISED, SupervisionMode.SUSPENDED)
+
+
+def most_restrictive(modes: Sequence[SupervisionMode]) -> SupervisionMode:
+    return max(modes, key=MODES_BY_ACCESS.index)
 
 
 def read_only(rule: PolicyRule) -> PolicyRule | None:
@@ -87,13 +96,16 @@ def effective_access(
             withheld.append(Withheld(reasons.CLUSTER_ROLE_NOT_FOUND, missing, problem=True))
         elif not admitted_roles.admitted(admitted, name, info.uid):
             message = (
-                f"ClusterRole {name!r} was created or re-created after admission checked this agent: "
-                "change the agent's spec (e.g. supervision.reason) to have it checked again"
+                f"ClusterRole {name!r} was created or re-created after admission checked this agent: change the "
+                "agent's spec outside supervision and revocation (e.g. its displayName) to have it checked again"
             )
             withheld.append(Withheld(reasons.CLUSTER_ROLE_NOT_ADMITTED, message, problem=True))
         elif mode is SupervisionMode.SUPERVISED and not info.read_only:
             withheld.append(
-                Withheld("ClusterRoleNotReadOnly", f"ClusterRole {name!r} is not read-only; withheld while Supervised")
+                Withheld(
+                    reasons.CLUSTER_ROLE_NOT_READ_ONLY,
+                    f"ClusterRole {name!r} is not read-only; withheld while Supervised",
+                )
             )
         else:
             granted_roles.append(name)

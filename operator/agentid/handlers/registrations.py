@@ -1,11 +1,9 @@
 """Kopf registrations of the operator: thin functions that unpack Kopf's arguments and await one call.
 
 Built into an explicit registry by ``agentid.handlers.runtime`` (``agentid run`` and the tests use the same
-function). Agents and the objects they own are watched by ``agentid.reconcile.agentwatch`` and
-``agentid.reconcile.owned`` (plain list+watch, not Kopf: at thousands of agents Kopf's per-object machinery
-dominated memory and CPU); Kopf serves admission, the indexes of what agents refer to (ClusterRoles, policies,
-namespaces) and the probes. Nothing here writes on agents or their objects: the reconciler is level-triggered,
-manages its own finalizer and writes status itself, and a restarted operator with nothing to do writes nothing.
+function). Kopf serves admission, the probes and the operator's lifecycle (startup starts the operator's own
+watches and controller, cleanup stops them); every watch and every reconcile pass is ``agentid.reconcile``'s (plain
+list+watch and one work queue: at thousands of agents Kopf's per-object machinery dominated memory and CPU).
 """
 
 from __future__ import annotations
@@ -13,13 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 import kopf
-import pydantic
 
 from agentid.api import v1alpha1
-from agentid.api.v1alpha1 import AgentPolicy
-from agentid.domain import podidentity, projections
+from agentid.domain import podidentity
 from agentid.handlers.state import Runtime
-from agentid.reconcile.view import Indexes
 from agentid.webhooks import admission, configuration
 
 AGENTS = (v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL)
@@ -40,17 +35,10 @@ def register(registry: kopf.OperatorRegistry) -> None:
         return _runtime(memo).connection_info()
 
     @kopf.on.startup(registry=registry)
-    async def startup(memo: kopf.Memo, **indices: Any) -> None:
+    async def startup(memo: kopf.Memo, **_: Any) -> None:
         runtime = _runtime(memo)
-        runtime.view.indexes = Indexes(
-            agents=runtime.agents.index if runtime.agents is not None else {},
-            owned=runtime.owned.index if runtime.owned is not None else {},
-            cluster_roles=indices["clusterroles"],
-            policies=indices["policies"],
-            namespaces=indices["namespaces"],
-        )
         runtime.start_background_tasks()
-        await runtime.synced()  # like Kopf's indexes: no handler runs before the first full listing
+        await runtime.synced()  # ready (and admitting) once the operator's view is complete
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
@@ -59,34 +47,6 @@ def register(registry: kopf.OperatorRegistry) -> None:
     @kopf.on.probe(id="agents", registry=registry)
     async def agents_probe(memo: kopf.Memo, **_: Any) -> int:
         return len(_runtime(memo).view.indexes.agents)
-
-    # -- indexes: the reconciler's read side ----------------------------------------------------------------
-
-    @kopf.index("rbac.authorization.k8s.io", "v1", "clusterroles", id="clusterroles", registry=registry)
-    async def clusterroles(body: kopf.Body, **_: Any) -> dict[str, Any]:
-        return {body.metadata.name or "": projections.cluster_role_info(body)}
-
-    @kopf.index(*POLICIES, id="policies", registry=registry)
-    async def policies(body: kopf.Body, **_: Any) -> dict[str, AgentPolicy] | None:
-        try:
-            return {body.metadata.name or "": AgentPolicy.from_body(body)}
-        except pydantic.ValidationError:
-            return None  # refused by admission; a policy the operator cannot read governs nothing
-
-    @kopf.index("", "v1", "namespaces", id="namespaces", registry=registry)
-    async def namespaces(body: kopf.Body, **_: Any) -> dict[str, dict[str, str]]:
-        return {body.metadata.name or "": dict(body.metadata.labels)}
-
-    # -- reconciliation triggers ----------------------------------------------------------------------------
-
-    @kopf.on.event("rbac.authorization.k8s.io", "v1", "clusterroles", registry=registry)
-    async def clusterrole_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
-        runtime = _runtime(memo)
-        # Kopf runs event handlers only once all its indexes are complete, and ClusterRoles always exist (the
-        # apiserver bootstraps them): the first call is the signal that agents' passes may start.
-        runtime.kopf_indexed.set()
-        if type is not None:  # not the initial listing: agents reconcile on their own listing
-            await runtime.reconcile_agents_referencing(body.metadata.name or "")
 
 
 def register_admission(registry: kopf.OperatorRegistry) -> None:

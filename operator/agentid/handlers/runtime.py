@@ -22,16 +22,19 @@ from agentid import metrics
 from agentid.domain import naming
 from agentid.domain.podidentity import InjectionSettings
 from agentid.domain.settings import OperatorSettings
-from agentid.handlers import kopfpatches, registrations
+from agentid.handlers import registrations
 from agentid.handlers.state import Runtime
 from agentid.kube.client import KubeClient, load_configuration
 from agentid.kube.events import EventRecorder
 from agentid.reconcile.agents import AgentReconciler
 from agentid.reconcile.agentwatch import AgentWatch
+from agentid.reconcile.ceiling import OwnerCeiling
+from agentid.reconcile.controller import Controller
 from agentid.reconcile.owned import KINDS, OwnedObjects
 from agentid.reconcile.policies import PolicyStatusWriter
-from agentid.reconcile.scheduler import Scheduler
-from agentid.reconcile.view import ClusterView
+from agentid.reconcile.references import References
+from agentid.reconcile.view import AgentKey, ClusterView, Indexes
+from agentid.reconcile.workqueue import WorkQueue
 from agentid.tokens.service import FIELD_MANAGER as TOKEN_SERVICE_FIELD_MANAGER
 from agentid.tokens.service import TokenService
 from agentid.tokens.settings import TokenServiceSettings
@@ -97,47 +100,73 @@ def kopf_settings(config: OperatorConfig) -> kopf.OperatorSettings:
 async def build_runtime(config: OperatorConfig) -> Runtime:
     configuration = await load_configuration(config.kubeconfig)
     client = KubeClient(configuration, field_manager=naming.FIELD_MANAGER, max_in_flight=config.max_in_flight)
+    timings = config.settings.timings
     view = ClusterView()
-    scheduler = Scheduler()
+    ceiling = OwnerCeiling(client)
     reconciler = AgentReconciler(
         client=client,
         view=view,
         events=EventRecorder(client, instance=config.instance),
-        scheduler=scheduler,
         settings=config.settings,
+        ceiling=ceiling,
     )
-    runtime = Runtime(
+    namespaces = list(config.namespaces)
+    watches = (len(KINDS) + 1) * max(1, len(namespaces)) + 6  # owned kinds and agents per scope; the references
+    # Its own connection pool: long-lived watches must never take the connections the reconciler writes with.
+    watcher = KubeClient(copy.deepcopy(configuration), field_manager=naming.FIELD_MANAGER, max_in_flight=watches + 4)
+    queue: WorkQueue[AgentKey] = WorkQueue(
+        base_delay=timings.retry_initial.total_seconds(), max_delay=timings.retry_max.total_seconds()
+    )
+    controller = Controller(
+        view,
+        reconcile=reconciler.reconcile,
+        queue=queue,
+        on_rbac=ceiling.invalidate,
+        workers=2 * config.max_in_flight,  # a pass waits on the API about half its time
+    )
+    agents = AgentWatch(
+        watcher, on_change=controller.agent, namespaces=namespaces, all_namespaces=config.all_namespaces
+    )
+    owned = OwnedObjects(
+        watcher,
+        view,
+        on_drift=controller.agent,  # a burst of changes to one agent's objects is one pass
+        namespaces=namespaces,
+        all_namespaces=config.all_namespaces,
+    )
+    references = References(
+        watcher,
+        on_cluster_role=controller.cluster_role,
+        on_policy=controller.policy,
+        on_namespace=controller.namespace,
+        on_rbac=controller.rbac,
+    )
+    view.indexes = Indexes(
+        agents=agents.index,
+        owned=owned.index,
+        cluster_roles=references.cluster_roles.values,
+        policies=references.policies.values,
+        namespaces=references.namespaces.values,
+    )
+    return Runtime(
         configuration=configuration,
         client=client,
+        watcher=watcher,
         view=view,
-        scheduler=scheduler,
         reconciler=reconciler,
         admission=AgentAdmission(client),
         pods=PodAdmission(client, config.pod_identity) if config.pod_identity is not None else None,
         policy_status=PolicyStatusWriter(
-            client=client, view=view, interval=config.settings.timings.policy_status_interval.total_seconds()
+            client=client,
+            view=view,
+            clock=reconciler.clock,
+            interval=timings.policy_status_interval.total_seconds(),
         ),
+        controller=controller,
+        agents=agents,
+        owned=owned,
+        references=references,
     )
-    namespaces = list(config.namespaces)
-    watches = (len(KINDS) + 1) * max(1, len(namespaces))
-    # Its own connection pool: long-lived watches must never take the connections the reconciler writes with.
-    watcher = KubeClient(copy.deepcopy(configuration), field_manager=naming.FIELD_MANAGER, max_in_flight=watches + 4)
-    runtime.agents = AgentWatch(
-        watcher,
-        reconcile=reconciler.reconcile,
-        ready=runtime.passes_may_start,
-        namespaces=namespaces,
-        all_namespaces=config.all_namespaces,
-        workers=2 * config.max_in_flight,  # a pass waits on the API about half its time
-    )
-    runtime.owned = OwnedObjects(
-        watcher,
-        view,
-        on_drift=runtime.agents.queue,  # a burst of changes to one agent's objects is one pass
-        namespaces=namespaces,
-        all_namespaces=config.all_namespaces,
-    )
-    return runtime
 
 
 async def run_operator(
@@ -146,7 +175,6 @@ async def run_operator(
     stop_flag: Any = None,  # threading.Event / asyncio.Event / Future: set it to stop the operator
     ready_flag: Any = None,  # set by Kopf once the operator is up
 ) -> None:
-    kopfpatches.apply()  # Kopf 1.45's index readiness is quadratic in the number of watched objects
     runtime = await build_runtime(config)
     if config.metrics_port is not None:
         metrics.serve(config.metrics_port)

@@ -13,7 +13,7 @@ import contextlib
 import json
 import os
 import random
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -31,6 +31,7 @@ APPLY_PATCH = "application/apply-patch+yaml"
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 _RETRIES = 5
+PAGE_SIZE = "500"
 
 
 async def load_configuration(kubeconfig: str | None = None, context: str | None = None) -> aio_client.Configuration:
@@ -165,18 +166,23 @@ class KubeClient:
     async def list(
         self, resource: Resource, namespace: str | None = None, *, label_selector: str | None = None
     ) -> list[JsonObject]:
-        query = {"labelSelector": label_selector} if label_selector else None
-        items: list[JsonObject] = []
+        query = {"labelSelector": label_selector} if label_selector else {}
+        return [item async for page in self.pages(resource, namespace, query) for item in page.get("items") or []]
+
+    async def pages(
+        self, resource: Resource, namespace: str | None, query: Mapping[str, str]
+    ) -> AsyncIterator[JsonObject]:
+        """One consistent list, page by page (the one place that follows ``continue`` tokens)."""
         continue_token: str | None = None
         while True:
-            page_query = dict(query or {}, limit="500")
+            page_query = dict(query, limit=PAGE_SIZE)
             if continue_token:
                 page_query["continue"] = continue_token
             page = await self.request("GET", resource.path(namespace), query=page_query)
-            items.extend(page.get("items", []))
-            continue_token = page.get("metadata", {}).get("continue")
+            continue_token = (page.get("metadata") or {}).get("continue")
+            yield page
             if not continue_token:
-                return items
+                return
 
     async def create(self, resource: Resource, body: JsonObject, namespace: str | None = None) -> JsonObject:
         """POST; raises ``errors.Conflict`` (409 AlreadyExists) if an object of that name exists."""

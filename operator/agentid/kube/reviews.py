@@ -1,7 +1,8 @@
 """SubjectAccessReview: may this user (or group) do this verb on this resource in this namespace?
 
-Called by the admission webhook for the requester ceiling and the owner ceiling. Checks run concurrently with
-a bound; the first denial is reported with the attribute that failed.
+Called by the admission webhook (requester and owner ceilings) and the reconciler (owner ceiling, via
+``agentid.reconcile.ceiling``). Checks run concurrently with a bound; the first denial is reported with the
+attribute that failed.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from agentid.api.v1alpha1 import AgentIdentitySpec, PolicyRule
 from agentid.kube import resources
 from agentid.kube.client import KubeClient
 
@@ -83,3 +85,49 @@ async def first_denied(client: KubeClient, subject: Subject, attempts: Iterable[
 
     results = await asyncio.gather(*(check(attempt) for attempt in ordered))
     return next((attempt for attempt, ok in zip(ordered, results, strict=True) if not ok), None)
+
+
+def owner_subject(spec: AgentIdentitySpec) -> Subject:
+    """The agent's accountable owner as a SubjectAccessReview subject (a group owner: any member)."""
+    if spec.owner.kind == "Group":
+        return Subject(groups=(spec.owner.name, "system:authenticated"))
+    return Subject(user=spec.owner.name, groups=("system:authenticated",))
+
+
+def rule_attempts(rule: PolicyRule, namespace: str) -> list[Attempt]:
+    """Every (verb, group, resource, name) one of the agent's rules grants."""
+    return [
+        Attempt(
+            verb,
+            group,
+            resource,
+            namespace,
+            name,
+            f"{verb} {_where(group, resource)}" + (f" named {name}" * bool(name)),
+        )
+        for group in rule.api_groups
+        for resource in rule.resources
+        for verb in rule.verbs
+        for name in rule.resource_names or [""]
+    ]
+
+
+def cluster_role_attempts(rules: Iterable[Mapping[str, Any]], namespace: str) -> list[Attempt]:
+    """What binding a ClusterRole in ``namespace`` grants (a RoleBinding never grants non-resource URLs)."""
+    return [
+        Attempt(verb, group, resource, namespace, name, f"{verb} {_where(group, resource)}")
+        for rule in rules
+        if not rule.get("nonResourceURLs")
+        for group in rule.get("apiGroups") or [""]
+        for resource in rule.get("resources") or []
+        for verb in rule.get("verbs") or []
+        for name in rule.get("resourceNames") or [""]
+    ]
+
+
+def bind_attempt(cluster_role: str, namespace: str) -> Attempt:
+    return Attempt("bind", "rbac.authorization.k8s.io", "clusterroles", namespace, cluster_role, f"bind {cluster_role}")
+
+
+def _where(group: str, resource: str) -> str:
+    return f"{resource}.{group}" if group else resource

@@ -27,7 +27,6 @@ from agentid.kube.resources import Resource
 logger = logging.getLogger(__name__)
 
 WATCH_SECONDS = 290  # the apiserver ends each watch after this; we re-watch from the last resourceVersion
-_PAGE = "500"
 T = TypeVar("T")
 T_contra = TypeVar("T_contra", contravariant=True)
 
@@ -78,12 +77,8 @@ async def list_all(
 ) -> Listed[T]:
     """A consistent list (all pages of one snapshot) with its resourceVersion, each object projected."""
     items: list[T] = []
-    continue_token: str | None = None
-    while True:
-        query = dict(selector.query(), limit=_PAGE)
-        if continue_token:
-            query["continue"] = continue_token
-        page = await client.request("GET", resource.path(selector.namespace), query=query)
+    metadata: dict[str, Any] = {}
+    async for page in client.pages(resource, selector.namespace, selector.query()):
         kind = str(page.get("kind") or "").removesuffix("List")
         for body in page.get("items") or []:
             body.setdefault("apiVersion", page.get("apiVersion"))  # items of a list come without them
@@ -91,9 +86,7 @@ async def list_all(
             items.append(project(body))
         metadata = page.get("metadata") or {}
         del page
-        continue_token = metadata.get("continue")
-        if not continue_token:
-            return Listed(items, str(metadata.get("resourceVersion") or ""))
+    return Listed(items, str(metadata.get("resourceVersion") or ""))
 
 
 async def informer(

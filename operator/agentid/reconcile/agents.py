@@ -1,9 +1,14 @@
-"""The level-triggered reconciliation of one AgentIdentity: gather -> plan -> apply -> observe -> status.
+"""The level-triggered reconciliation of one AgentIdentity: gather -> plan -> apply -> status -> announce.
 
-Called by the Kopf handlers (every watch event of an agent, drift seen on an owned object, a ClusterRole
-change) and by its own scheduler (rotation, retirement, expiry, periodic resync with jitter, retries). Create,
-resume, update, timers and drift repair are all this one path. Passes for one agent never overlap (a lock per
-agent UID); passes for different agents run concurrently.
+gather reads (the view; live lookups only for what the watch cannot show; SubjectAccessReviews under an owner
+ceiling); plan is pure (``_plan``: objects, deletions via ``lifecycle.removal``, the key step); apply writes (the
+key first, then deletes, then objects) and never re-plans: a stranger found by a create ends the pass, and the next
+one plans with it; status and Events come from the pure ``lifecycle`` functions.
+
+Called only by ``agentid.reconcile.controller``, for a key off its work queue: every trigger (the agent's watch
+events, drift on its objects, ClusterRole, policy and namespace changes, its timers, retries) comes that way.
+Create, resume, update, timers and drift repair are all this one path. The queue never runs two passes of one
+agent at once; passes for different agents run concurrently. A pass returns when it wants the next one.
 """
 
 from __future__ import annotations
@@ -14,33 +19,36 @@ import datetime as dt
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import pydantic
 
 from agentid import audit, metrics
-from agentid.api.v1alpha1 import AgentIdentity, KeyStatus, Phase, SupervisionMode
+from agentid.api.v1alpha1 import AgentIdentity, Phase, SupervisionMode
 from agentid.domain import (
     admitted,
     attribution,
+    conditions,
     desired,
     keyring,
     keys,
     lifecycle,
     naming,
+    ownership,
     policy,
     projections,
     reasons,
 )
 from agentid.domain.keyring import KeyAction, ObservedKey
 from agentid.domain.lifecycle import DELETE_ORDER, ObjectPlan, ObjectRef, Observed
+from agentid.domain.ownership import ObjectName, Owner
 from agentid.domain.settings import OperatorSettings
-from agentid.domain.supervision import NO_ACCESS, Access, Withheld
+from agentid.domain.supervision import NO_ACCESS, Access
 from agentid.kube import errors, resources
 from agentid.kube.client import KubeClient
 from agentid.kube.events import EventRecorder
-from agentid.reconcile.scheduler import Scheduler
+from agentid.reconcile.ceiling import OwnerCeiling
 from agentid.reconcile.view import ClusterView
 
 logger = logging.getLogger(__name__)
@@ -61,50 +69,64 @@ class AgentReconciler:
         client: KubeClient,
         view: ClusterView,
         events: EventRecorder,
-        scheduler: Scheduler,
         settings: OperatorSettings,
+        ceiling: OwnerCeiling | None = None,
         clock: Callable[[], dt.datetime] = utc_now,
     ) -> None:
         self.client = client
+        self.ceiling = ceiling
         self.view = view
         self.events = events
-        self.scheduler = scheduler
         self.settings = settings
         self.clock = clock
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._failures: dict[str, int] = {}
         self._latest: dict[str, Body] = {}  # the agent as our own last write returned it
-        self._foreign_accounts: set[str] = set()  # agents whose ServiceAccount name is taken by a stranger
+        # agent UID -> derived names a stranger's object holds that the watch does not show (found by a create's
+        # 409): checked again live on every pass of that agent, and on a backoff until freed
+        self._taken: dict[str, set[ObjectName]] = {}
+        self._taken_checks: dict[str, int] = {}
         self._random = random.Random()  # noqa: S311 - jitter, not crypto
 
     # -- entry points ---------------------------------------------------------------------------------------
 
-    async def reconcile(self, body: Body) -> None:
+    async def reconcile(self, body: Body) -> float | None:
+        """One pass (the controller never runs two for one agent at once). Returns the seconds until the agent's
+        next pass (its next rotation, retirement or expiry, else a jittered resync), None once it is gone. An API
+        error is recorded where the user can see it, then raised: the controller retries with backoff."""
         metadata = body["metadata"]
         uid = metadata["uid"]
-        async with self._locks.setdefault(uid, asyncio.Lock()):
-            body = self._freshest(body)
-            started = time.monotonic()
-            try:
-                wakeup = await self._pass(body)
-            except errors.ApiError as error:
-                metrics.RECONCILES.labels(result="error").inc()
-                metrics.API_ERRORS.labels(reason=error.reason).inc()
-                wakeup = await self._failed(body, error)
-            else:
-                metrics.RECONCILES.labels(result="success").inc()
-                self._failures.pop(uid, None)
-            finally:
-                metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
+        body = self._freshest(body)
+        started = time.monotonic()
+        try:
+            wakeup = await self._pass(body)
+        except errors.ApiError as error:
+            metrics.RECONCILES.labels(result="error").inc()
+            metrics.API_ERRORS.labels(reason=error.reason).inc()
+            if not error.retryable and not metadata.get("deletionTimestamp"):
+                await self._record_failure(body, str(error)[:1024])
+            raise
+        else:
+            metrics.RECONCILES.labels(result="success").inc()
+        finally:
+            metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
         if metadata.get("deletionTimestamp") and wakeup is None:
             self._forget(body)
-        else:
-            self._schedule(body, wakeup)
+            return None
+        return self._delay(self._recheck(uid, wakeup))
+
+    def _recheck(self, uid: str, wakeup: dt.datetime | None) -> dt.datetime | None:
+        """A stranger's object the watch does not show is looked at again on a backoff, so the agent gets its
+        name once the stranger is gone."""
+        if uid not in self._taken:
+            return wakeup
+        checks = self._taken_checks[uid] = self._taken_checks.get(uid, 0) + 1
+        timings = self.settings.timings
+        recheck: dt.datetime = self.clock() + min(timings.retry_initial * 2 ** min(checks - 1, 16), timings.retry_max)
+        return recheck if wakeup is None else min(wakeup, recheck)
 
     def _freshest(self, body: Body) -> Body:
         """Events queued before our own writes carry older bodies; what our last write returned is newer."""
         latest = self._latest.get(body["metadata"]["uid"])
-        if latest is not None and _resource_version(latest) > _resource_version(body):
+        if latest is not None and projections.resource_version(latest) > projections.resource_version(body):
             return latest
         self._latest.pop(body["metadata"]["uid"], None)
         return body
@@ -112,11 +134,6 @@ class AgentReconciler:
     def _remember(self, written: Body) -> Body:
         self._latest[written["metadata"]["uid"]] = projections.compact_agent(written)
         return written
-
-    async def wake(self, namespace: str, name: str, uid: str) -> None:
-        body = self.view.agent_body(namespace, name)
-        if body is not None and body["metadata"]["uid"] == uid:
-            await self.reconcile(body)
 
     # -- one pass -------------------------------------------------------------------------------------------
 
@@ -130,19 +147,21 @@ class AgentReconciler:
             await self._finalize(agent, body)
             return None
         body = await self._ensure_finalizer(body)
+        owner = Owner.of(body)
         now = self.clock()
-        gathered = await self._gather(agent, now)
-        plan = _plan(agent, gathered)
+        gathered = await self._gather(agent, owner, now)
+        key_action = _key_step(agent, gathered, now)
         started = time.monotonic()
         try:
-            service_account_uid = await self._execute(agent, plan, gathered.observed)
-        except _ForeignServiceAccountError:
-            # Found while creating it: plan again without it, withdrawing any access that was bound to that name.
-            self._foreign_accounts.add(agent.metadata.uid)
-            access = Access(withheld=(*gathered.access.withheld, _foreign_account(agent)))
-            gathered = dataclasses.replace(gathered, access=access)
-            plan = _plan(agent, gathered)
-            service_account_uid = await self._execute(agent, plan, gathered.observed)
+            # The key first: the ServiceAccount the plan writes mirrors the keys the Secret then holds.
+            gathered = await self._apply_key(agent, owner, gathered, key_action, now)
+            plan = _plan(agent, gathered, now)
+            service_account_uid = await self._execute(agent, owner, plan, gathered.observed)
+        except _NameTakenError as taken:
+            # A name the watch did not show is a stranger's (nothing of it was written). The pass ends here and the
+            # next one, at once, plans with it held: withdrawing any access bound to that name, reporting it.
+            self._taken.setdefault(agent.metadata.uid, set()).add(taken.name)
+            return now
         withdrawal = _withdrawal_kind(agent, gathered.terminal)
         if withdrawal is not None and any(ref.kind == "RoleBinding" for ref in plan.deletes):
             metrics.REVOCATION_SECONDS.labels(kind=withdrawal).observe(time.monotonic() - started)
@@ -153,10 +172,10 @@ class AgentReconciler:
         await self._announce(agent, body, events, agent_id=gathered.agent_id, now=now)
         return lifecycle.next_wakeup(agent, status)
 
-    async def _gather(self, agent: AgentIdentity, now: dt.datetime) -> Gathered:
-        """What the cluster holds and what the policies say; the key is made sure of here (it is generated, not
-        planned, and its Secret is the source of truth for everything after)."""
-        observed = self.view.observe(agent)
+    async def _gather(self, agent: AgentIdentity, owner: Owner, now: dt.datetime) -> Gathered:
+        """What the cluster holds and what the policies (and, under an owner ceiling, the owner's rights) allow.
+        Reads only: the view, and live lookups of what the watch cannot show (strangers, unlabelled objects)."""
+        observed = self.view.observe(agent, owner)
         governing = self.view.policy_for(agent.namespace)
         gathered = Gathered(
             agent_id=naming.agent_id(self.settings.trust_domain, agent.namespace, agent.name),
@@ -164,17 +183,59 @@ class AgentReconciler:
             observed=observed,
             governing=governing,
             key=observed.key,
+            taken=frozenset(observed.strangers | await self._still_taken(agent, owner)),
         )
         if gathered.terminal is not None:
-            return gathered
+            if agent.status.phase.terminal:
+                return gathered
+            unlisted = await self._unlisted(agent, owner, observed, gathered.taken)
+            return dataclasses.replace(gathered, unlisted=unlisted)
         cluster_roles = self.view.cluster_roles(agent.spec.cluster_role_refs)
         proof = admitted.parse(agent.metadata.annotations)
         access = policy.governed_access(agent.spec, governing, cluster_roles, now, proof)
-        if agent.metadata.uid in self._foreign_accounts and await self._name_still_taken(agent):
-            access = Access(withheld=(*access.withheld, _foreign_account(agent)))  # bind nothing to someone else's SA
-        key, action = await self._ensure_key(agent, observed, now)
-        published = tuple(keyring.key_statuses(key, now=now))
-        return dataclasses.replace(gathered, access=access, key=key, key_action=action, published=published)
+        if governing.owner_ceiling and self.ceiling is not None and not access.empty:
+            access = await self.ceiling.restrict(agent.spec, agent.namespace, access, cluster_roles)
+        return _held(agent, dataclasses.replace(gathered, access=access), gathered.taken)
+
+    async def _apply_key(
+        self, agent: AgentIdentity, owner: Owner, gathered: Gathered, action: KeyAction | None, now: dt.datetime
+    ) -> Gathered:
+        """The first write of a pass: the planned key step (the key itself is generated here, and its Secret is the
+        source of truth for everything after). Raises ``_NameTakenError`` if the key Secret's name is a stranger's."""
+        if action is None:
+            return gathered
+        key, action = await self._ensure_key(agent, owner, gathered.observed, action, now)
+        return dataclasses.replace(gathered, key=key, key_action=action)
+
+    async def _still_taken(self, agent: AgentIdentity, owner: Owner) -> set[ObjectName]:
+        """Of the names a stranger held at an earlier pass (unwatched objects), those it still holds. Checked live;
+        rare (only for agents in conflict)."""
+        remembered = self._taken.get(agent.metadata.uid)
+        if not remembered:
+            return set()
+        for kind, name in sorted(remembered):
+            live = await self.client.get(resources.BY_KIND[kind], name, agent.namespace)
+            if live is None or ownership.owns(owner, live):
+                remembered.discard((kind, name))
+        if not remembered:
+            self._taken.pop(agent.metadata.uid, None)
+            self._taken_checks.pop(agent.metadata.uid, None)
+        return set(remembered)
+
+    async def _unlisted(
+        self, agent: AgentIdentity, owner: Owner, observed: Observed, taken: frozenset[ObjectName]
+    ) -> tuple[ObjectRef, ...]:
+        """Revocation and deletion must leave nothing of the agent behind, also objects that lost their labels
+        (and so the watch): every derived name the watch does not show is looked up, and deleted if the agent
+        owns it. A stranger's object of such a name is left alone."""
+        found: list[ObjectRef] = []
+        for kind, name in naming.derived(agent.name, agent.spec.cluster_role_refs):
+            if observed.get(kind, name) is not None or (kind, name) in taken:
+                continue
+            live = await self.client.get(resources.BY_KIND[kind], name, agent.namespace)
+            if live is not None and ownership.owns(owner, live):
+                found.append(ObjectRef(kind, name, str(live["metadata"]["uid"])))
+        return tuple(found)
 
     def _outcome(
         self,
@@ -189,7 +250,7 @@ class AgentReconciler:
         return lifecycle.Outcome(
             phase=lifecycle.phase_for(agent, gathered.access, gathered.terminal),
             access=gathered.access,
-            keys=gathered.published if live else (),
+            keys=tuple(keyring.key_statuses(gathered.key, now=now)) if gathered.key is not None and live else (),
             key=gathered.key if live else None,
             service_account_uid=service_account_uid,
             key_action=gathered.key_action,
@@ -205,28 +266,26 @@ class AgentReconciler:
             ),
         )
 
-    def _retiring_after(self, agent: AgentIdentity, replaced: ObservedKey | None, now: dt.datetime) -> tuple[Any, ...]:
-        window = keyring.retirement_window(agent.spec.credentials, self.settings.timings.key_overlap_allowance)
-        return keyring.retiring_after(replaced, now=now, window=window)
-
     # -- keys -----------------------------------------------------------------------------------------------
 
     async def _ensure_key(
-        self, agent: AgentIdentity, objects: Observed, now: dt.datetime
+        self, agent: AgentIdentity, owner: Owner, objects: Observed, action: KeyAction, now: dt.datetime
     ) -> tuple[ObservedKey, KeyAction]:
+        """The agent's key, made or kept as planned (a key Secret of its own found on creating it is adopted); a
+        key Secret name held by a stranger raises ``_NameTakenError``."""
         credentials = agent.spec.credentials
         observed = objects.key
-        action = keyring.key_action(credentials, observed, had_keys=bool(agent.status.keys), now=now)
         if action is KeyAction.KEEP and observed is not None:
             summary = objects.get("Secret", naming.key_secret(agent.name))
             if summary is not None and not lifecycle.contains(summary, _key_secret_shape(agent, observed)):
                 live = await self.client.get(resources.SECRETS, naming.key_secret(agent.name), agent.namespace)
-                if live is not None:
-                    await self._apply_key_secret(agent, live, observed)  # labels, owner, annotations put back
+                if live is not None and ownership.owns(owner, live):
+                    await self._apply_key_secret(agent, live, observed)  # labels, annotations put back
             return observed, action
         signing_key = keys.generate(credentials.key_algorithm)
+        window = keyring.retirement_window(credentials, self.settings.timings.key_overlap_allowance)
         replaced = observed if action in (KeyAction.ROTATE, KeyAction.CHANGE_ALGORITHM) else None
-        retiring = self._retiring_after(agent, replaced, now)
+        retiring = keyring.retiring_after(replaced, now=now, window=window)  # a lost key is not published again
         created = ObservedKey(signing_key.key_id, credentials.key_algorithm, now, dict(signing_key.jwk), retiring)
         manifest = desired.key_secret(
             agent,
@@ -236,7 +295,7 @@ class AgentReconciler:
             created_at=now.isoformat(),
             retiring=retiring,
         )
-        owner = (agent.namespace, agent.name)
+        agent_key = (agent.namespace, agent.name)
         if action in (KeyAction.CREATE, KeyAction.REPLACE_LOST):
             # Create, never overwrite: the index may lag or the Secret may have lost its labels, and a second key
             # must never replace a first one on hearsay. If it exists, the key in it is adopted.
@@ -244,72 +303,70 @@ class AgentReconciler:
                 written = await self.client.create(resources.SECRETS, manifest, agent.namespace)
             except errors.Conflict:
                 live = await self.client.get(resources.SECRETS, naming.key_secret(agent.name), agent.namespace)
-                recovered = projections.observed_key(live) if live is not None else None
-                if live is not None and recovered is not None:
-                    await self._apply_key_secret(agent, live, recovered)  # labels and owner put back if removed
+                if live is None or not ownership.owns(owner, live):  # (gone again: the next pass creates it)
+                    raise _NameTakenError(("Secret", naming.key_secret(agent.name))) from None
+                recovered = projections.observed_key(live)
+                if recovered is not None:
+                    await self._apply_key_secret(agent, live, recovered)  # labels put back if removed
                     action = keyring.key_action(credentials, recovered, had_keys=True, now=now)
                     if action is KeyAction.KEEP:
                         return recovered, action
-                written = await self.client.apply(resources.SECRETS, manifest)  # unusable, or due for rotation
-            self.view.record_written(owner, "Secret", written, created)
+                written = await self.client.apply(resources.SECRETS, _pinned(manifest, live))  # unusable, or due
+            self.view.record_written(agent_key, "Secret", written, created)
             return created, action
-        written = await self.client.apply(resources.SECRETS, manifest)  # rotation: the new key replaces the old
-        self.view.record_written(owner, "Secret", written, created)
+        current = objects.get("Secret", naming.key_secret(agent.name))  # rotation: the new key replaces the old
+        written = await self.client.apply(resources.SECRETS, _pinned(manifest, current))
+        self.view.record_written(agent_key, "Secret", written, created)
         return created, action
 
     async def _apply_key_secret(self, agent: AgentIdentity, live: Body, key: ObservedKey) -> None:
         manifest = {**_key_secret_shape(agent, key), "data": dict(live.get("data") or {})}  # the live key, unchanged
         if lifecycle.contains(live, manifest):
             return
-        written = await self.client.apply(resources.SECRETS, manifest)
+        written = await self.client.apply(resources.SECRETS, _pinned(manifest, live))
         self.view.record_written((agent.namespace, agent.name), "Secret", written, key)
 
     # -- writes ---------------------------------------------------------------------------------------------
 
-    async def _execute(self, agent: AgentIdentity, plan: ObjectPlan, observed: Observed) -> str | None:
+    async def _execute(self, agent: AgentIdentity, owner: Owner, plan: ObjectPlan, observed: Observed) -> str | None:
         """Deletes first (access shrinks before anything grows), stage by stage; then SA and Role, then bindings."""
-        owner = (agent.namespace, agent.name)
+        agent_key = (agent.namespace, agent.name)
         for kind in DELETE_ORDER:
             refs = [ref for ref in plan.deletes if ref.kind == kind]
-            await asyncio.gather(*(self._delete(owner, agent.namespace, ref) for ref in refs))
+            await asyncio.gather(*(self._delete(agent_key, agent.namespace, ref) for ref in refs))
         service_account = observed.get("ServiceAccount", naming.service_account(agent.name))
         uid = str(service_account["metadata"].get("uid")) if service_account else None
         for kinds in (("ServiceAccount", "Role"), ("RoleBinding",)):
             stage = [manifest for manifest in plan.applies if manifest["kind"] in kinds]
-            written = await asyncio.gather(*(self._write(agent, m, observed) for m in stage))
+            written = await asyncio.gather(*(self._write(agent, owner, m, observed) for m in stage))
             for manifest, body in zip(stage, written, strict=True):
-                self.view.record_written(owner, manifest["kind"], body)
+                self.view.record_written(agent_key, manifest["kind"], body)
                 if manifest["kind"] == "ServiceAccount":
                     uid = str(body["metadata"]["uid"])
         deleted_service_account = any(ref.kind == "ServiceAccount" for ref in plan.deletes)
         return None if deleted_service_account else uid
 
-    async def _name_still_taken(self, agent: AgentIdentity) -> bool:
-        """For an agent whose ServiceAccount name was taken: still so? (Checked live; rare.)"""
-        live = await self.client.get(resources.SERVICE_ACCOUNTS, naming.service_account(agent.name), agent.namespace)
-        if live is not None and not _owned_by(live, agent):
-            return True
-        self._foreign_accounts.discard(agent.metadata.uid)
-        return False
-
-    async def _write(self, agent: AgentIdentity, manifest: Manifest, observed: Observed) -> Body:
+    async def _write(self, agent: AgentIdentity, owner: Owner, manifest: Manifest, observed: Observed) -> Body:
         """Objects the index does not know are created (cheaper for the apiserver than an apply, and a name taken
-        by someone else shows as a conflict); known ones are server-side applied."""
+        by someone else shows as a conflict); the agent's own are server-side applied, pinned to their UID."""
         resource = resources.BY_KIND[manifest["kind"]]
-        if observed.get(manifest["kind"], manifest["metadata"]["name"]) is not None:
-            return await self.client.apply(resource, manifest)
+        current = observed.get(manifest["kind"], manifest["metadata"]["name"])
+        if current is not None:
+            return await self.client.apply(resource, _pinned(manifest, current))
         try:
             return await self.client.create(resource, manifest, agent.namespace)
         except errors.Conflict:
-            if manifest["kind"] == "ServiceAccount":
-                live = await self.client.get(resource, manifest["metadata"]["name"], agent.namespace)
-                if live is not None and not _owned_by(live, agent):
-                    raise _ForeignServiceAccountError from None
-            return await self.client.apply(resource, manifest)  # ours, unknown to the index (lost labels)
+            live = await self.client.get(resource, manifest["metadata"]["name"], agent.namespace)
+            if live is None or not ownership.owns(owner, live):
+                raise _NameTakenError((manifest["kind"], manifest["metadata"]["name"])) from None
+            return await self.client.apply(resource, _pinned(manifest, live))  # ours, unknown to the index
 
-    async def _delete(self, owner: tuple[str, str], namespace: str, ref: ObjectRef) -> None:
+    async def _delete(self, agent_key: tuple[str, str], namespace: str, ref: ObjectRef) -> None:
+        """Only ever the agent's own object: the UID precondition fails if a stranger's took its name since."""
+        if ref.uid is None:
+            raise ValueError(f"refusing to delete {ref.kind} {ref.name} without knowing it is the agent's")
         await self.client.delete(resources.BY_KIND[ref.kind], ref.name, namespace, uid=ref.uid)
-        self.view.record_deleted(owner, ref.kind, ref.name)
+        self.view.record_deleted(agent_key, ref.kind, ref.name)
 
     async def _ensure_finalizer(self, body: Body) -> Body:
         """Our finalizer goes on before any owned object exists, so deletion always runs the cleanup."""
@@ -340,11 +397,10 @@ class AgentReconciler:
         finalizers = list(metadata.get("finalizers") or [])
         if naming.FINALIZER not in finalizers:
             return
-        observed = self.view.observe(agent)
-        plan = _with_well_known_deletes(
-            agent, lifecycle.plan_objects(agent, observed, access=NO_ACCESS, agent_id="", terminal=True)
-        )
-        await self._execute(agent, plan, observed)
+        owner = Owner.of(body)
+        observed = self.view.observe(agent, owner)
+        unlisted = await self._unlisted(agent, owner, observed, observed.strangers)
+        await self._execute(agent, owner, lifecycle.removal(agent, observed, unlisted), observed)
         deleted = lifecycle.EventSpec("Normal", reasons.EVENT_DELETED, DELETED_NOTE, "Delete")
         await self._announce(agent, body, [deleted], agent_id=agent.status.agent_id or "", now=self.clock())
         remaining = [name for name in finalizers if name != naming.FINALIZER]
@@ -356,51 +412,30 @@ class AgentReconciler:
 
     def _forget(self, body: Body) -> None:
         metadata = body["metadata"]
-        self._foreign_accounts.discard(metadata["uid"])
-        self.scheduler.cancel(metadata["uid"])
-        self._locks.pop(metadata["uid"], None)
-        self._failures.pop(metadata["uid"], None)
+        self._taken.pop(metadata["uid"], None)
+        self._taken_checks.pop(metadata["uid"], None)
         self._latest.pop(metadata["uid"], None)
         self.view.forget((metadata["namespace"], metadata["name"]))
 
     # -- failure, scheduling, announcements -----------------------------------------------------------------
 
-    async def _failed(self, body: Body, error: errors.ApiError) -> dt.datetime:
-        metadata = body["metadata"]
-        failures = self._failures[metadata["uid"]] = self._failures.get(metadata["uid"], 0) + 1
-        timings = self.settings.timings
-        delay = min(timings.retry_initial * 2 ** min(failures - 1, 16), timings.retry_max)
-        logger.warning(
-            "reconcile of %s/%s failed (attempt %d, retry in %s): %s",
-            metadata["namespace"],
-            metadata["name"],
-            failures,
-            delay,
-            error,
-        )
-        if not error.retryable and not metadata.get("deletionTimestamp"):
-            await self._record_failure(body, str(error)[:1024])
-        retry_at: dt.datetime = self.clock() + delay
-        return retry_at
-
     async def _record_failure(self, body: Body, message: str) -> None:
         """Ready=False/ApplyFailed with the apiserver's message (and one Event per distinct message)."""
-        status = dict(body.get("status") or {})
-        conditions = [c for c in status.get("conditions", []) if c.get("type") != reasons.READY]
-        previous: dict[str, Any] = next((c for c in status.get("conditions", []) if c.get("type") == reasons.READY), {})
+        current = body.get("status") or {}
+        previous: Mapping[str, Any] = next(
+            (c for c in current.get("conditions") or [] if c.get("type") == reasons.READY), {}
+        )
         if previous.get("reason") == reasons.APPLY_FAILED and previous.get("message") == message:
             return
-        status["conditions"] = [
-            *conditions,
-            {
-                "type": reasons.READY,
-                "status": "False",
-                "reason": reasons.APPLY_FAILED,
-                "message": message,
-                "observedGeneration": body["metadata"].get("generation", 0),
-                "lastTransitionTime": _json_time(self.clock()),
-            },
-        ]
+        status = conditions.set_in_status(
+            current,
+            type_=reasons.READY,
+            status_="False",
+            reason=reasons.APPLY_FAILED,
+            message=message,
+            generation=body["metadata"].get("generation", 0),
+            now=self.clock(),
+        )
         try:
             await self._write_status(body, status)
         except errors.ApiError as status_error:
@@ -410,15 +445,13 @@ class AgentReconciler:
             body, type_="Warning", reason=reasons.EVENT_RECONCILE_FAILED, note=message, action="Reconcile", now=now
         )
 
-    def _schedule(self, body: Body, wakeup: dt.datetime | None) -> None:
-        metadata = body["metadata"]
+    def _delay(self, wakeup: dt.datetime | None) -> float:
         timings = self.settings.timings
         jitter = self._random.uniform(0, timings.resync_jitter.total_seconds())
         delay = timings.resync_interval.total_seconds() + jitter
         if wakeup is not None:
             delay = min(delay, (wakeup - self.clock()).total_seconds() + 0.05)
-        namespace, name, uid = metadata["namespace"], metadata["name"], metadata["uid"]
-        self.scheduler.schedule(uid, delay, lambda: self.wake(namespace, name, uid))
+        return max(delay, 0.0)
 
     async def _announce(
         self, agent: AgentIdentity, body: Body, events: list[lifecycle.EventSpec], *, agent_id: str, now: dt.datetime
@@ -441,56 +474,43 @@ class AgentReconciler:
             )
 
 
-def _with_well_known_deletes(agent: AgentIdentity, plan: ObjectPlan) -> ObjectPlan:
-    """Revocation and deletion also delete by name: an object that lost its labels must not survive."""
-    refs = {(ref.kind, ref.name): ref for ref in plan.deletes}
-    well_known = [
-        ("RoleBinding", naming.role_binding(agent.name)),
-        *(("RoleBinding", naming.cluster_role_binding(agent.name, role)) for role in agent.spec.cluster_role_refs),
-        ("Role", naming.role(agent.name)),
-        ("Secret", naming.key_secret(agent.name)),
-        ("ServiceAccount", naming.service_account(agent.name)),
-    ]
-    for kind, name in well_known:
-        refs.setdefault((kind, name), ObjectRef(kind, name))
-    ordered = sorted(refs.values(), key=lambda ref: (DELETE_ORDER.index(ref.kind), ref.name))
-    return ObjectPlan(applies=(), deletes=tuple(ordered), repaired=plan.repaired)
-
-
 def _invalid_status(body: Body, error: pydantic.ValidationError, now: dt.datetime) -> dict[str, Any]:
     """A spec the API server accepted but agentid cannot parse (e.g. a newer schema): say so, grant nothing new."""
     first = error.errors()[0] if error.errors() else {"loc": (), "msg": str(error)}
     where = ".".join(str(part) for part in first.get("loc", ()))
-    status = dict(body.get("status") or {})
-    ready = {
-        "type": reasons.READY,
-        "status": "False",
-        "reason": "InvalidSpec",
-        "message": f"{where}: {first.get('msg')}"[:1024],
-        "observedGeneration": body["metadata"].get("generation", 0),
-        "lastTransitionTime": _json_time(now),
-    }
-    status["conditions"] = [c for c in status.get("conditions", []) if c.get("type") != reasons.READY] + [ready]
-    return status
-
-
-class _ForeignServiceAccountError(Exception):
-    """The agent's ServiceAccount name is taken by a ServiceAccount this agent does not own."""
-
-
-def _owned_by(body: Body, agent: AgentIdentity) -> bool:
-    owners = (body.get("metadata") or {}).get("ownerReferences") or []
-    return any(owner.get("uid") == agent.metadata.uid for owner in owners)
-
-
-def _foreign_account(agent: AgentIdentity) -> Withheld:
-    name = naming.service_account(agent.name)
-    return Withheld(
-        reasons.SERVICE_ACCOUNT_CONFLICT,
-        f"ServiceAccount {name} exists and does not belong to this agent; delete or rename it (agentid never "
-        "adopts a ServiceAccount it did not create)",
-        problem=True,
+    return conditions.set_in_status(
+        body.get("status") or {},
+        type_=reasons.READY,
+        status_="False",
+        reason=reasons.INVALID_SPEC,
+        message=f"{where}: {first.get('msg')}"[:1024],
+        generation=body["metadata"].get("generation", 0),
+        now=now,
     )
+
+
+class _NameTakenError(Exception):
+    """A create found the name held by an object this agent does not own."""
+
+    def __init__(self, name: ObjectName) -> None:
+        super().__init__(f"{name[0]} {name[1]} is not this agent's")
+        self.name = name
+
+
+def _pinned(manifest: Manifest, current: Body | None) -> Manifest:
+    """An apply that only succeeds on the object we looked at: should a stranger's object have taken the name
+    since, the UID differs and the apiserver refuses (the next pass sees the stranger)."""
+    uid = ((current or {}).get("metadata") or {}).get("uid")
+    if not uid:
+        return manifest
+    return {**manifest, "metadata": {**manifest["metadata"], "uid": uid}}
+
+
+def _held(agent: AgentIdentity, gathered: Gathered, taken: Iterable[ObjectName]) -> Gathered:
+    """The pass as it must go when strangers hold some of the agent's names (see ``ownership.withhold``)."""
+    taken = frozenset(taken)
+    access = ownership.withhold(gathered.access, ownership.conflicts(agent, taken))
+    return dataclasses.replace(gathered, taken=taken, access=access)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -504,24 +524,29 @@ class Gathered:
     access: Access = NO_ACCESS
     key: ObservedKey | None = None
     key_action: KeyAction = KeyAction.KEEP
-    published: tuple[KeyStatus, ...] = ()  # from the key Secret alone
+    taken: frozenset[ObjectName] = frozenset()  # derived names held by strangers
+    unlisted: tuple[ObjectRef, ...] = ()  # the agent's own objects the watch does not show (revocation only)
 
 
-def _plan(agent: AgentIdentity, gathered: Gathered) -> ObjectPlan:
-    terminal = gathered.terminal is not None
+def _key_step(agent: AgentIdentity, gathered: Gathered, now: dt.datetime) -> KeyAction | None:
+    """Pure: the key step (None: none, the agent is terminal or its key Secret's name is a stranger's)."""
+    if gathered.terminal is not None or ("Secret", naming.key_secret(agent.name)) in gathered.taken:
+        return None
+    had_keys = bool(agent.status.keys)
+    return keyring.key_action(agent.spec.credentials, gathered.observed.key, had_keys=had_keys, now=now)
+
+
+def _plan(agent: AgentIdentity, gathered: Gathered, now: dt.datetime) -> ObjectPlan:
+    """Pure: what to write and delete for what was gathered (after the key step: the ServiceAccount mirrors the
+    keys the key Secret publishes)."""
+    if gathered.terminal is not None:
+        return lifecycle.removal(agent, gathered.observed, gathered.unlisted)
+    published = keyring.key_statuses(gathered.key, now=now) if gathered.key is not None else []
     plan = lifecycle.plan_objects(
-        agent,
-        gathered.observed,
-        access=gathered.access,
-        agent_id=gathered.agent_id,
-        terminal=terminal,
-        published=gathered.published,
-    )
-    if any(item.reason == reasons.SERVICE_ACCOUNT_CONFLICT for item in gathered.access.withheld):
-        plan = lifecycle.without_applies_of(plan, "ServiceAccount")
-    if terminal and not agent.status.phase.terminal:
-        plan = _with_well_known_deletes(agent, plan)
-    return plan
+        agent, gathered.observed, access=gathered.access, agent_id=gathered.agent_id, terminal=False,
+        published=published,
+    )  # fmt: skip
+    return lifecycle.without_applies_to(plan, gathered.taken)
 
 
 def _key_secret_shape(agent: AgentIdentity, key: ObservedKey) -> dict[str, Any]:
@@ -542,14 +567,3 @@ def _withdrawal_kind(agent: AgentIdentity, terminal: Phase | None) -> str | None
     if agent.spec.supervision.mode is SupervisionMode.SUSPENDED:
         return "suspend"
     return None
-
-
-def _resource_version(body: Body) -> int:
-    try:
-        return int(body["metadata"].get("resourceVersion") or 0)
-    except ValueError:
-        return 0
-
-
-def _json_time(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")

@@ -1,20 +1,17 @@
-"""The operator's watch of AgentIdentities and its work queue: what triggers a reconcile pass, without Kopf.
+"""The operator's watch of AgentIdentities: every agent in memory, and a trigger on every change, without Kopf.
 
-Started by the handlers at startup, next to ``agentid.reconcile.owned``. One list+watch per scope keeps every
+Started with the other watches (``agentid.reconcile.owned``, ``.references``). One list+watch per scope keeps every
 agent in memory in compact form (``projections.compact_agent``: no managedFields, interned strings; listed page by
-page) as ``ClusterView.indexes.agents``, and queues the agent's key on every change; a fixed pool of workers takes
-keys off the queue and reconciles the agent as the index holds it then (level-triggered: a key queued twice is
-reconciled once, with the newest body). Kopf's index and event handler did the same with a worker, a raw body and
-a memory record per agent, all alive at once while it lists (its handlers wait for every index): at 5000 agents
-that was the larger part of the operator's memory (docs/benchmarks.md, P4). Passes start only once ``ready``
-says the rest of the view (owned objects, Kopf's ClusterRole, policy and namespace indexes) is complete.
+page) as ``ClusterView.indexes.agents``, and reports the agent's key on every change (``on_change``: the
+controller's work queue, where a key queued twice is reconciled once, with the newest body). Kopf's index and event
+handler did the same with a worker, a raw body and a memory record per agent, all alive at once while it lists: at
+5000 agents that was the larger part of the operator's memory (docs/benchmarks.md, P4).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from agentid.domain import projections
@@ -24,25 +21,7 @@ from agentid.kube.resources import AGENT_IDENTITIES
 from agentid.reconcile.owned import scopes, selected
 from agentid.reconcile.view import AgentKey
 
-logger = logging.getLogger(__name__)
 Body = Mapping[str, Any]
-WORKERS = 128  # passes in flight (the operator sizes it to its client's requests in flight)
-
-
-class _Agents(Mapping[AgentKey, tuple[Body, ...]]):
-    """(namespace, name) -> (body,): the shape of a Kopf index, which ``ClusterView`` reads."""
-
-    def __init__(self) -> None:
-        self.bodies: dict[AgentKey, Body] = {}
-
-    def __getitem__(self, key: AgentKey) -> tuple[Body, ...]:
-        return (self.bodies[key],)
-
-    def __iter__(self) -> Iterator[AgentKey]:
-        return iter(self.bodies)
-
-    def __len__(self) -> int:
-        return len(self.bodies)
 
 
 class AgentWatch:
@@ -50,33 +29,20 @@ class AgentWatch:
         self,
         client: KubeClient,
         *,
-        reconcile: Callable[[Body], Awaitable[None]],
-        ready: Callable[[], Awaitable[None]],
+        on_change: Callable[[AgentKey], None],
         namespaces: Sequence[str] = (),
         all_namespaces: bool = True,
-        workers: int = WORKERS,
     ) -> None:
         self.client = client
-        self.reconcile = reconcile
-        self.ready = ready
+        self.on_change = on_change
         self.scopes, self.patterns = scopes(namespaces, all_namespaces=all_namespaces)
-        self.index = _Agents()
+        self.index: dict[AgentKey, Body] = {}  # the compact body of every agent
         self.synced = asyncio.Event()
-        self._workers = workers
         self._listed: set[str | None] = set()
-        self._queue: asyncio.Queue[AgentKey] = asyncio.Queue()
-        self._queued: set[AgentKey] = set()
 
     async def run(self) -> None:
-        """Every scope and the workers, until cancelled."""
-        await asyncio.gather(
-            *(self._follow(scope) for scope in self.scopes), *(self._work() for _ in range(self._workers))
-        )
-
-    def queue(self, key: AgentKey) -> None:
-        if key not in self._queued:
-            self._queued.add(key)
-            self._queue.put_nowait(key)
+        """Every scope, until cancelled."""
+        await asyncio.gather(*(self._follow(scope) for scope in self.scopes))
 
     # -- feeding --------------------------------------------------------------------------------------------
 
@@ -95,41 +61,26 @@ class AgentWatch:
     def _replace(self, scope: str | None, bodies: Sequence[Body]) -> None:
         """After a (re)list: what changed meanwhile is queued (everything, the first time)."""
         fresh = {_key(body): body for body in bodies if selected(body, self.patterns)}
-        for key in [key for key in self.index.bodies if scope is None or key[0] == scope]:
+        for key in [key for key in self.index if scope is None or key[0] == scope]:
             if key not in fresh:
-                del self.index.bodies[key]
+                del self.index[key]
         for key, body in fresh.items():
-            known = self.index.bodies.get(key)
-            self.index.bodies[key] = body
+            known = self.index.get(key)
+            self.index[key] = body
             if known is None or _version(known) != _version(body):
-                self.queue(key)
+                self.on_change(key)
 
     def _changed(self, event_type: str, body: Body) -> None:
         if not selected(body, self.patterns):
             return
         key = _key(body)
         if event_type == "DELETED":
-            known = self.index.bodies.get(key)
+            known = self.index.get(key)
             if known is not None and known["metadata"].get("uid") == body["metadata"].get("uid"):
-                del self.index.bodies[key]
-            return
-        self.index.bodies[key] = body
-        self.queue(key)
-
-    # -- working --------------------------------------------------------------------------------------------
-
-    async def _work(self) -> None:
-        await self.ready()
-        while True:
-            key = await self._queue.get()
-            self._queued.discard(key)
-            body = self.index.bodies.get(key)
-            if body is None:
-                continue  # deleted meanwhile: the finalizer already ran, or there was nothing to clean up
-            try:
-                await self.reconcile(body)
-            except Exception:  # one agent's bug must not stop the others' passes
-                logger.exception("reconcile of %s/%s failed", *key)
+                del self.index[key]
+        else:
+            self.index[key] = body
+        self.on_change(key)
 
 
 def _key(body: Body) -> AgentKey:

@@ -2,7 +2,7 @@
 
 Started by the handlers at startup (``OwnedObjects.run``, a background task). Each kind is one list+watch
 (``kube.watch.informer``, server-side label selector) per scope that keeps the summaries the reconciler reads
-(``ClusterView.indexes.owned``, the shape Kopf's indexes had) and reports changes made by others (drift) to a
+(``ClusterView.indexes.owned``: kind -> agent -> uid -> summary) and reports changes made by others (drift) to a
 callback. Kopf gave every one of these objects a worker, a memory record and an index entry, and ran its
 per-event machinery for each: at 5000 agents that was 20,000 objects, most of the operator's memory and a third
 of its CPU while provisioning (docs/benchmarks.md). Passes wait for the first complete listing (``synced``), as
@@ -10,18 +10,17 @@ they waited for Kopf's indexes.
 
 Scopes follow the operator's namespaces: every namespace; or one watch per namespace when every pattern names a
 namespace exactly (what the Helm chart's namespaced Roles allow); or, for glob patterns, one cluster-wide watch
-filtered with Kopf's own pattern matching (that needs cluster-wide list/watch on these kinds).
+filtered by the same patterns (``agentid.domain.namespaces``) (that needs cluster-wide list/watch on these kinds).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kopf._cogs.structs import references
-
+from agentid.domain import namespaces as patterns_
 from agentid.domain import naming, projections
 from agentid.domain.keyring import ObservedKey
 from agentid.kube import resources, watch
@@ -36,30 +35,15 @@ KINDS: dict[str, Resource] = {
     "RoleBinding": resources.ROLE_BINDINGS,
 }
 SELECTOR = f"{naming.MANAGED_BY_LABEL}={naming.MANAGED_BY}"
-Drift = Callable[[AgentKey], None]  # queues a pass for the agent (agentid.reconcile.agentwatch)
-
-
-class _Values(Mapping[AgentKey, Iterable[Any]]):
-    """(namespace, agent) -> the values of that agent's objects of one kind (what a Kopf index returned)."""
-
-    def __init__(self) -> None:
-        self.by_agent: dict[AgentKey, dict[str, Any]] = {}
-
-    def __getitem__(self, key: AgentKey) -> Iterable[Any]:
-        return self.by_agent[key].values()
-
-    def __iter__(self) -> Iterator[AgentKey]:
-        return iter(self.by_agent)
-
-    def __len__(self) -> int:
-        return len(self.by_agent)
+OwnedIndex = dict[AgentKey, dict[str, Any]]  # agent -> uid -> summary (a key Secret: {"summary", "key"})
+Drift = Callable[[AgentKey], None]  # queues a pass for the agent (agentid.reconcile.controller)
 
 
 def scopes(namespaces: Sequence[str], *, all_namespaces: bool) -> tuple[list[str | None], Sequence[str]]:
     """The namespaces to watch (None: cluster-wide) and the patterns a cluster-wide watch must filter by."""
     if all_namespaces and not namespaces:
         return [None], ()
-    specific = references.select_specific_namespaces(namespaces)
+    specific = patterns_.specific(namespaces)
     if len(specific) == len(set(namespaces)):
         return [str(namespace) for namespace in sorted(specific)], ()
     return [None], namespaces
@@ -81,9 +65,9 @@ def reducer(kind: str) -> Callable[[JsonObject], _Seen]:
 
 
 def selected(body: Mapping[str, Any], patterns: Sequence[str]) -> bool:
-    """Whether a cluster-wide watch's object is in the operator's namespaces (Kopf's own pattern matching)."""
-    namespace = references.NamespaceName(str((body.get("metadata") or {}).get("namespace") or ""))
-    return not patterns or any(references.match_namespace(namespace, pattern) for pattern in patterns)
+    """Whether a cluster-wide watch's object is in the operator's namespaces (matched as Kopf matches them)."""
+    namespace = str((body.get("metadata") or {}).get("namespace") or "")
+    return not patterns or any(patterns_.matches(namespace, pattern) for pattern in patterns)
 
 
 class OwnedObjects:
@@ -100,7 +84,7 @@ class OwnedObjects:
         self.view = view
         self.on_drift = on_drift
         self.scopes, self.patterns = scopes(namespaces, all_namespaces=all_namespaces)
-        self.index: dict[str, _Values] = {kind: _Values() for kind in KINDS}
+        self.index: dict[str, OwnedIndex] = {kind: {} for kind in KINDS}
         self._where: dict[str, tuple[str, AgentKey, str]] = {}  # uid -> (kind, agent, name)
         self._listed: set[tuple[str, str | None]] = set()
         self.synced = asyncio.Event()
@@ -122,15 +106,27 @@ class OwnedObjects:
             del event  # idle between events, the loop variable would pin a whole listing
 
     def _replace(self, kind: str, scope: str | None, items: list[_Seen]) -> None:
-        stale = [
-            uid
+        """After a (re)list. On a re-list (the watch broke, the apiserver restarted) whatever changed or went while
+        the watch was away is drift: its agents get a pass now, not at their next resync."""
+        before = {
+            uid: (agent, self._version(kind, agent, uid))
             for uid, (known, agent, _) in self._where.items()
             if known == kind and (scope is None or agent[0] == scope)
-        ]
-        for uid in stale:
+        }
+        for uid in before:
             self._remove(uid)
         for seen in items:
             self._put(kind, seen)
+        if (kind, scope) not in self._listed:
+            return  # the first listing: every agent gets its first pass anyway
+        for uid, (agent, version) in before.items():
+            if uid not in self._where or self._version(kind, agent, uid) != version:
+                self.on_drift(agent)
+
+    def _version(self, kind: str, agent: AgentKey, uid: str) -> str:
+        value = self.index[kind].get(agent, {}).get(uid)
+        summary = value["summary"] if kind == "Secret" and value is not None else value
+        return str(((summary or {}).get("metadata") or {}).get("resourceVersion") or "")
 
     def _changed(self, kind: str, event_type: str, seen: _Seen) -> None:
         metadata = seen.summary["metadata"]
@@ -153,7 +149,7 @@ class OwnedObjects:
             return
         metadata = seen.summary["metadata"]
         value: Any = {"summary": seen.summary, "key": seen.key} if kind == "Secret" else seen.summary
-        self.index[kind].by_agent.setdefault(owner, {})[str(metadata["uid"])] = value
+        self.index[kind].setdefault(owner, {})[str(metadata["uid"])] = value
         self._where[str(metadata["uid"])] = (kind, owner, str(metadata.get("name") or ""))
 
     def _remove(self, uid: str) -> None:
@@ -161,8 +157,8 @@ class OwnedObjects:
         if where is None:
             return
         kind, owner, _ = where
-        values = self.index[kind].by_agent.get(owner)
+        values = self.index[kind].get(owner)
         if values is not None:
             values.pop(uid, None)
             if not values:
-                del self.index[kind].by_agent[owner]
+                del self.index[kind][owner]

@@ -68,9 +68,12 @@ def policy_status(
 
 
 class PolicyStatusWriter:
-    def __init__(self, *, client: KubeClient, view: ClusterView, interval: float = 10.0) -> None:
+    def __init__(
+        self, *, client: KubeClient, view: ClusterView, clock: Callable[[], dt.datetime], interval: float = 10.0
+    ) -> None:
         self.client = client
         self.view = view
+        self.clock = clock  # the reconciler's: both judge the same agents at the same moment
         self.interval = interval
 
     async def run(self) -> None:
@@ -82,16 +85,12 @@ class PolicyStatusWriter:
             await asyncio.sleep(self.interval)
 
     async def write_once(self) -> None:
-        now = dt.datetime.now(dt.UTC)
+        now = self.clock()
         agents = self.view.all_agents()
 
-        def labels(namespace: str) -> Mapping[str, str]:
-            return next(iter(self.view.indexes.namespaces.get(namespace, ())), {})
-
-        for values in list(self.view.indexes.policies.values()):
-            for governing in values:
-                status = policy_status(governing, agents, labels, self.view.cluster_roles, now)
-                if status == governing.status:
-                    continue
-                patch = {"status": status.model_dump(mode="json", by_alias=True, exclude_none=True)}
-                await self.client.patch(resources.AGENT_POLICIES, governing.name, patch, subresource="status")
+        for governing in list(self.view.indexes.policies.values()):
+            status = policy_status(governing, agents, self.view.namespace_labels, self.view.cluster_roles, now)
+            if status == governing.status:
+                continue
+            patch = {"status": status.model_dump(mode="json", by_alias=True, exclude_none=True)}
+            await self.client.patch(resources.AGENT_POLICIES, governing.name, patch, subresource="status")

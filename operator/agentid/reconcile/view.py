@@ -1,8 +1,8 @@
 """The reconciler's read side: owned objects from the operator's watch indexes, corrected by its own writes.
 
-The operator's watches of agents and of their owned objects (``agentid.reconcile.agentwatch``, ``.owned``) and
-Kopf's indexes (registered in ``agentid.handlers``: ClusterRoles, policies, namespaces) hold a summary of every
-object the operator reads, kept current by watches, so a reconcile pass reads nothing from the API server. Right
+The operator's watches of agents, of their owned objects and of what they refer to (``agentid.reconcile.agentwatch``,
+``.owned``, ``.references``: ClusterRoles, policies, namespaces) hold a summary of every object the operator reads,
+kept current by watches, so a reconcile pass reads nothing from the API server. Right
 after a write the watch may lag by milliseconds; the overlay remembers what was just written (by resourceVersion)
 so the next pass does not write it again.
 """
@@ -14,14 +14,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentid.api.v1alpha1 import AgentIdentity, LabelSelector
-from agentid.domain import policy, projections
+from agentid.api.v1alpha1 import AgentIdentity, AgentPolicy, LabelSelector
+from agentid.domain import ownership, policy, projections
 from agentid.domain.keyring import ObservedKey
 from agentid.domain.lifecycle import Observed
+from agentid.domain.ownership import Owner
 from agentid.domain.supervision import ClusterRoleInfo
 
 AgentKey = tuple[str, str]  # (namespace, agent name)
-IndexLike = Mapping[Any, Iterable[Any]]
 OVERLAY_TTL = 60.0
 
 OWNED_KINDS = ("ServiceAccount", "Secret", "Role", "RoleBinding")
@@ -29,14 +29,14 @@ OWNED_KINDS = ("ServiceAccount", "Secret", "Role", "RoleBinding")
 
 @dataclass
 class Indexes:
-    """Live read-only views handed over at startup: Kopf's indexes (the objects handlers receive as kwargs) and the
-    operator's own watches'."""
+    """Live read-only views of the operator's watches, handed over when they are built."""
 
-    agents: IndexLike = field(default_factory=dict)  # (ns, name) -> [compact AgentIdentity body]
-    owned: Mapping[str, IndexLike] = field(default_factory=dict)  # kind -> (ns, agent) -> [summary]
-    cluster_roles: IndexLike = field(default_factory=dict)  # name -> [ClusterRoleInfo]
-    policies: IndexLike = field(default_factory=dict)  # name -> [AgentPolicy]
-    namespaces: IndexLike = field(default_factory=dict)  # name -> [labels]
+    agents: Mapping[AgentKey, Mapping[str, Any]] = field(default_factory=dict)  # -> compact AgentIdentity body
+    # kind -> agent -> uid -> summary (a key Secret: {"summary", "key"})
+    owned: Mapping[str, Mapping[AgentKey, Mapping[str, Any]]] = field(default_factory=dict)
+    cluster_roles: Mapping[str, ClusterRoleInfo] = field(default_factory=dict)
+    policies: Mapping[str, AgentPolicy] = field(default_factory=dict)
+    namespaces: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # name -> labels
 
 
 @dataclass(frozen=True)
@@ -45,13 +45,6 @@ class _Written:
     resource_version: int
     at: float
     key: ObservedKey | None = None
-
-
-def _rv(summary: Mapping[str, Any] | None) -> int:
-    try:
-        return int((summary or {}).get("metadata", {}).get("resourceVersion") or 0)
-    except ValueError:
-        return 0
 
 
 class ClusterView:
@@ -65,31 +58,35 @@ class ClusterView:
     # -- agents ---------------------------------------------------------------------------------------------
 
     def agent_body(self, namespace: str, name: str) -> Mapping[str, Any] | None:
-        bodies = list(self.indexes.agents.get((namespace, name), ()))
-        return bodies[0] if bodies else None
+        return self.indexes.agents.get((namespace, name))
 
     def agents_referencing(self, cluster_role: str) -> list[Mapping[str, Any]]:
         found = []
-        for bodies in self.indexes.agents.values():
-            for body in bodies:
-                if cluster_role in ((body.get("spec") or {}).get("clusterRoleRefs") or []):
-                    found.append(body)
+        for body in self.indexes.agents.values():
+            if cluster_role in ((body.get("spec") or {}).get("clusterRoleRefs") or []):
+                found.append(body)
         return found
 
     # -- owned objects --------------------------------------------------------------------------------------
 
-    def observe(self, agent: AgentIdentity) -> Observed:
-        """Owned objects of this agent (this incarnation's and leftovers of older ones with the same name)."""
+    def observe(self, agent: AgentIdentity, owner: Owner) -> Observed:
+        """The objects this agent incarnation owns; anything else under its label (a stranger's object, a leftover
+        of an older incarnation that the garbage collector will remove) is only named, as ``strangers``."""
         key: AgentKey = (agent.namespace, agent.name)
         objects: dict[tuple[str, str], Mapping[str, Any]] = {}
+        strangers: set[tuple[str, str]] = set()
         observed_key: ObservedKey | None = None
         for kind in OWNED_KINDS:
-            for value in self.indexes.owned.get(kind, {}).get(key, ()):
+            for value in self.indexes.owned.get(kind, {}).get(key, {}).values():
                 summary = value["summary"] if kind == "Secret" else value
+                if not ownership.owns(owner, summary):
+                    strangers.add((kind, summary["metadata"]["name"]))
+                    continue
                 objects[(kind, summary["metadata"]["name"])] = summary
                 if kind == "Secret":
                     observed_key = value.get("key")
-        return Observed(objects=objects, key=self._apply_overlay(key, objects, observed_key))
+        observed_key = self._apply_overlay(key, objects, observed_key)
+        return Observed(objects=objects, key=observed_key, strangers=frozenset(strangers - set(objects)))
 
     def _apply_overlay(
         self, agent: AgentKey, objects: dict[tuple[str, str], Mapping[str, Any]], key: ObservedKey | None
@@ -100,7 +97,11 @@ class ClusterView:
         now = time.monotonic()
         for (kind, name), written in list(written_objects.items()):
             current = objects.get((kind, name))
-            caught_up = _rv(current) >= written.resource_version if written.summary else current is None
+            caught_up = (
+                projections.resource_version(current) >= written.resource_version
+                if written.summary
+                else current is None
+            )
             if caught_up or now - written.at > OVERLAY_TTL:
                 del written_objects[(kind, name)]
             elif written.summary is None:
@@ -119,7 +120,9 @@ class ClusterView:
         """Remember an object this operator just applied (the API server's response body)."""
         summary = projections.summary(kind, body)
         name = summary["metadata"]["name"]
-        self._overlay.setdefault(agent, {})[(kind, name)] = _Written(summary, _rv(summary), time.monotonic(), key)
+        self._overlay.setdefault(agent, {})[(kind, name)] = _Written(
+            summary, projections.resource_version(summary), time.monotonic(), key
+        )
         self._versions.setdefault(agent, {})[(kind, name)] = str(summary["metadata"].get("resourceVersion") or "")
 
     def watched(self, agent: AgentKey, kind: str, name: str, resource_version: str | None, *, deleted: bool) -> None:
@@ -129,10 +132,7 @@ class ClusterView:
         written = written_objects.get((kind, name)) if written_objects else None
         if written is None or written_objects is None:
             return
-        try:
-            version = int(resource_version or 0)
-        except ValueError:
-            version = 0
+        version = projections.resource_version({"metadata": {"resourceVersion": resource_version}})
         if deleted or (written.summary is not None and version >= written.resource_version):
             del written_objects[(kind, name)]
             if not written_objects:
@@ -153,32 +153,22 @@ class ClusterView:
     # -- policies -------------------------------------------------------------------------------------------
 
     def policy_for(self, namespace: str) -> policy.EffectivePolicy:
-        labels: Mapping[str, str] = next(iter(self.indexes.namespaces.get(namespace, ())), {})
-        policies = [value for values in self.indexes.policies.values() for value in values]
-        return policy.effective_policy(policies, labels)
+        return policy.effective_policy(self.indexes.policies.values(), self.namespace_labels(namespace))
+
+    def namespace_labels(self, namespace: str) -> Mapping[str, str]:
+        return self.indexes.namespaces.get(namespace) or {}
 
     def agents_in(self, namespaces: Iterable[str]) -> list[Mapping[str, Any]]:
         wanted = set(namespaces)
-        return [
-            body for (namespace, _), bodies in self.indexes.agents.items() if namespace in wanted for body in bodies
-        ]
+        return [body for (namespace, _), body in self.indexes.agents.items() if namespace in wanted]
 
     def all_agents(self) -> list[Mapping[str, Any]]:
-        return [body for bodies in self.indexes.agents.values() for body in bodies]
+        return list(self.indexes.agents.values())
 
     def namespaces_selected_by(self, selector: LabelSelector) -> list[str]:
-        return [
-            name
-            for name, labels_list in self.indexes.namespaces.items()
-            for labels in labels_list
-            if policy.selects(selector, labels)
-        ]
+        return [name for name, labels in self.indexes.namespaces.items() if policy.selects(selector, labels)]
 
     # -- cluster roles --------------------------------------------------------------------------------------
 
     def cluster_roles(self, names: Iterable[str]) -> dict[str, ClusterRoleInfo | None]:
-        found: dict[str, ClusterRoleInfo | None] = {}
-        for name in names:
-            infos = list(self.indexes.cluster_roles.get(name, ()))
-            found[name] = infos[0] if infos else None
-        return found
+        return {name: self.indexes.cluster_roles.get(name) for name in names}

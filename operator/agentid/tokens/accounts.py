@@ -20,7 +20,7 @@ from typing import Any
 
 from agentid.api import v1alpha1
 from agentid.api.v1alpha1 import AgentIdentity, KeyStatus
-from agentid.domain import keyring, naming
+from agentid.domain import keyring, naming, ownership
 from agentid.kube import watch
 from agentid.kube.client import KubeClient
 from agentid.kube.resources import SERVICE_ACCOUNTS
@@ -36,6 +36,7 @@ class AgentAccount:
     namespace: str
     name: str
     agent_uid: str
+    created: dt.datetime | None = None
     keys: tuple[KeyStatus, ...] = ()
 
 
@@ -63,6 +64,7 @@ def project(body: Mapping[str, Any]) -> AgentAccount:
         namespace=str(metadata.get("namespace")),
         name=str(metadata.get("name")),
         agent_uid=str(owner.get("uid") or ""),
+        created=ownership.Owner.of(body).created,
         keys=keys,
     )
 
@@ -87,9 +89,13 @@ class AccountCache:
         return self._departed.get(uid)
 
     def account_of(self, agent: AgentIdentity) -> AgentAccount | None:
-        """The agent's own ServiceAccount: its derived name in its namespace, controller-owned by its UID."""
+        """The agent's own ServiceAccount: its derived name in its namespace, owned by it by the one rule of
+        ``domain.ownership`` (controlled by its UID, created no earlier than the agent)."""
         account = self._by_name.get((agent.namespace, naming.service_account(agent.name)))
-        return account if account is not None and account.agent_uid == agent.metadata.uid else None
+        owner = ownership.Owner(agent.metadata.uid, agent.metadata.creation_timestamp)
+        if account is None or not ownership.owned_by(owner, account.agent_uid, account.created):
+            return None
+        return account
 
     def keys_of(self, agent: AgentIdentity, now: dt.datetime) -> list[KeyStatus]:
         """The agent's published public keys (active, and retiring ones still in their window)."""

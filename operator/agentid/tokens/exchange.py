@@ -256,7 +256,8 @@ class Exchanger:
             if gone is not None:
                 claims.check_may_get_tokens(gone, self._clock())  # revoked, expired: say so
         agent = self._agents.by_uid(account.agent_uid) if account is not None else None
-        if agent is None or self._accounts.account_of(agent) != account:  # the agent's own, by name and UID
+        named = account is not None and (user.namespace, user.name) == (account.namespace, account.name)
+        if agent is None or not named or self._accounts.account_of(agent) != account:  # its own, by name and UID
             raise claims.invalid_token(what)  # a ServiceAccount no (current) agent is bound to
         return Presented(agent=agent, kind=KindOfToken.SERVICE_ACCOUNT)
 

@@ -1,0 +1,128 @@
+"""The one door into a reconcile pass: triggers become agent keys on one work queue, workers run the passes.
+
+Built by ``agentid.handlers.runtime``. Every trigger goes through ``WorkQueue``: an agent's own watch events, drift
+on its objects, its timers (expiry, rotation, key retirement, resync: the delay its pass returns), a failed pass
+(rate-limited, whatever failed), and changes of what agents refer to: a ClusterRole (agents bound to it), an
+AgentPolicy (agents in the namespaces it selected before or selects now), a namespace's labels (its agents) and
+any Role or binding not written by agentid (agents under an owner ceiling).
+The queue never hands one key to two workers, so passes of one agent never overlap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
+
+from agentid.api.v1alpha1 import AgentPolicy
+from agentid.kube import errors
+from agentid.reconcile.view import AgentKey, ClusterView
+from agentid.reconcile.workqueue import QueueShutDown, WorkQueue
+
+logger = logging.getLogger(__name__)
+Body = Mapping[str, Any]
+Pass = Callable[[Body], Awaitable[float | None]]  # seconds until the agent's next pass; None: it is gone
+WORKERS = 128  # passes in flight (the operator sizes it to its client's requests in flight)
+
+
+class Controller:
+    def __init__(
+        self,
+        view: ClusterView,
+        *,
+        reconcile: Pass,
+        queue: WorkQueue[AgentKey],
+        workers: int = WORKERS,
+        on_rbac: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.view = view
+        self.reconcile = reconcile
+        self.queue = queue
+        self.on_rbac = on_rbac  # drops the owner ceiling's cached answers
+        self._workers = workers
+
+    async def run(self, ready: Callable[[], Awaitable[None]]) -> None:
+        """The workers, once ``ready`` says the whole view is listed, until cancelled."""
+        await ready()
+        await asyncio.gather(*(self._work() for _ in range(self._workers)))
+
+    # -- triggers -------------------------------------------------------------------------------------------
+
+    def agent(self, key: AgentKey) -> None:
+        """An agent changed, or one of its objects drifted."""
+        self.queue.add(key)
+
+    def cluster_role(self, name: str) -> None:
+        self._add(_key(body) for body in self.view.agents_referencing(name))
+        self.rbac()  # an owner's rights may come from it
+
+    def rbac(self) -> None:
+        """Who holds what changed (a Role, binding or ClusterRole): agents under an owner ceiling are re-checked."""
+        self.on_rbac()
+        namespaces: set[str] = set()
+        for governing in self.view.indexes.policies.values():
+            if governing.spec.owner_ceiling:
+                namespaces.update(self.view.namespaces_selected_by(governing.spec.namespace_selector))
+        self._add(_key(body) for body in self.view.agents_in(namespaces))
+
+    def policy(self, old: AgentPolicy | None, new: AgentPolicy | None) -> None:
+        """Only the spec governs agents (the status is the policy's own report)."""
+        if old is not None and new is not None and old.spec == new.spec:
+            return
+        namespaces: set[str] = set()
+        for changed in (old, new):
+            if changed is not None:
+                namespaces.update(self.view.namespaces_selected_by(changed.spec.namespace_selector))
+        self._add(_key(body) for body in self.view.agents_in(namespaces))
+
+    def namespace(self, name: str) -> None:
+        self._add(_key(body) for body in self.view.agents_in([name]))
+
+    def _add(self, keys: Iterable[AgentKey]) -> None:
+        for key in keys:
+            self.queue.add(key)
+
+    # -- workers --------------------------------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        while True:
+            try:
+                key = await self.queue.get()
+            except QueueShutDown:
+                return
+            try:
+                await self._process(key)
+            finally:
+                self.queue.done(key)
+
+    async def _process(self, key: AgentKey) -> None:
+        body = self.view.agent_body(*key)
+        if body is None:
+            self.queue.discard(key)  # deleted meanwhile: the finalizer already ran, or there was nothing to do
+            return
+        try:
+            delay = await self.reconcile(body)
+        except errors.ApiError as error:  # recorded in status by the reconciler where the user can act on it
+            self.queue.add_rate_limited(key)
+            logger.warning(
+                "reconcile of %s/%s failed (attempt %d, retry in %.1fs): %s",
+                *key,
+                self.queue.failures(key),
+                self.queue.backoff(key),
+                error,
+            )
+        except Exception:  # a bug: logged with its traceback, and retried like any failure
+            self.queue.add_rate_limited(key)
+            logger.exception("reconcile of %s/%s failed", *key)
+        else:
+            self.queue.forget(key)
+            if delay is None:
+                self.queue.discard(key)
+            else:
+                self.queue.add_after(key, delay)
+
+
+def _key(body: Body) -> AgentKey:
+    metadata = body["metadata"]
+    return str(metadata.get("namespace") or ""), str(metadata.get("name") or "")

@@ -1,0 +1,158 @@
+"""The one door into a pass (agentid.reconcile.controller): every trigger becomes agent keys on the work queue;
+passes wait for the complete view, run once per burst with the newest body, and any failure is retried."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping
+from typing import Any
+
+from agentid.api.v1alpha1 import AgentPolicy
+from agentid.domain import projections
+from agentid.kube import errors
+from agentid.reconcile.controller import Controller
+from agentid.reconcile.view import AgentKey, ClusterView, Indexes
+from agentid.reconcile.workqueue import WorkQueue
+from tests.support.agents import agent_manifest
+
+
+def _agent(name: str, namespace: str = "finance", *, version: str = "1", **spec: Any) -> dict[str, Any]:
+    body = agent_manifest(name, namespace, **spec)
+    body["metadata"].update({"uid": f"uid-{name}", "resourceVersion": version})
+    return projections.compact_agent(body)
+
+
+class Recorder:
+    """The reconcile function: records passes, fails as told, returns the next delay."""
+
+    def __init__(self) -> None:
+        self.passes: list[str] = []
+        self.failures: dict[str, BaseException] = {}
+        self.delay: float | None = 3600.0
+
+    async def __call__(self, body: Mapping[str, Any]) -> float | None:
+        name = body["metadata"]["name"]
+        self.passes.append(f"{name}@{body['metadata']['resourceVersion']}")
+        failure = self.failures.pop(name, None)
+        if failure is not None:
+            raise failure
+        return self.delay
+
+
+def _controller(
+    agents: dict[AgentKey, dict[str, Any]], *, ready: asyncio.Event | None = None, **stores: Any
+) -> tuple[Controller, Recorder, ClusterView]:
+    view = ClusterView(Indexes(agents=dict(agents), **stores))
+    recorder = Recorder()
+
+    async def wait_ready() -> None:
+        if ready is not None:
+            await ready.wait()
+
+    queue: WorkQueue[AgentKey] = WorkQueue(base_delay=0.01, max_delay=0.05)
+    controller = Controller(view, reconcile=recorder, queue=queue, workers=2)
+    controller.ready = wait_ready  # type: ignore[attr-defined]  # handed to run() by _running
+    return controller, recorder, view
+
+
+async def _settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def _running(controller: Controller) -> asyncio.Task[None]:
+    task = asyncio.create_task(controller.run(controller.ready))  # type: ignore[attr-defined]
+    await _settle()
+    return task
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def test_passes_wait_for_the_view_then_run_once_per_burst_with_the_newest_body() -> None:
+    ready = asyncio.Event()
+    agents = {("finance", "triage"): _agent("triage", version="1")}
+    controller, recorder, view = _controller(agents, ready=ready)
+    task = await _running(controller)
+    controller.agent(("finance", "triage"))
+    view.indexes.agents = {("finance", "triage"): _agent("triage", version="2")}
+    controller.agent(("finance", "triage"))
+    await _settle()
+    assert recorder.passes == []  # the view is not complete yet
+
+    ready.set()
+    await _settle()
+    assert recorder.passes == ["triage@2"]
+    assert controller.queue.scheduled(("finance", "triage"))  # the next pass (resync) is on the queue's timer
+    await _stop(task)
+
+
+async def test_any_failure_is_retried_with_backoff_and_a_success_resets_it() -> None:
+    agents = {("finance", "triage"): _agent("triage")}
+    controller, recorder, _ = _controller(agents)
+    recorder.failures["triage"] = RuntimeError("a bug")
+    task = await _running(controller)
+    controller.agent(("finance", "triage"))
+    await asyncio.sleep(0.1)
+    assert recorder.passes[:2] == ["triage@1", "triage@1"]  # the bug did not drop the agent
+    assert controller.queue.failures(("finance", "triage")) == 0
+
+    recorder.failures["triage"] = errors.ApiError(500, "InternalError", "boom")
+    controller.agent(("finance", "triage"))
+    await asyncio.sleep(0.1)
+    assert len(recorder.passes) == 4
+    await _stop(task)
+
+
+async def test_a_deleted_agent_drops_its_timers() -> None:
+    controller, recorder, _ = _controller({})
+    task = await _running(controller)
+    controller.queue.add_after(("finance", "gone"), 3600)
+    controller.agent(("finance", "gone"))
+    await _settle()
+    assert recorder.passes == []
+    assert not controller.queue.scheduled(("finance", "gone"))
+    await _stop(task)
+
+
+def _policy(name: str, labels: dict[str, str], **spec: Any) -> AgentPolicy:
+    return AgentPolicy.from_body(
+        {"metadata": {"name": name}, "spec": {"namespaceSelector": {"matchLabels": labels}, **spec}}
+    )
+
+
+async def test_references_map_to_exactly_the_affected_agents() -> None:
+    agents = {
+        ("finance", "triage"): _agent("triage", clusterRoleRefs=["view"]),
+        ("finance", "billing"): _agent("billing"),
+        ("sales", "triage"): _agent("triage", "sales"),
+    }
+    namespaces = {"finance": {"team": "finance"}, "sales": {"team": "sales"}}
+    controller, _, _ = _controller(agents, namespaces=namespaces)
+    queue = controller.queue
+
+    def taken() -> list[AgentKey]:
+        keys = []
+        while len(queue):
+            keys.append(queue._order.popleft())
+            queue._dirty.discard(keys[-1])
+        return sorted(keys)
+
+    controller.cluster_role("view")
+    assert taken() == [("finance", "triage")]
+    controller.namespace("sales")
+    assert taken() == [("sales", "triage")]
+    old = _policy("p", {"team": "finance"})
+    controller.policy(None, old)
+    assert taken() == [("finance", "billing"), ("finance", "triage")]
+    moved = _policy("p", {"team": "sales"})
+    controller.policy(old, moved)  # its old namespace is released, its new one governed
+    assert taken() == [("finance", "billing"), ("finance", "triage"), ("sales", "triage")]
+    controller.policy(moved, moved.model_copy(update={"generation": 3}))  # status/metadata only: nothing to do
+    assert taken() == []
+    controller.policy(moved, None)
+    assert taken() == [("sales", "triage")]
