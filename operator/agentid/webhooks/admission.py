@@ -20,7 +20,7 @@ from agentid import audit, metrics
 from agentid.api.v1alpha1 import AgentIdentity, AgentIdentitySpec, AgentPolicy, PolicyRule, SupervisionMode
 from agentid.domain import admitted, attribution, naming, policy, projections
 from agentid.domain.supervision import Access, ClusterRoleInfo
-from agentid.kube import resources
+from agentid.kube import resources, reviews
 from agentid.kube.client import KubeClient
 from agentid.kube.reviews import Attempt, Subject, first_denied
 
@@ -85,30 +85,7 @@ def _declared(spec: AgentIdentitySpec | None) -> Access:
 
 
 def _attempts(rules: Iterable[PolicyRule], namespace: str) -> list[Attempt]:
-    attempts = []
-    for rule in rules:
-        for group in rule.api_groups:
-            for resource in rule.resources:
-                for verb in rule.verbs:
-                    for name in rule.resource_names or [""]:
-                        where = f"{resource}.{group}" if group else resource
-                        what = f"{verb} {where}" + (f" named {name}" if name else "")
-                        attempts.append(Attempt(verb, group, resource, namespace, name, what))
-    return attempts
-
-
-def _cluster_role_attempts(rules: Iterable[Mapping[str, Any]], namespace: str) -> list[Attempt]:
-    attempts = []
-    for rule in rules:
-        if rule.get("nonResourceURLs"):
-            continue  # a RoleBinding never grants non-resource URLs
-        for group in rule.get("apiGroups") or [""]:
-            for resource in rule.get("resources") or []:
-                for verb in rule.get("verbs") or []:
-                    for name in rule.get("resourceNames") or [""]:
-                        where = f"{resource}.{group}" if group else resource
-                        attempts.append(Attempt(verb, group, resource, namespace, name, f"{verb} {where}"))
-    return attempts
+    return [attempt for rule in rules for attempt in reviews.rule_attempts(rule, namespace)]
 
 
 class AgentAdmission:
@@ -239,7 +216,7 @@ class AgentAdmission:
         if governing.owner_ceiling and (widening or owner_changed or added.rules or added.cluster_roles):
             ceiling = f"owner ceiling, policy {governing.label}"
             await self._require(
-                _owner_subject(spec),
+                reviews.owner_subject(spec),
                 declared,
                 roles,
                 agent.namespace,
@@ -258,14 +235,14 @@ class AgentAdmission:
         if denied is not None:
             raise Denied(message(f"'{denied.what}' in namespace {namespace}"))
         for name in access.cluster_roles:
-            bind = Attempt("bind", "rbac.authorization.k8s.io", "clusterroles", namespace, name, f"bind {name}")
+            bind = reviews.bind_attempt(name, namespace)
             if await first_denied(self.client, subject, [bind]) is None:
                 continue
             view = roles[name]
             if view.info is None:
                 # Not there yet: whatever is created under this name later would be bound unchecked.
                 raise Denied(message(f"ClusterRole {name!r}, which does not exist (only 'bind' on it admits that)"))
-            inner = await first_denied(self.client, subject, _cluster_role_attempts(view.rules, namespace))
+            inner = await first_denied(self.client, subject, reviews.cluster_role_attempts(view.rules, namespace))
             if inner is not None:
                 raise Denied(message(f"ClusterRole {name!r} (no 'bind' on it, and no '{inner.what}')"))
 
@@ -345,12 +322,6 @@ def _only_restricts(previous: AgentIdentity | None, agent: AgentIdentity) -> boo
         return False
     before, after = (spec.model_dump(by_alias=True, mode="json") for spec in (previous.spec, agent.spec))
     return only_kill_switch_changes(before, after)
-
-
-def _owner_subject(spec: AgentIdentitySpec) -> Subject:
-    if spec.owner.kind == "Group":
-        return Subject(groups=(spec.owner.name, "system:authenticated"))
-    return Subject(user=spec.owner.name, groups=("system:authenticated",))
 
 
 def validate_policy(body: Mapping[str, Any]) -> None:
