@@ -40,6 +40,7 @@ from agentid.domain import (
     projections,
     reasons,
 )
+from agentid.domain import clock as wall_clock
 from agentid.domain.keyring import KeyAction, ObservedKey
 from agentid.domain.lifecycle import DELETE_ORDER, ObjectPlan, ObjectRef, Observed
 from agentid.domain.ownership import ObjectName, Owner
@@ -57,11 +58,6 @@ Body = Mapping[str, Any]
 Manifest = dict[str, Any]
 
 
-def utc_now() -> dt.datetime:
-    """Whole seconds: status timestamps stay readable and compare equal after a round trip."""
-    return dt.datetime.now(dt.UTC).replace(microsecond=0)
-
-
 class AgentReconciler:
     def __init__(
         self,
@@ -71,7 +67,7 @@ class AgentReconciler:
         events: EventRecorder,
         settings: OperatorSettings,
         ceiling: OwnerCeiling | None = None,
-        clock: Callable[[], dt.datetime] = utc_now,
+        clock: Callable[[], dt.datetime] = wall_clock.now_in_seconds,
     ) -> None:
         self.client = client
         self.ceiling = ceiling

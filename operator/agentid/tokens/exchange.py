@@ -26,11 +26,12 @@ import jwt
 from agentid import audit, metrics
 from agentid.api.v1alpha1 import AgentIdentity
 from agentid.domain import claims
+from agentid.domain import clock as wall_clock
 from agentid.domain.claims import Actor, Error, Reason, Refused
 from agentid.tokens import verification
 from agentid.tokens.accounts import AccountCache
 from agentid.tokens.agents import AgentCache, published_keys
-from agentid.tokens.keyring import IssuerKeyring, utcnow
+from agentid.tokens.keyring import IssuerKeyring
 from agentid.tokens.replay import SharedReplayGuard
 from agentid.tokens.reviews import ServiceAccountReviewer
 from agentid.tokens.settings import TokenServiceSettings
@@ -91,7 +92,7 @@ class Exchanger:
         keyring: IssuerKeyring,
         reviewer: ServiceAccountReviewer,
         replay: SharedReplayGuard,
-        clock: Callable[[], dt.datetime] = utcnow,
+        clock: Callable[[], dt.datetime] = wall_clock.now,
     ) -> None:
         self._settings = settings
         self._agents = agents

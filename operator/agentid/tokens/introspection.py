@@ -17,10 +17,11 @@ from typing import Any
 from agentid import audit, metrics
 from agentid.api.v1alpha1 import AgentIdentity
 from agentid.domain import claims
+from agentid.domain import clock as wall_clock
 from agentid.domain.claims import Refused
 from agentid.tokens.agents import AgentCache
 from agentid.tokens.exchange import agent_of_token
-from agentid.tokens.keyring import IssuerKeyring, utcnow
+from agentid.tokens.keyring import IssuerKeyring
 from agentid.tokens.settings import TokenServiceSettings
 
 INACTIVE: dict[str, Any] = {"active": False}
@@ -34,7 +35,7 @@ class Introspector:
         settings: TokenServiceSettings,
         agents: AgentCache,
         keyring: IssuerKeyring,
-        clock: Callable[[], dt.datetime] = utcnow,
+        clock: Callable[[], dt.datetime] = wall_clock.now,
     ) -> None:
         self._settings = settings
         self._agents = agents

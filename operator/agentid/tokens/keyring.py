@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agentid.domain import claims, issuer_keys, keys, naming
+from agentid.domain import clock as wall_clock
 from agentid.domain.issuer_keys import IssuerKey, RotationPolicy
 from agentid.kube import errors
 from agentid.kube.client import KubeClient
@@ -28,10 +29,6 @@ Clock = Callable[[], dt.datetime]
 _WRITE_ATTEMPTS = 5
 
 
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 class IssuerKeyring:
     def __init__(
         self,
@@ -40,7 +37,7 @@ class IssuerKeyring:
         namespace: str,
         secret_name: str,
         policy: RotationPolicy,
-        clock: Clock = utcnow,
+        clock: Clock = wall_clock.now,
     ) -> None:
         self._client = client
         self._namespace = namespace

@@ -19,6 +19,7 @@ import pydantic
 from agentid import audit, metrics
 from agentid.api.v1alpha1 import AgentIdentity, AgentIdentitySpec, AgentPolicy, PolicyRule, SupervisionMode
 from agentid.domain import admitted, attribution, naming, policy, projections
+from agentid.domain import clock as wall_clock
 from agentid.domain.supervision import Access, ClusterRoleInfo
 from agentid.kube import resources, reviews
 from agentid.kube.client import KubeClient
@@ -91,7 +92,7 @@ def _attempts(rules: Iterable[PolicyRule], namespace: str) -> list[Attempt]:
 class AgentAdmission:
     def __init__(self, client: KubeClient, *, clock: Callable[[], dt.datetime] | None = None) -> None:
         self.client = client
-        self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
+        self.clock = clock or wall_clock.now
 
     # -- mutation: attribution ------------------------------------------------------------------------------
 
