@@ -374,10 +374,6 @@ class ReadyWatch:
                 await asyncio.wait_for(self._changed.wait(), timeout=min(remaining, 1.0))
 
 
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 @contextlib.contextmanager
 def running_operator(
     cluster: BenchCluster, namespaces: Sequence[str], *, label: str, extra_args: Sequence[str] = ()
