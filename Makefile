@@ -14,12 +14,13 @@ CHART := charts/agentid-operator
 CHECKOV_VERSION := 3.3.30
 CHECKOV := $(VENV)/tools/checkov/bin/checkov
 
-.PHONY: test demo lint format crds crds-check control-plane checkov reference unit integration e2e bench clean help
+.PHONY: test demo lint format crds crds-check control-plane node-prereqs node-assets image node checkov reference unit \
+	integration e2e bench clean help
 
 help:
 	@echo "make demo   - start the local control plane and run the agentid story on it"
 	@echo "make test   - everything from a fresh machine: venv, installs, control plane build, lint, tests"
-	@echo "make lint | crds | control-plane | unit | integration | e2e | bench | clean"
+	@echo "make lint | crds | control-plane | node-assets | image | unit | integration | node | e2e | bench | clean"
 
 $(INSTALLED): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +32,22 @@ $(INSTALLED): pyproject.toml
 control-plane:
 	@if [ -n "$$AGENTID_TEST_KUBECONFIG" ]; then echo "AGENTID_TEST_KUBECONFIG set: using that cluster"; \
 	else hack/build-control-plane.sh >/dev/null; fi
+
+# A real node (agentid.devcluster.node, tests/node): Debian's runc, CNI plugins, iptables, image tools (installed
+# only when missing, needs root), then kubelet, kube-proxy, kube-scheduler and containerd built from their Go
+# modules into the same cache. Without root both are skipped and the node tests say why they skip.
+node-prereqs:
+	@hack/node-prereqs.sh
+
+node-assets: node-prereqs
+	@if [ -n "$$AGENTID_TEST_KUBECONFIG" ]; then echo "AGENTID_TEST_KUBECONFIG set: no local node"; \
+	elif [ "$$(id -u)" != 0 ]; then echo "not root: no local node (node tests will skip)"; \
+	else hack/build-control-plane.sh --with-node >/dev/null; fi
+
+# The agentid image without Docker (mmdebstrap + umoci + skopeo; hack/image/ is shared with the Dockerfile), cached
+# by a hash of its inputs; imported into the node of a running `agentid dev up --with-node`.
+image: $(INSTALLED) node-prereqs
+	$(BIN)/python hack/build-image.py
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check operator tests bench hack
@@ -67,7 +84,10 @@ integration: $(INSTALLED) control-plane $(CHECKOV)
 e2e: $(INSTALLED) control-plane
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
-test: $(INSTALLED) control-plane $(CHECKOV) lint
+node: $(INSTALLED) control-plane node-assets
+	$(BIN)/pytest tests/node $(PYTEST_ARGS)
+
+test: $(INSTALLED) control-plane node-assets $(CHECKOV) lint
 	$(BIN)/pytest tests $(PYTEST_ARGS)
 
 demo: $(INSTALLED) control-plane
