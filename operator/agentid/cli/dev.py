@@ -13,7 +13,8 @@ import signal
 import threading
 from pathlib import Path
 
-from agentid.devcluster import assets
+from agentid.devcluster import assets, images
+from agentid.devcluster import node as devnode
 from agentid.devcluster.cluster import LocalCluster
 from agentid.devcluster.processes import pid_alive, wait_dead
 
@@ -28,6 +29,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     actions = dev.add_subparsers(dest="dev_command", required=True)
     up = actions.add_parser("up", help="start it and stay in the foreground until Ctrl-C")
     up.add_argument("--workdir", type=Path, help="folder for PKI, kubeconfig and logs (default: a new temp dir)")
+    up.add_argument(
+        "--with-node",
+        action="store_true",
+        help="also run a node (containerd, kubelet, kube-proxy, scheduler; needs root) so Pods and charts run",
+    )
     up.set_defaults(func=up_command)
     down = actions.add_parser("down", help="stop the cluster started by `agentid dev up`")
     down.set_defaults(func=down_command)
@@ -54,11 +60,27 @@ def up_command(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     cluster = LocalCluster(workdir=args.workdir)
+    node: devnode.LocalNode | None = None
+    if args.with_node:
+        reason = devnode.unavailable_reason()
+        if reason is not None:
+            print(f"cannot run a node here: {reason}")
+            return 1
+        devnode.prepare(cluster)
     print(f"starting Kubernetes {cluster.versions.kubernetes} in {cluster.workdir} ...", flush=True)
     cluster.start()
     try:
+        described = cluster.describe()
+        if args.with_node:
+            node = devnode.LocalNode(cluster, log=print).start()
+            node.import_image(images.busybox_image())
+            described["node"] = node.describe()
+            print(
+                f"node {node.name} Ready in {node.timings['up']:.1f}s (bridge {node.network.bridge}, "
+                f"pods {node.network.pod_cidr}); images: {images.BUSYBOX_NAME} (`make image` adds the agentid image)"
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({**cluster.describe(), "pid": os.getpid()}, indent=2))
+        path.write_text(json.dumps({**described, "pid": os.getpid()}, indent=2))
         print(f"API server: {cluster.server}")
         print(f"kubeconfig: {cluster.kubeconfig}")
         print(_exports(str(cluster.kubeconfig)))
@@ -66,6 +88,8 @@ def up_command(args: argparse.Namespace) -> int:
         stop.wait()
     finally:
         print("stopping ...", flush=True)
+        if node is not None:
+            node.stop()
         cluster.stop()
         path.unlink(missing_ok=True)
     return 0
@@ -87,6 +111,8 @@ def down_command(args: argparse.Namespace) -> int:
     for pid in left:
         os.killpg(pid, signal.SIGKILL)
     path.unlink(missing_ok=True)
+    if "node" in state:  # `up` was killed before it could take its node down: do it here
+        devnode.clean_stale_node()
     print("dev cluster stopped")
     return 0
 
