@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -26,6 +27,7 @@ PAUSE_NAME = "localhost/agentid-pause:1"
 BUSYBOX_NAME = "localhost/agentid-busybox:1"
 DEBIAN_SUITE = "bookworm"  # python3.11, the interpreter the Dockerfile's base image has
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
+DEBIAN_PACKAGES = ("python3", "python3-venv", "ca-certificates")
 # The runtime of the agentid image: the Dockerfile says the same (a unit test compares the two).
 AGENTID_USER = "65532:65532"
 AGENTID_ENV = {
@@ -186,9 +188,54 @@ def _source_files(root: Path) -> list[Path]:
     return files
 
 
+def debian_base() -> Path:
+    """The base layer: Debian with python3 and its venv module, the image's user, no apt lists (mmdebstrap),
+    cached by what it is made of, so a change to agentid rebuilds only the venv layer."""
+    key = _digest(DEBIAN_SUITE, *DEBIAN_PACKAGES, USER_ENTRY, GROUP_ENTRY)
+    path = cache_dir() / f"base-{DEBIAN_SUITE}-{key}.tar"
+    if path.is_file():
+        return path
+    _progress(f"Debian {DEBIAN_SUITE} base with python3 (mmdebstrap, once)")
+    partial = path.with_suffix(".partial")
+    _run(
+        [
+            "mmdebstrap", "--variant=essential", f"--include={','.join(DEBIAN_PACKAGES)}",
+            "--dpkgopt=path-exclude=/usr/share/doc/*", "--dpkgopt=path-exclude=/usr/share/man/*",
+            "--dpkgopt=path-exclude=/usr/share/locale/*",
+            f"--customize-hook=echo '{USER_ENTRY}' >> \"$1/etc/passwd\"; echo '{GROUP_ENTRY}' >> \"$1/etc/group\"",
+            '--customize-hook=rm -rf "$1/var/cache/apt" "$1/var/lib/apt/lists"',
+            "--format=tar", DEBIAN_SUITE, str(partial), DEBIAN_MIRROR,
+        ]
+    )  # fmt: skip
+    partial.replace(path)
+    return path
+
+
+def _venv_layer(root: Path, base: Path, scratch: Path) -> Path:
+    """/opt/agentid as a layer: hack/image/install.sh run in a chroot of the base on the wheels of
+    hack/image/wheelhouse.sh (the Dockerfile runs the same two scripts)."""
+    rootfs = scratch / "rootfs"
+    rootfs.mkdir()
+    _run(["tar", "-xf", str(base), "-C", str(rootfs)])
+    wheels = rootfs / "tmp" / "wheels"
+    _progress("gathering wheels (hack/image/wheelhouse.sh)")
+    _run(
+        ["sh", str(root / "hack/image/wheelhouse.sh"), str(wheels)],
+        cwd=root,
+        env={**os.environ, "PYTHON": sys.executable},
+    )
+    shutil.copy(root / "hack/image/install.sh", rootfs / "tmp" / "install.sh")
+    _progress("venv /opt/agentid (hack/image/install.sh in a chroot)")
+    inside = "/tmp"  # noqa: S108 - the chroot's own /tmp, not the host's
+    command = ["sh", f"{inside}/install.sh", f"{inside}/wheels"]
+    _run(["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "chroot", str(rootfs), *command])
+    layer = scratch / "venv.tar"
+    _run(["tar", "--numeric-owner", "-cf", str(layer), "-C", str(rootfs), "opt/agentid"])
+    return layer
+
+
 def agentid_image(root: Path, tag: str = "dev") -> ImageArchive:
-    """The operator image: a Debian rootfs (mmdebstrap) with python3 and a venv at /opt/agentid that
-    hack/image/install.sh fills from the wheels hack/image/wheelhouse.sh gathers (the Dockerfile runs both too)."""
+    """The operator image: the Debian base layer and a layer with the venv at /opt/agentid."""
     files = _source_files(root)
     key = _digest(DEBIAN_SUITE, *(str(path.relative_to(root)) for path in files), *files)
     archive, present = _cached("agentid", key, f"localhost/agentid:{tag}")
@@ -196,33 +243,14 @@ def agentid_image(root: Path, tag: str = "dev") -> ImageArchive:
         _progress(f"{archive.name}: cached ({archive.path})")
         return archive
     started = time.monotonic()
+    base = debian_base()
     with tempfile.TemporaryDirectory(prefix="agentid-image-") as scratch:
-        wheels = Path(scratch, "wheels")
-        _progress("gathering wheels (hack/image/wheelhouse.sh)")
-        _run(
-            ["sh", str(root / "hack/image/wheelhouse.sh"), str(wheels)],
-            cwd=root,
-            env={**os.environ, "PYTHON": sys.executable},
-        )
-        rootfs = Path(scratch, "rootfs.tar")
-        _progress(f"Debian {DEBIAN_SUITE} rootfs with python3 (mmdebstrap)")
-        _run(
-            [
-                "mmdebstrap", "--variant=essential", "--include=python3,python3-venv,ca-certificates",
-                "--dpkgopt=path-exclude=/usr/share/doc/*", "--dpkgopt=path-exclude=/usr/share/man/*",
-                "--dpkgopt=path-exclude=/usr/share/locale/*",
-                f"--customize-hook=copy-in {wheels} {root / 'hack/image/install.sh'} /tmp",
-                '--customize-hook=chroot "$1" sh /tmp/install.sh /tmp/wheels',
-                f"--customize-hook=echo '{USER_ENTRY}' >> \"$1/etc/passwd\"; echo '{GROUP_ENTRY}' >> \"$1/etc/group\"",
-                '--customize-hook=rm -rf "$1/tmp/wheels" "$1/tmp/install.sh" "$1/var/cache/apt" "$1/var/lib/apt/lists"',
-                DEBIAN_SUITE, str(rootfs), DEBIAN_MIRROR,
-            ]
-        )  # fmt: skip
+        layer = _venv_layer(root, base, Path(scratch))
         config = ImageConfig(
             entrypoint=AGENTID_ENTRYPOINT, cmd=AGENTID_CMD, user=AGENTID_USER, env=AGENTID_ENV, workdir=AGENTID_WORKDIR
         )
         _progress("image (umoci, skopeo)")
-        result = assemble([rootfs], archive.name, config, archive.path)
+        result = assemble([base, layer], archive.name, config, archive.path)
     for stale in cache_dir().glob("agentid-*.tar"):
         if stale != archive.path:
             stale.unlink(missing_ok=True)
