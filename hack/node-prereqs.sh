@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the Debian packages a local node needs (agentid.devcluster.node), only those that are missing:
-#   runc, the CNI plugins, iptables + conntrack (kube-proxy), mmdebstrap + umoci + skopeo (`make image`),
+#   runc, the CNI plugins, iptables + conntrack (kube-proxy), nftables (teardown removes the tables the node made), mmdebstrap + umoci + skopeo (`make image`),
 #   busybox-static (the node tests' workload image).
 # Called by `make node-prereqs` (which `make test` depends on). Without root nothing is installed: the node tests
 # then skip and say why.
@@ -12,6 +12,7 @@ declare -A wanted=(
   [/usr/lib/cni/bridge]=containernetworking-plugins
   [iptables]=iptables
   [conntrack]=conntrack
+  [nft]=nftables
   [mmdebstrap]=mmdebstrap
   [umoci]=umoci
   [skopeo]=skopeo

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import yaml
 
@@ -44,8 +45,20 @@ WORKLOAD_AGENT = "invoice-triage"
 def release(node_env: NodeEnv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[chart.Release]:
     TIMINGS.update(node_env.timings)
     TIMINGS["helm_install_wait_s"] = chart.install(node_env, RELEASE, tmp_path_factory.mktemp("chart"))
+    TIMINGS.update(_node_memory_mb(node_env))
     yield RELEASE
     _write_timings()
+
+
+def _node_memory_mb(env: NodeEnv) -> dict[str, float]:
+    """What the node costs in memory with the chart running: its processes (containerd, kubelet, kube-proxy,
+    scheduler, forwards) and the shims, plus the Pods' cgroup."""
+    processes = [psutil.Process(process.pid) for process in env.node.processes if process.alive()]
+    shims = [p for p in psutil.process_iter(["name"]) if p.info["name"] == "containerd-shim-runc-v2"]
+    rss = sum(process.memory_info().rss for process in processes + shims)
+    pods = Path("/sys/fs/cgroup/memory/kubepods/memory.usage_in_bytes")
+    pods_bytes = int(pods.read_text()) if pods.exists() else 0
+    return {"node_processes_rss_mb": rss / 2**20, "pods_memory_mb": pods_bytes / 2**20}
 
 
 def _write_timings() -> None:

@@ -31,6 +31,7 @@ def _host_state() -> dict[str, Any]:
         "routes": hostnet.run("ip", "route", "show").splitlines(),
         "chains4": hostnet.owned_chains("iptables"),
         "chains6": hostnet.owned_chains("ip6tables"),
+        "nft_tables": hostnet.nft_tables(),
         "cgroups": hostnet.owned_cgroups(),
         "sysctls": hostnet.read_sysctls(),
         "netns": sorted(Path("/run/netns").iterdir()) if Path("/run/netns").is_dir() else [],

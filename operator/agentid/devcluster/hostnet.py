@@ -9,9 +9,11 @@ in FORWARD drops anything that would leave the bridge for another interface.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 from collections.abc import Iterable, Mapping
@@ -143,6 +145,28 @@ def remove_owned_chains() -> None:
                 run(binary, "-w", "-t", table, "-F", chain, check=False)
             for chain in chains:
                 run(binary, "-w", "-t", table, "-X", chain, check=False)
+
+
+def nft_tables() -> list[str]:
+    """Every nftables table ("family name"); iptables-nft, kubelet and kube-proxy create theirs on first use."""
+    return sorted(f"{t['family']} {t['name']}" for t in _nft_objects("table"))
+
+
+def remove_new_empty_tables(before: Iterable[str]) -> None:
+    """Delete the tables that were not there before the node and hold no rule any more (after the chains went)."""
+    with_rules = {f"{rule['family']} {rule['table']}" for rule in _nft_objects("rule")}
+    for table in set(nft_tables()) - set(before) - with_rules:
+        run("nft", "delete", "table", *table.split(), check=False)
+
+
+def _nft_objects(kind: str) -> list[dict[str, str]]:
+    if shutil.which("nft") is None:
+        return []
+    try:
+        ruleset = json.loads(run("nft", "-j", "list", "ruleset", check=False) or "{}")
+    except ValueError:
+        return []
+    return [item[kind] for item in ruleset.get("nftables", []) if kind in item]
 
 
 # -- kernel settings -----------------------------------------------------------------------------------------------

@@ -71,7 +71,7 @@ def unavailable_reason() -> str | None:
 
 
 def _missing_tool() -> str | None:
-    for tool in ("runc", "iptables", "ip6tables", "ip", "conntrack", "umoci", "skopeo"):
+    for tool in ("runc", "iptables", "ip6tables", "ip", "conntrack", "nft", "umoci", "skopeo"):
         if shutil.which(tool) is None:
             return f"{tool} is missing: `make node-prereqs` installs the node's Debian packages"
     if not Path("/usr/lib/cni/bridge").exists():
@@ -185,6 +185,7 @@ class LocalNode:
             "bridge": self.network.bridge,
             "sysctls": hostnet.read_sysctls(),
             "host_paths_before": [str(path) for path in HOST_PATHS if path.exists()],
+            "nft_tables_before": hostnet.nft_tables(),
         }
         (STATE_DIR / "node.json").write_text(json.dumps(record))
 
@@ -574,6 +575,8 @@ def cleanup_host(workdir: Path, record: dict[str, Any]) -> None:
     hostnet.delete_bridge(record.get("bridge") or NETWORK.bridge)
     _proxy_cleanup()
     hostnet.remove_owned_chains()
+    if "nft_tables_before" in record:
+        hostnet.remove_new_empty_tables(record["nft_tables_before"])
     hostnet.remove_cgroups(hostnet.owned_cgroups())
     hostnet.restore_sysctls(record.get("sysctls", {}))
     before = set(record.get("host_paths_before", [str(path) for path in HOST_PATHS]))
