@@ -107,10 +107,8 @@ def test_pods_route_only_to_the_bridge_and_a_stopped_node_leaves_nothing() -> No
     assert _host_state() == before
 
 
-@pytest.mark.skipif(node_skip_reason() is not None, reason=str(node_skip_reason()))
-def test_a_node_whose_owner_was_killed_is_cleaned_up_by_the_next_one(tmp_path: Path) -> None:
-    """`agentid dev up --with-node` SIGKILLed: its shims, bridge and chains stay until the next node starts."""
-    before = _host_state()
+def _dev_up_with_node(tmp_path: Path) -> tuple[subprocess.Popen[str], list[str]]:
+    """`agentid dev up --with-node` in the background, once it says it is running."""
     env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")}
     up = subprocess.Popen(
         [sys.executable, "-m", "agentid", "dev", "up", "--with-node", "--workdir", str(tmp_path / "cluster")],
@@ -125,8 +123,25 @@ def test_a_node_whose_owner_was_killed_is_cleaned_up_by_the_next_one(tmp_path: P
         lines.append(line)
         if line.startswith("running"):
             break
-    assert any("node agentid-node Ready" in line for line in lines), "".join(lines)
+    assert any(f"node {devnode.NODE_NAME} Ready" in line for line in lines), "".join(lines)
     assert Path(f"/sys/class/net/{BRIDGE}").exists()
+    return up, lines
+
+
+@pytest.mark.skipif(node_skip_reason() is not None, reason=str(node_skip_reason()))
+def test_ctrl_c_on_dev_up_with_node_leaves_nothing(tmp_path: Path) -> None:
+    before = _host_state()
+    up, _ = _dev_up_with_node(tmp_path)
+    up.send_signal(signal.SIGINT)
+    assert up.wait(timeout=90) == 0
+    assert _host_state() == before
+
+
+@pytest.mark.skipif(node_skip_reason() is not None, reason=str(node_skip_reason()))
+def test_a_node_whose_owner_was_killed_is_cleaned_up_by_the_next_one(tmp_path: Path) -> None:
+    """`agentid dev up --with-node` SIGKILLed: its shims, bridge and chains stay until the next node starts."""
+    before = _host_state()
+    up, _ = _dev_up_with_node(tmp_path)
     up.send_signal(signal.SIGKILL)
     up.wait(timeout=30)
     assert (devnode.STATE_DIR / "node.json").exists()  # the record of what to clean
