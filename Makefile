@@ -18,7 +18,7 @@ CHECKOV := $(VENV)/tools/checkov/bin/checkov
 	integration e2e bench clean help
 
 help:
-	@echo "make demo   - start the local control plane and run the agentid story on it"
+	@echo "make demo   - start the local control plane (and a node, as root) and run the agentid story on it"
 	@echo "make test   - everything from a fresh machine: venv, installs, control plane build, lint, tests"
 	@echo "make lint | crds | control-plane | node-assets | image | unit | integration | node | e2e | bench | clean"
 
@@ -90,8 +90,9 @@ node: $(INSTALLED) control-plane node-assets
 test: $(INSTALLED) control-plane node-assets $(CHECKOV) lint
 	$(BIN)/pytest tests $(PYTEST_ARGS)
 
-demo: $(INSTALLED) control-plane
-	$(BIN)/python hack/demo.py
+# In Pods on a local node where one can run (root); the in-process story (hack/demo.py) elsewhere.
+demo: $(INSTALLED) control-plane node-assets
+	$(BIN)/python hack/demo_node.py
 
 bench: $(INSTALLED) control-plane
 	$(BIN)/python -m bench $(BENCH_ARGS)

@@ -22,14 +22,12 @@ from typing import Any
 import pytest
 import yaml
 
-from agentid.devcluster import images
+from agentid.devcluster import chartrelease, images
 from agentid.devcluster import node as devnode
-from agentid.devcluster.cluster import LocalCluster, free_port
-from agentid.tokens import authnconfig
+from agentid.devcluster.cluster import LocalCluster
 from tests.support.clusters import ClusterHandle, external_kubeconfig
 
 REPO = Path(__file__).resolve().parents[2]
-KUBE_AUDIENCE = authnconfig.DEFAULT_KUBE_AUDIENCE
 HERE = Path(__file__).resolve().parent
 
 
@@ -45,8 +43,7 @@ class NodeEnv:
     cluster: ClusterHandle
     local: LocalCluster
     node: devnode.LocalNode
-    issuer: str  # the in-cluster token service as kube-apiserver and Pods reach it: a forward on the gateway
-    issuer_port: int
+    issuer: chartrelease.Issuer  # the in-cluster token service, for kube-apiserver and Pods: a gateway forward
     agentid_image: images.ImageArchive
     busybox_image: images.ImageArchive
     timings: dict[str, float] = field(default_factory=dict)
@@ -90,12 +87,7 @@ def running_node(*, with_images: bool = True) -> Iterator[NodeEnv]:
     busybox = images.busybox_image()
     timings["images_ready_s"] = time.monotonic() - started
     local = LocalCluster()
-    issuer_port = free_port()
-    issuer = f"https://{devnode.NETWORK.gateway}:{issuer_port}"
-    # kube-apiserver accepts agent tokens of the in-cluster token service (retrying discovery until it runs).
-    config = authnconfig.authentication_configuration(issuer, audiences=[KUBE_AUDIENCE], ca_pem=local.ca.pem.decode())
-    path = local.write_file("authentication-config.yaml", yaml.safe_dump(config, sort_keys=False))
-    local.apiserver_args.append(f"--authentication-config={path}")
+    issuer = chartrelease.trust_in_cluster_issuer(local)
     devnode.prepare(local)
     with sigterm_interrupts():
         node = devnode.LocalNode(local)
@@ -112,7 +104,6 @@ def running_node(*, with_images: bool = True) -> Iterator[NodeEnv]:
                 local=local,
                 node=node,
                 issuer=issuer,
-                issuer_port=issuer_port,
                 agentid_image=agentid,
                 busybox_image=busybox,
                 timings=timings,

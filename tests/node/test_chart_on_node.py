@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from agentid.api import v1alpha1
+from agentid.devcluster import chartrelease
 from agentid.devcluster import node as devnode
 from agentid.domain import attribution
 from tests.node import chart
@@ -42,9 +43,9 @@ WORKLOAD_AGENT = "invoice-triage"
 
 
 @pytest.fixture(scope="module")
-def release(node_env: NodeEnv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[chart.Release]:
+def release(node_env: NodeEnv) -> Iterator[chart.Release]:
     TIMINGS.update(node_env.timings)
-    TIMINGS["helm_install_wait_s"] = chart.install(node_env, RELEASE, tmp_path_factory.mktemp("chart"))
+    TIMINGS["helm_install_wait_s"] = chart.install(node_env, RELEASE)
     TIMINGS.update(_node_memory_mb(node_env))
     yield RELEASE
     _write_timings()
@@ -147,7 +148,7 @@ def test_helm_install_runs_the_operator_and_the_token_service_in_pods(
         assert image.endswith(f"{node_env.agentid_image.repository.removeprefix('localhost/')}:dev"), image
         assert pod["spec"]["securityContext"]["runAsUser"] == 65532
     # The token service answers at its issuer (a ClusterIP behind the gateway) with the certificate the chart kept.
-    discovery = f"{node_env.issuer}/.well-known/openid-configuration"
+    discovery = f"{node_env.issuer.url}/.well-known/openid-configuration"
     assert eventually(lambda: _https_get(node_env, discovery) == 200, timeout=30, what="discovery")
 
 
@@ -180,90 +181,20 @@ def test_every_example_agent_becomes_ready(node_env: NodeEnv, release: chart.Rel
 
 # -- a workload running as an agent ----------------------------------------------------------------------------------
 
-# Runs inside the workload Pod (the agentid image's Python): exchange the projected ServiceAccount token for an
-# agent token for the Kubernetes audience, keep it in /tmp, and call the apiserver with it ("call" reuses it).
-WORKLOAD_SCRIPT = r"""
-import json, os, ssl, subprocess, sys, urllib.error, urllib.request
-ca = "/etc/agentid-ca/ca.crt"
-if sys.argv[1] == "exchange":
-    done = subprocess.run(
-        ["agentid", "token", "--issuer", os.environ["AGENTID_ISSUER"], "--subject-token",
-         "/var/run/secrets/agentid/token", "--audience", os.environ["KUBE_AUDIENCE"], "--cacert", ca],
-        capture_output=True, text=True)
-    if done.returncode != 0:
-        print(json.dumps({"exchange": "refused", "detail": done.stderr.strip()[-200:]}))
-        sys.exit(0)
-    open("/tmp/agent-token", "w").write(done.stdout.strip())
-token = open("/tmp/agent-token").read()
-host, port = os.environ["KUBERNETES_SERVICE_HOST"], os.environ["KUBERNETES_SERVICE_PORT"]
-request = urllib.request.Request(
-    f"https://{host}:{port}/api/v1/namespaces/{os.environ['NAMESPACE']}/configmaps",
-    headers={"Authorization": "Bearer " + token})
-try:
-    status = urllib.request.urlopen(request, timeout=10, context=ssl.create_default_context(cafile=ca)).status
-except urllib.error.HTTPError as error:
-    status = error.code
-print(json.dumps({"exchange": "granted" if sys.argv[1] == "exchange" else "reused", "apiserver": status}))
-"""
-
-
-def _workload_pod(env: NodeEnv) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "agent-workload", "namespace": WORKLOAD_NAMESPACE},
-        "spec": {
-            "serviceAccountName": f"{WORKLOAD_AGENT}-agent",
-            "automountServiceAccountToken": False,
-            "terminationGracePeriodSeconds": 1,
-            "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
-            "containers": [
-                {
-                    "name": "agent",
-                    "image": env.agentid_image.name,
-                    "imagePullPolicy": "Never",
-                    "command": ["python", "-c", "import signal; signal.sigwait({signal.SIGTERM})"],
-                    "env": [
-                        {"name": "AGENTID_ISSUER", "value": env.issuer},
-                        {"name": "KUBE_AUDIENCE", "value": "https://kubernetes.default.svc"},
-                        {"name": "NAMESPACE", "value": WORKLOAD_NAMESPACE},
-                    ],
-                    "securityContext": {
-                        "allowPrivilegeEscalation": False,
-                        "readOnlyRootFilesystem": True,
-                        "capabilities": {"drop": ["ALL"]},
-                    },
-                    "volumeMounts": [
-                        {"name": "subject", "mountPath": "/var/run/secrets/agentid", "readOnly": True},
-                        {"name": "ca", "mountPath": "/etc/agentid-ca", "readOnly": True},
-                        {"name": "tmp", "mountPath": "/tmp"},
-                    ],
-                }
-            ],
-            "volumes": [
-                {
-                    "name": "subject",
-                    "projected": {
-                        "sources": [
-                            {"serviceAccountToken": {"path": "token", "audience": env.issuer, "expirationSeconds": 600}}
-                        ]
-                    },
-                },
-                # The token service's certificate and the apiserver's come from the cluster CA, which every
-                # namespace gets as kube-root-ca.crt.
-                {
-                    "name": "ca",
-                    "configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]},
-                },
-                {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
-            ],
-        },
-    }
-
 
 def _in_workload(env: NodeEnv, mode: str) -> dict[str, Any]:
     output = env.kubectl(
-        "exec", "agent-workload", "-n", WORKLOAD_NAMESPACE, "-c", "agent", "--", "python", "-c", WORKLOAD_SCRIPT, mode
+        "exec",
+        chartrelease.WORKLOAD_POD,
+        "-n",
+        WORKLOAD_NAMESPACE,
+        "-c",
+        "agent",
+        "--",
+        "python",
+        "-c",
+        chartrelease.WORKLOAD_SCRIPT,
+        mode,
     )
     return dict(json.loads(output.strip().splitlines()[-1]))
 
@@ -284,7 +215,11 @@ def test_a_workload_pod_uses_its_agent_identity_and_suspend_cuts_it_off(
 ) -> None:
     eventually(lambda: _agent_ready(node_env, WORKLOAD_NAMESPACE, WORKLOAD_AGENT), timeout=90, what="agent Ready")
     started = time.monotonic()
-    node_env.apply(_workload_pod(node_env))
+    node_env.apply(
+        chartrelease.agent_workload_pod(
+            node_env.agentid_image, node_env.issuer, WORKLOAD_NAMESPACE, f"{WORKLOAD_AGENT}-agent"
+        )
+    )
     eventually(
         lambda: _ready(_pods(node_env, WORKLOAD_NAMESPACE, "")[0]) if _pods(node_env, WORKLOAD_NAMESPACE) else False,
         timeout=60,
@@ -309,7 +244,7 @@ def test_a_workload_pod_uses_its_agent_identity_and_suspend_cuts_it_off(
         timeout=30,
         what="works again after resume",
     )
-    node_env.kubectl("delete", "pod", "agent-workload", "-n", WORKLOAD_NAMESPACE, "--wait=false")
+    node_env.kubectl("delete", "pod", chartrelease.WORKLOAD_POD, "-n", WORKLOAD_NAMESPACE, "--wait=false")
 
 
 # -- the operator Pod dies mid-burst ---------------------------------------------------------------------------------
@@ -355,7 +290,7 @@ def test_helm_upgrade_rolls_the_pods_and_the_token_service_keeps_serving(
     node_env: NodeEnv, release: chart.Release, tmp_path: Path
 ) -> None:
     before = {pod["metadata"]["uid"] for pod in _pods(node_env, release.namespace)}
-    jwks = f"{node_env.issuer}/.well-known/openid-configuration"
+    jwks = f"{node_env.issuer.url}/.well-known/openid-configuration"
     answers: list[int] = []
     stop = threading.Event()
 
