@@ -111,6 +111,8 @@ def story(node: devnode.LocalNode, image: images.ImageArchive, issuer: chartrele
     node.kubectl("wait", "--for=condition=Ready", f"pod/{chartrelease.WORKLOAD_POD}", "-n", AGENT_NAMESPACE,
                  "--timeout=60s")  # fmt: skip
     say("in the Pod: projected ServiceAccount token -> RFC 8693 exchange at the token service -> GET configmaps")
+    # kube-apiserver loads the new issuer's keys on its own schedule (retrying with a backoff) once the release runs.
+    wait_for(lambda: in_pod(node, "exchange").get("apiserver") == 200, "the apiserver accepting agent tokens", 90)
     shown(json.dumps(in_pod(node, "exchange")))
 
     step(f"kubectl agentid suspend {AGENT}: the token it holds stops working, a new exchange is refused")

@@ -10,6 +10,7 @@ SIGTERM is turned into KeyboardInterrupt while a node runs, so a terminated run 
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -22,13 +23,14 @@ from typing import Any
 import pytest
 import yaml
 
-from agentid.devcluster import chartrelease, images
+from agentid.devcluster import chartrelease, hostnet, images
 from agentid.devcluster import node as devnode
 from agentid.devcluster.cluster import LocalCluster
 from tests.support.clusters import ClusterHandle, external_kubeconfig
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
+TOP_LEVEL = ("/run", "/var/lib", "/var/log", "/etc", "/opt")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -53,6 +55,28 @@ class NodeEnv:
 
     def apply(self, *documents: dict[str, Any]) -> None:
         self.cluster.kubectl("apply", "--server-side", "-f", "-", input_text=yaml.safe_dump_all(documents))
+
+
+def host_state() -> dict[str, Any]:
+    """Everything a node could leave on the host, to compare before and after."""
+    return {
+        "links": sorted(Path("/sys/class/net").iterdir()),
+        "routes": hostnet.run("ip", "route", "show").splitlines(),
+        "chains4": hostnet.owned_chains("iptables"),
+        "chains6": hostnet.owned_chains("ip6tables"),
+        "nft_tables": hostnet.nft_tables(),
+        "cgroups": hostnet.owned_cgroups(),
+        "sysctls": hostnet.read_sysctls(),
+        "netns": sorted(Path("/run/netns").iterdir()) if Path("/run/netns").is_dir() else [],
+        "host_paths": [path for path in devnode.HOST_PATHS if path.exists()],
+        "record": (devnode.STATE_DIR / "node.json").exists(),
+        # Whatever a component might create outside the node's folder shows up here.
+        "top_level": {
+            folder: sorted(set(os.listdir(folder)) - {devnode.STATE_DIR.name})  # the lock file stays, by design
+            for folder in TOP_LEVEL
+            if os.path.isdir(folder)
+        },
+    }
 
 
 def node_skip_reason() -> str | None:

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.node.conftest import node_skip_reason
-from tests.node.test_node_host_state import _host_state
+from tests.node.conftest import host_state, node_skip_reason
 
 DEMO = Path(__file__).resolve().parents[2] / "hack" / "demo_node.py"
 
@@ -19,7 +18,7 @@ def test_the_demo_runs_in_pods_and_leaves_nothing_behind() -> None:
     reason = node_skip_reason()
     if reason is not None:
         pytest.skip(reason)
-    before = _host_state()
+    before = host_state()
     done = subprocess.run([sys.executable, str(DEMO)], capture_output=True, text=True, timeout=540, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
@@ -29,4 +28,4 @@ def test_the_demo_runs_in_pods_and_leaves_nothing_behind() -> None:
         assert result in out
     assert out.rstrip().endswith("left nothing on the host (processes, mounts, bridge, iptables, cgroups)")
     assert "eyJ" not in out  # no token ever reaches the output
-    assert _host_state() == before
+    assert host_state() == before

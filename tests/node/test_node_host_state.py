@@ -11,39 +11,16 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from agentid.devcluster import hostnet
 from agentid.devcluster import node as devnode
 from agentid.devcluster.processes import pid_alive, wait_dead
-from tests.node.conftest import NodeEnv, node_skip_reason, running_node
+from tests.node.conftest import NodeEnv, host_state, node_skip_reason, running_node
 from tests.support.polling import eventually
 
 BRIDGE = devnode.NETWORK.bridge
-TOP_LEVEL = ("/run", "/var/lib", "/var/log", "/etc", "/opt")
-
-
-def _host_state() -> dict[str, Any]:
-    return {
-        "links": sorted(Path("/sys/class/net").iterdir()),
-        "routes": hostnet.run("ip", "route", "show").splitlines(),
-        "chains4": hostnet.owned_chains("iptables"),
-        "chains6": hostnet.owned_chains("ip6tables"),
-        "nft_tables": hostnet.nft_tables(),
-        "cgroups": hostnet.owned_cgroups(),
-        "sysctls": hostnet.read_sysctls(),
-        "netns": sorted(Path("/run/netns").iterdir()) if Path("/run/netns").is_dir() else [],
-        "host_paths": [path for path in devnode.HOST_PATHS if path.exists()],
-        "record": (devnode.STATE_DIR / "node.json").exists(),
-        # Whatever a component might create outside the node's folder shows up here.
-        "top_level": {
-            folder: sorted(set(os.listdir(folder)) - {devnode.STATE_DIR.name})  # the lock file stays, by design
-            for folder in TOP_LEVEL
-            if os.path.isdir(folder)
-        },
-    }
 
 
 def _busybox_pod_and_service(env: NodeEnv) -> tuple[str, str]:
@@ -81,7 +58,7 @@ def _busybox_pod_and_service(env: NodeEnv) -> tuple[str, str]:
 
 
 def test_pods_route_only_to_the_bridge_and_a_stopped_node_leaves_nothing() -> None:
-    before = _host_state()
+    before = host_state()
     with running_node() as env:
         workdir = env.node.workdir
         pod_ip, service_ip = _busybox_pod_and_service(env)
@@ -104,7 +81,7 @@ def test_pods_route_only_to_the_bridge_and_a_stopped_node_leaves_nothing() -> No
     assert not workdir.exists()
     assert hostnet.route_device(service_ip) != BRIDGE
     assert hostnet.routes_via(BRIDGE) == []
-    assert _host_state() == before
+    assert host_state() == before
 
 
 def _dev_up_with_node(tmp_path: Path) -> tuple[subprocess.Popen[str], list[str]]:
@@ -130,22 +107,22 @@ def _dev_up_with_node(tmp_path: Path) -> tuple[subprocess.Popen[str], list[str]]
 
 @pytest.mark.skipif(node_skip_reason() is not None, reason=str(node_skip_reason()))
 def test_ctrl_c_on_dev_up_with_node_leaves_nothing(tmp_path: Path) -> None:
-    before = _host_state()
+    before = host_state()
     up, _ = _dev_up_with_node(tmp_path)
     up.send_signal(signal.SIGINT)
     assert up.wait(timeout=90) == 0
-    assert _host_state() == before
+    assert host_state() == before
 
 
 @pytest.mark.skipif(node_skip_reason() is not None, reason=str(node_skip_reason()))
 def test_a_node_whose_owner_was_killed_is_cleaned_up_by_the_next_one(tmp_path: Path) -> None:
     """`agentid dev up --with-node` SIGKILLed: its shims, bridge and chains stay until the next node starts."""
-    before = _host_state()
+    before = host_state()
     up, _ = _dev_up_with_node(tmp_path)
     up.send_signal(signal.SIGKILL)
     up.wait(timeout=30)
     assert (devnode.STATE_DIR / "node.json").exists()  # the record of what to clean
     with running_node(with_images=False):
         pass
-    assert _host_state() == before
+    assert host_state() == before
     assert not any(pid_alive(pid) for pid in hostnet.cgroup_pids(hostnet.owned_cgroups()))
