@@ -70,6 +70,7 @@ def host_state() -> dict[str, Any]:
         "netns": sorted(Path("/run/netns").iterdir()) if Path("/run/netns").is_dir() else [],
         "host_paths": [path for path in devnode.HOST_PATHS if path.exists()],
         "record": (devnode.STATE_DIR / "node.json").exists(),
+        "node_processes": hostnet.processes_mentioning("/agentid-node-"),
         # Whatever a component might create outside the node's folder shows up here.
         "top_level": {
             folder: sorted(set(os.listdir(folder)) - {devnode.STATE_DIR.name})  # the lock file stays, by design

@@ -7,6 +7,7 @@ started in a state file, so ``down`` can stop it and ``env`` can print the shell
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -104,12 +105,16 @@ def down_command(args: argparse.Namespace) -> int:
     owner = int(state.get("pid", 0))
     if pid_alive(owner):
         os.kill(owner, signal.SIGTERM)  # `up` stops its own processes and removes the state file
+        # A node drains its Pods first, through the apiserver: give `up` the time before stopping anything.
+        wait_dead([owner], timeout=90 if "node" in state else 20)
     for pid in state.get("pids", []):  # and if `up` died without cleaning up, stop the groups it started
         if pid_alive(int(pid)):
-            os.killpg(int(pid), signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(int(pid), signal.SIGTERM)
     left = wait_dead([owner, *map(int, state.get("pids", []))], timeout=20)
     for pid in left:
-        os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
     path.unlink(missing_ok=True)
     if "node" in state:  # `up` was killed before it could take its node down: do it here
         devnode.clean_stale_node()

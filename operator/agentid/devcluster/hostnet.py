@@ -211,6 +211,17 @@ def cgroup_pids(cgroups: Iterable[Path]) -> set[int]:
     return pids
 
 
+def processes_mentioning(fragment: str) -> set[int]:
+    """PIDs whose command line contains ``fragment`` (e.g. a node's folder: every process it started names it)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if fragment in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    found.add(int(entry.name))
+    return found - {os.getpid()}
+
+
 def kill_pids(pids: Iterable[int]) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -33,7 +33,7 @@ import yaml
 
 from agentid.devcluster import assets, hostnet, images
 from agentid.devcluster.cluster import KUBERNETES_SERVICE_IP, SERVICE_CIDR, ClusterStartError, LocalCluster
-from agentid.devcluster.processes import ManagedProcess, pid_alive, wait_dead
+from agentid.devcluster.processes import ManagedProcess, wait_dead
 
 NODE_NAME = "agentid-node"
 NETWORK = hostnet.Network(bridge="agentid0", pod_cidr="10.89.0.0/24", gateway="10.89.0.1", service_cidr=SERVICE_CIDR)
@@ -462,10 +462,10 @@ disabled_plugins = [
         (CNI DEL, volume unmounts): nothing of theirs is left for the host cleanup to force."""
         if not any(process.name == "kubelet" and process.alive() for process in self.processes):
             return
-        self.kubectl("cordon", NODE_NAME, check=False)
+        self.kubectl("cordon", NODE_NAME, "--request-timeout=10s", check=False)
         self.kubectl(
             "delete", "pods", "--all-namespaces", "--all", "--grace-period=1", "--wait=false",
-            f"--field-selector=spec.nodeName={NODE_NAME}", check=False,
+            f"--field-selector=spec.nodeName={NODE_NAME}", "--request-timeout=10s", check=False,
         )  # fmt: skip
         deadline = time.monotonic() + timeout
         pods = self.kubelet_dir / "pods"
@@ -561,12 +561,11 @@ def clean_stale_node(log: Callable[[str], None] = print) -> bool:
 
 def cleanup_host(workdir: Path, record: dict[str, Any]) -> None:
     """Remove what a node left on the host, in dependency order; safe to call twice."""
-    state = workdir / "containerd" / "state"
-    # Shims outlive containerd (they are re-parented to init); containers are children of their shim.
-    shims = [int(path.read_text()) for path in _shim_pid_files(state)]
-    cgroups = hostnet.owned_cgroups()
+    # Every process the node started names its folder (shims outlive containerd, re-parented to init), and every
+    # container process sits in the kubepods cgroups.
     for _ in range(3):
-        victims = (hostnet.cgroup_pids(cgroups) | {pid for pid in shims if pid_alive(pid)}) - {os.getpid()}
+        victims = hostnet.processes_mentioning(f"{workdir}/") | hostnet.cgroup_pids(hostnet.owned_cgroups())
+        victims -= {os.getpid()}
         if not victims:
             break
         hostnet.kill_pids(victims)
@@ -584,11 +583,6 @@ def cleanup_host(workdir: Path, record: dict[str, Any]) -> None:
         if str(path) not in before and path.exists():
             hostnet.unmount_all(path)
             shutil.rmtree(path, ignore_errors=True)
-
-
-def _shim_pid_files(state: Path) -> Iterator[Path]:
-    if state.is_dir():
-        yield from state.glob("io.containerd.runtime.v2.task/*/*/shim.pid")
 
 
 def _proxy_cleanup() -> None:
