@@ -5,6 +5,7 @@
 ARG PYTHON_IMAGE=python:3.11.14-slim-trixie
 
 # -- build: a virtualenv with agentid and its dependencies (all from wheels: nothing is compiled) -----------------
+# hack/image/ is the one definition of what goes into the image; `make image` (no Docker) runs the same scripts.
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -13,13 +14,9 @@ WORKDIR /src
 # release's SBOM lists; without it (a development build) pip resolves the newest allowed versions.
 COPY pyproject.toml README.md LICENSE dist/image-requirements.tx[t] ./
 COPY operator ./operator
-RUN python -m venv /opt/agentid \
- && /opt/agentid/bin/pip install "setuptools>=77" wheel \
- && /opt/agentid/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /wheels . \
- && /opt/agentid/bin/pip install --only-binary=:all: \
-      $(test -f image-requirements.txt && echo --constraint image-requirements.txt) /wheels/agentid_operator-*.whl \
- && /opt/agentid/bin/pip uninstall --yes pip setuptools wheel \
- && python -m compileall -q /opt/agentid
+COPY hack/image ./hack/image
+RUN sh hack/image/wheelhouse.sh /wheels \
+ && sh hack/image/install.sh /wheels
 
 # -- runtime: the virtualenv on a clean base; no compilers, no pip in the venv, no shell tools added ---------------
 FROM ${PYTHON_IMAGE}

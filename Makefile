@@ -22,12 +22,13 @@ export AGENTID_ACTIONLINT := $(ACTIONLINT)
 RELEASE_TOOLS := $(VENV)/tools/release
 DIST ?= dist
 
-.PHONY: test demo lint format crds crds-check control-plane checkov actionlint reference chart-readme release set-version unit integration e2e bench clean help
+.PHONY: test demo lint format crds crds-check control-plane node-prereqs node-assets image node checkov actionlint \
+	reference chart-readme release set-version unit integration e2e bench clean help
 
 help:
-	@echo "make demo   - start the local control plane and run the agentid story on it"
+	@echo "make demo   - start the local control plane (and a node, as root) and run the agentid story on it"
 	@echo "make test   - everything from a fresh machine: venv, installs, control plane build, lint, tests"
-	@echo "make lint | crds | control-plane | unit | integration | e2e | bench | release | clean"
+	@echo "make lint | crds | control-plane | node-assets | image | unit | integration | node | e2e | bench | release | clean"
 
 $(INSTALLED): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +40,23 @@ $(INSTALLED): pyproject.toml
 control-plane:
 	@if [ -n "$$AGENTID_TEST_KUBECONFIG" ]; then echo "AGENTID_TEST_KUBECONFIG set: using that cluster"; \
 	else hack/build-control-plane.sh >/dev/null; fi
+
+# A real node (agentid.devcluster.node, tests/node): Debian's runc, CNI plugins, iptables, image tools (installed
+# only when missing, needs root), then kubelet, kube-proxy, kube-scheduler and containerd built from their Go
+# modules into the same cache. Without root both are skipped and the node tests say why they skip.
+node-prereqs:
+	@hack/node-prereqs.sh
+
+node-assets: node-prereqs
+	@if [ -n "$$AGENTID_TEST_KUBECONFIG" ]; then echo "AGENTID_TEST_KUBECONFIG set: no local node"; \
+	elif [ "$$(id -u)" != 0 ]; then echo "not root: no local node (node tests will skip)"; \
+	else hack/build-control-plane.sh --with-node >/dev/null; fi
+
+# The agentid image without Docker (mmdebstrap + umoci + skopeo; hack/image/ is shared with the Dockerfile), cached
+# by a hash of its inputs; imported into the node of a running `agentid dev up --with-node`.
+# IMAGE_ARCHIVE=path: also copy the archive there (`make release` puts it into dist/).
+image: $(INSTALLED) node-prereqs
+	$(BIN)/python hack/build-image.py $(IMAGE_ARCHIVE)
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check operator tests bench hack
@@ -89,14 +107,14 @@ $(RELEASE_TOOLS)/.installed:
 	@touch $@
 
 # Everything a release publishes, in $(DIST)/: wheel + sdist (agentid-operator), the image's exact Python pins and
-# their CycloneDX SBOM, the chart .tgz with its CRDs, SHA256SUMS. When the Makefile has an `image` target (the
-# Docker-less image), its OCI archive is built into $(DIST)/ too (it must write to $$IMAGE_ARCHIVE) and checksummed.
+# their CycloneDX SBOM, the chart .tgz with its CRDs, SHA256SUMS, and (as root) the Docker-less image from
+# `make image` as a docker-archive, checksummed too.
 # docs/release.md: what each file is and how the tag workflow signs and publishes them.
 release: $(INSTALLED) $(RELEASE_TOOLS)/.installed
 	$(BIN)/python hack/release.py build --dist $(DIST) --tools $(RELEASE_TOOLS)/bin --helm "$$(command -v helm)"
-	@if grep -q '^image:' $(firstword $(MAKEFILE_LIST)); then \
-	  $(MAKE) image IMAGE_ARCHIVE=$(abspath $(DIST))/agentid-image-$$($(BIN)/python hack/release.py version).oci.tar; \
-	else echo "no \`make image\` target: the image is built by docker (Dockerfile) in the release workflow"; fi
+	@if [ "$$(id -u)" = 0 ]; then \
+	  $(MAKE) image IMAGE_ARCHIVE=$(abspath $(DIST))/agentid-image-$$($(BIN)/python hack/release.py version).docker.tar; \
+	else echo "not root: no Docker-less image archive (\`make image\` needs root; the release workflow builds it)"; fi
 	$(BIN)/python hack/release.py checksums --dist $(DIST)
 	@cat $(DIST)/SHA256SUMS
 
@@ -118,11 +136,15 @@ integration: $(INSTALLED) control-plane $(CHECKOV)
 e2e: $(INSTALLED) control-plane
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
-test: $(INSTALLED) control-plane $(CHECKOV) $(ACTIONLINT) lint
+node: $(INSTALLED) control-plane node-assets
+	$(BIN)/pytest tests/node $(PYTEST_ARGS)
+
+test: $(INSTALLED) control-plane node-assets $(CHECKOV) $(ACTIONLINT) lint
 	$(BIN)/pytest tests $(PYTEST_ARGS)
 
-demo: $(INSTALLED) control-plane
-	$(BIN)/python hack/demo.py
+# In Pods on a local node where one can run (root); the in-process story (hack/demo.py) elsewhere.
+demo: $(INSTALLED) control-plane node-assets
+	$(BIN)/python hack/demo_node.py
 
 bench: $(INSTALLED) control-plane
 	$(BIN)/python -m bench $(BENCH_ARGS)

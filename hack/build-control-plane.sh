@@ -3,8 +3,11 @@
 # modules into a versioned cache outside the repository, the way envtest does, because no Docker engine and no
 # prebuilt binaries exist on the project's machines.
 #
-# Usage: hack/build-control-plane.sh [--print-dir]
+# Usage: hack/build-control-plane.sh [--with-node] [--print-dir]
 #   --print-dir   print the folder that holds (or will hold) the binaries and exit
+#   --with-node   also build what a local node runs (agentid.devcluster.node): kubelet, kube-scheduler and
+#                 kube-proxy from the same throwaway module as kube-apiserver, and containerd v2 + its runc shim +
+#                 ctr from containerd's Go modules (runc and the CNI plugins come from Debian: hack/node-prereqs.sh)
 #
 # Honours KUBEBUILDER_ASSETS: when it names a folder that already has kube-apiserver and etcd, nothing is built
 # and that folder is printed (kube-controller-manager, kubectl and helm are still built if missing there).
@@ -19,10 +22,14 @@ cache_root="${AGENTID_CACHE_DIR:-${XDG_CACHE_HOME:-${HOME}/.cache}/agentid}"
 work_dir="${cache_root}/k8s/${KUBERNETES_VERSION}-etcd${ETCD_VERSION}-helm${HELM_VERSION}"
 bin_dir="${work_dir}/bin"
 
-if [[ "${1:-}" == "--print-dir" ]]; then
-  echo "${bin_dir}"
-  exit 0
-fi
+with_node=false
+for arg in "$@"; do
+  case "${arg}" in
+    --print-dir) echo "${bin_dir}"; exit 0 ;;
+    --with-node) with_node=true ;;
+    *) echo "error: unknown argument ${arg}" >&2; exit 2 ;;
+  esac
+done
 
 log() { printf '[control-plane %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -108,7 +115,7 @@ build_k8s() {
   prepare_module "${src}" k8s.io/kubernetes "${KUBERNETES_VERSION}" "${staging_version}"
   local ldflags; ldflags="$(k8s_ldflags)"
   local b
-  for b in kube-apiserver kube-controller-manager kubectl; do
+  for b in "$@"; do
     if [[ -x "${bin_dir}/${b}" ]]; then log "${b} ${KUBERNETES_VERSION}: present"; continue; fi
     log "building ${b} ${KUBERNETES_VERSION} (cold builds take several minutes each on 2 cores)"
     local started=${SECONDS}
@@ -146,10 +153,48 @@ build_helm() {
   log "built helm in $((SECONDS - started))s"
 }
 
+# containerd v2 (daemon, runc shim, ctr): static Go binaries without the storage drivers a dev node never uses.
+# Cached beside the Kubernetes binaries under its own version, so a containerd bump rebuilds only containerd.
+build_containerd() {
+  local dir="${cache_root}/k8s/containerd-${CONTAINERD_VERSION}" b
+  local src="${dir}/src" out="${dir}/bin"
+  mkdir -p "${out}"
+  prepare_module "${src}" github.com/containerd/containerd/v2 "${CONTAINERD_VERSION}" "${CONTAINERD_VERSION}"
+  local pkg=github.com/containerd/containerd/v2
+  local ldflags="-s -w -X ${pkg}/version.Version=${CONTAINERD_VERSION} -X ${pkg}/version.Revision=go-module"
+  for b in containerd containerd-shim-runc-v2 ctr; do
+    if [[ -x "${out}/${b}" ]]; then log "${b} ${CONTAINERD_VERSION}: present"; continue; fi
+    log "building ${b} ${CONTAINERD_VERSION}"
+    local started=${SECONDS}
+    (cd "${src}" && go build -trimpath -tags "no_btrfs no_devmapper no_zfs" -ldflags "${ldflags}" \
+      -o "${out}/${b}.tmp" "${pkg}/cmd/${b}")
+    mv "${out}/${b}.tmp" "${out}/${b}"
+    log "built ${b} in $((SECONDS - started))s"
+  done
+}
+
+# The Pod sandbox ("pause") program: hack/pause/main.go, a static binary that agentid.devcluster.images wraps into a
+# one-file image (no registry to pull registry.k8s.io/pause from).
+build_pause() {
+  local out="${cache_root}/k8s/containerd-${CONTAINERD_VERSION}/bin/pause"
+  if [[ -x "${out}" && "${out}" -nt "${repo_root}/hack/pause/main.go" ]]; then log "pause: present"; return 0; fi
+  log "building pause"
+  (cd "${repo_root}/hack/pause" && GOFLAGS= go build -trimpath -ldflags "-s -w" -o "${out}.tmp" main.go)
+  mv "${out}.tmp" "${out}"
+}
+
 total_started=${SECONDS}
 build_etcd
-build_k8s
+build_k8s kube-apiserver kube-controller-manager kubectl
 build_helm
 all_present "${bin_dir}" etcd kube-apiserver kube-controller-manager kubectl helm
 log "control plane ready in ${bin_dir} ($((SECONDS - total_started))s)"
+if [[ "${with_node}" == true ]]; then
+  build_k8s kubelet kube-scheduler kube-proxy
+  build_containerd
+  build_pause
+  all_present "${bin_dir}" kubelet kube-scheduler kube-proxy
+  all_present "${cache_root}/k8s/containerd-${CONTAINERD_VERSION}/bin" containerd containerd-shim-runc-v2 ctr pause
+  log "node binaries ready ($((SECONDS - total_started))s)"
+fi
 echo "${bin_dir}"

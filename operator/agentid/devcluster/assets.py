@@ -31,7 +31,7 @@ class Versions:
         return f"{self.kubernetes}-etcd{self.etcd}-helm{self.helm}"
 
 
-def pinned_versions() -> Versions:
+def _pins() -> dict[str, str]:
     text = resources.files("agentid.devcluster").joinpath("versions.env").read_text()
     values: dict[str, str] = {}
     for raw in text.splitlines():
@@ -39,15 +39,38 @@ def pinned_versions() -> Versions:
         if line and not line.startswith("#"):
             key, _, value = line.partition("=")
             values[key.strip()] = value.strip()
+    return values
+
+
+def pinned_versions() -> Versions:
+    values = _pins()
     return Versions(values["KUBERNETES_VERSION"], values["ETCD_VERSION"], values["HELM_VERSION"])
+
+
+def cache_root() -> Path:
+    root = os.environ.get("AGENTID_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "agentid"
+    )
+    return Path(root)
 
 
 def cache_bin_dir(versions: Versions | None = None) -> Path:
     versions = versions or pinned_versions()
-    root = os.environ.get("AGENTID_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "agentid"
-    )
-    return Path(root) / "k8s" / versions.cache_key / "bin"
+    return cache_root() / "k8s" / versions.cache_key / "bin"
+
+
+def containerd_bin_dir() -> Path:
+    """containerd, its runc shim, ctr and the pause program (``hack/build-control-plane.sh --with-node``)."""
+    return cache_root() / "k8s" / f"containerd-{_pins()['CONTAINERD_VERSION']}" / "bin"
+
+
+def find_node_binary(name: str) -> Path:
+    """A binary only a local node runs, from the build cache (never PATH: the versions must be the pinned ones)."""
+    for folder in (cache_bin_dir(), containerd_bin_dir()):
+        candidate = folder / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    raise AssetsNotFound(f"{name} not found in {cache_bin_dir()} or {containerd_bin_dir()}: run `make node-assets`")
 
 
 def _candidates() -> list[Path]:

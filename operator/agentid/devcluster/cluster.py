@@ -46,6 +46,10 @@ AUDIT_POLICY = {
 }
 
 
+SERVICE_CIDR = "10.0.0.0/24"
+KUBERNETES_SERVICE_IP = "10.0.0.1"  # the first address of SERVICE_CIDR: the `kubernetes` Service
+
+
 class ClusterStartError(RuntimeError):
     """A component did not become ready; the message carries the tail of its log."""
 
@@ -94,6 +98,9 @@ class LocalCluster:
         self.kubeconfig = self.workdir / "kubeconfig"
         self.audit_log: Path | None = self.workdir / "audit.log" if audit else None
         self.apiserver_args: list[str] = []
+        # A LocalNode (agentid.devcluster.node) widens these before start(): more controllers, more serving names.
+        self.controllers: list[str] = list(CONTROLLERS)
+        self.serving_hosts: list[str] = ["127.0.0.1", "localhost", "kubernetes.default.svc"]
         self._apiserver_argv: list[str] = []
         self.processes: list[ManagedProcess] = []
         self._admin = self.ca.issue("admin", common_name="admin", organization="system:masters", client=True)
@@ -169,7 +176,7 @@ class LocalCluster:
         self._poll(process, deadline, lambda: _http_ok(f"{self.etcd_url}/health", None))
 
     def _start_apiserver(self, deadline: float) -> None:
-        serving = self.ca.serving("apiserver", "127.0.0.1", "localhost", "kubernetes.default.svc")
+        serving = self.ca.serving("apiserver", *self.serving_hosts)
         sa_key, sa_public = self.workdir / "sa.key", self.workdir / "sa.pub"
         pki.write_service_account_keys(sa_key, sa_public)
         args = [
@@ -180,7 +187,7 @@ class LocalCluster:
             "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1",
             "--endpoint-reconciler-type=none",
-            "--service-cluster-ip-range=10.0.0.0/24",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--authorization-mode=Node,RBAC",
             f"--client-ca-file={self.ca.cert_path}",
             f"--tls-cert-file={serving.cert}",
@@ -228,7 +235,7 @@ class LocalCluster:
             [
                 str(assets.find_binary("kube-controller-manager")),
                 f"--kubeconfig={kubeconfig}",
-                f"--controllers={','.join(CONTROLLERS)}",
+                f"--controllers={','.join(self.controllers)}",
                 f"--service-account-private-key-file={self.workdir / 'sa.key'}",
                 f"--root-ca-file={self.ca.cert_path}",
                 "--use-service-account-credentials=true",
@@ -250,6 +257,12 @@ class LocalCluster:
         context = ssl.create_default_context(cafile=str(self.ca.cert_path))
         context.load_cert_chain(str(self._admin.cert), str(self._admin.key))
         return context
+
+    def client_kubeconfig(self, path: Path, common_name: str, organization: str | None = None) -> Path:
+        """A kubeconfig at ``path`` with a new client certificate (e.g. for a node's kubelet or kube-proxy)."""
+        cert = self.ca.issue(path.stem, common_name=common_name, organization=organization, client=True)
+        self._write_kubeconfig(path, cert)
+        return path
 
     def _write_kubeconfig(self, path: Path, client: pki.CertPair) -> None:
         config = {
