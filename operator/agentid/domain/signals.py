@@ -60,10 +60,9 @@ def events_for(old: AgentIdentity | None, new: AgentIdentity | None, now: dt.dat
     if agent is None or not agent_id:
         return []  # never provisioned: it never held a token
     stamp = int(now.timestamp())
-    was_terminal = old is not None and _reason(old, now) in _TERMINAL
-    reason = "deleted" if new is None else _TERMINAL.get(_reason(new, now))  # type: ignore[arg-type]
+    reason = "deleted" if new is None else terminal_reason(new, now)
     if reason is not None:
-        return [] if was_terminal else [Event(SESSION_REVOKED, agent_id, _revoked(reason, stamp))]
+        return [Event(SESSION_REVOKED, agent_id, _revoked(reason, stamp))]  # the transmitter announces it once
     if old is None or new is None:
         return []
     events: list[Event] = []
@@ -114,11 +113,13 @@ def verification_claims(*, issuer: str, audience: str, state: str | None, now: d
     }
 
 
-def _reason(agent: AgentIdentity, now: dt.datetime) -> Reason | None:
+def terminal_reason(agent: AgentIdentity, now: dt.datetime) -> str | None:
+    """Why the agent can never hold tokens again (revoked, expired, deleted), or None. Expiry is a matter of
+    time, not of a watch event: both sides of a change may already be past ``expiresAt``."""
     try:
         claims.check_may_get_tokens(agent, now)
     except Refused as refusal:
-        return refusal.reason
+        return _TERMINAL.get(refusal.reason)
     return None
 
 

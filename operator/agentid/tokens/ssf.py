@@ -93,6 +93,7 @@ class Transmitter:
         self._clock = clock
         self.streams: dict[str, Stream] = {}
         self._revoked: dict[str, int] = {}  # agent ID → when its sessions were revoked (for new streams' snapshot)
+        self._announced: set[str | None] = set()  # UIDs of existing agents whose revocation was announced
         self._pushers: dict[str, asyncio.Task[None]] = {}
         self._http: aiohttp.ClientSession | None = None
         self.sent = 0  # SETs signed (benchmarks read it)
@@ -102,14 +103,26 @@ class Transmitter:
     def on_agent_change(self, old: AgentIdentity | None, new: AgentIdentity | None) -> None:
         """AgentCache listener: the events this change means, to every stream that asked for them."""
         now = self._clock()
-        events = signals.events_for(old, new, now)
-        for event in events:
-            if event.event_type == signals.SESSION_REVOKED:
-                self._revoked[event.agent_id] = int(event.body["event_timestamp"])
+        events = [event for event in signals.events_for(old, new, now) if self._first_revocation(event, old, new)]
         if events:
             self._forget_old_revocations(now)
             for stream in list(self.streams.values()):
                 self._append(stream, events, now)
+
+    def _first_revocation(self, event: signals.Event, old: AgentIdentity | None, new: AgentIdentity | None) -> bool:
+        """A session-revoked event is announced once per agent (by UID): deletion after revocation adds nothing."""
+        if event.event_type != signals.SESSION_REVOKED:
+            return True
+        agent = new or old
+        uid = agent.metadata.uid if agent is not None else None
+        first = uid not in self._announced
+        if new is None:
+            self._announced.discard(uid)  # gone: the set holds only agents that still exist
+        elif first:
+            self._announced.add(uid)
+        if first:
+            self._revoked[event.agent_id] = int(event.body["event_timestamp"])
+        return first
 
     def _append(self, stream: Stream, events: list[signals.Event], now: dt.datetime) -> None:
         if stream.status != "enabled":

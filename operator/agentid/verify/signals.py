@@ -283,6 +283,9 @@ class SignalReceiver:
         """An ASGI app taking RFC 8935 pushes: mount it at the ``push_url`` the receiver was built with."""
 
         async def app(scope: dict[str, Any], receive: ASGIReceive, send: ASGISend) -> None:
+            if scope["type"] == "lifespan":
+                await _lifespan(receive, send)
+                return
             status, body = await self._pushed(scope, receive)
             headers = [(b"content-type", b"application/json")] if body else []
             await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -316,6 +319,17 @@ class SignalReceiver:
         except IssuerUnavailable:
             return 503, b""
         return 202, b""
+
+
+async def _lifespan(receive: ASGIReceive, send: ASGISend) -> None:
+    """Nothing to start or stop: acknowledge the server's lifespan messages."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
 
 
 def _named(stream: Any, name: str) -> bool:
