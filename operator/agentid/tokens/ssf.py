@@ -1,11 +1,13 @@
 """The Shared Signals (SSF 1.0) transmitter: streams, their bounded event logs, SET signing, push delivery.
 
 Fed by the AgentCache listener (``on_agent_change``, synchronous, from the live watch): every CAEP event of
-``domain.signals`` becomes one Security Event Token per enabled stream, signed with the issuer key
-(``typ: secevent+jwt``), appended to that stream's log. A SET leaves the log only when the receiver acknowledges
-it (RFC 8936 poll ``ack``) or accepts it (RFC 8935 push, 202): delivery is at-least-once, and a receiver that was
-away finds every unacknowledged SET still there. Logs are bounded (``max_log``): past it the oldest SETs are
-dropped and counted, and a receiver that lost events can re-create its stream to start from a snapshot.
+``domain.signals`` becomes one Security Event Token per enabled stream, appended to that stream's log and signed
+with the issuer key (``typ: secevent+jwt``) when it is first delivered — signing is the fan-out's cost, so it is
+paid by delivery, not by the watch callback that also feeds exchange and introspection. A SET leaves the log
+only when the receiver acknowledges it (RFC 8936 poll ``ack``) or accepts it (RFC 8935 push, 202): delivery is
+at-least-once, and a receiver that was away finds every unacknowledged SET still there. Logs are bounded
+(``max_log``): past it the oldest SETs are dropped and counted, and a receiver that lost events can re-create its
+stream to start from a snapshot.
 
 Stream state lives in this replica's memory (a documented limitation, docs/token-service.md): each replica
 transmits from its own watch, so a receiver talks to one replica (the stream's endpoints are that replica's).
@@ -21,25 +23,32 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import jwt
 
 from agentid.api.v1alpha1 import AgentIdentity
-from agentid.domain import signals
+from agentid.domain import keys, signals
 from agentid.domain.claims import MAX_TOKEN_LIFETIME
 from agentid.tokens.agents import AgentCache
-from agentid.tokens.keyring import IssuerKeyring, utcnow
+from agentid.tokens.keyring import utcnow
 
 logger = logging.getLogger(__name__)
 PUSH_TIMEOUT = aiohttp.ClientTimeout(total=5)
 PUSH_BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0)
 
 
+class Signer(Protocol):
+    """What the transmitter needs of the issuer keyring: the key SETs are signed with."""
+
+    def signing_key(self) -> keys.SigningKey: ...
+
+
 @dataclass
 class Stream:
-    """One receiver's stream (SSF 1.0 §8.1.1) and its log of undelivered SETs (jti → compact SET)."""
+    """One receiver's stream (SSF 1.0 §8.1.1) and its log of undelivered SETs (jti → claims, or the signed SET
+    once delivered: a redelivery is the same SET)."""
 
     stream_id: str
     owner: str
@@ -50,7 +59,7 @@ class Stream:
     endpoint_url: str | None = None  # push: the receiver's; poll: ours
     authorization_header: str | None = None  # push: what we send the receiver (never returned)
     status: str = "enabled"
-    log: collections.OrderedDict[str, str] = field(default_factory=collections.OrderedDict)
+    log: collections.OrderedDict[str, dict[str, Any] | str] = field(default_factory=collections.OrderedDict)
     dropped: int = 0
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -80,7 +89,7 @@ class Transmitter:
         *,
         issuer: str,
         agents: AgentCache,
-        keyring: IssuerKeyring,
+        keyring: Signer,
         max_log: int = 10_000,
         max_streams: int = 2_000,
         clock: Callable[[], dt.datetime] = utcnow,
@@ -134,10 +143,19 @@ class Transmitter:
         stream.arrived.set()
 
     def _log(self, stream: Stream, payload: dict[str, Any]) -> None:
-        stream.log[payload["jti"]] = self.sign(payload)
+        stream.log[payload["jti"]] = payload
         while len(stream.log) > self._max_log:
             stream.log.popitem(last=False)
             stream.dropped += 1
+
+    def signed(self, stream: Stream, jti: str) -> str:
+        """The SET with this ``jti``, signed on first delivery and kept for redeliveries."""
+        entry = stream.log[jti]
+        if isinstance(entry, str):
+            return entry
+        token = self.sign(entry)
+        stream.log[jti] = token
+        return token
 
     def sign(self, payload: dict[str, Any]) -> str:
         """A SET (RFC 8417 §2.3: ``typ: secevent+jwt``) signed with the issuer's current key."""
@@ -229,7 +247,7 @@ class Transmitter:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await stream.arrived.wait()
-        sets = dict(list(stream.log.items())[:max_events])
+        sets = {jti: self.signed(stream, jti) for jti in list(stream.log)[:max_events]}
         return sets, len(stream.log) > len(sets)
 
     # -- push (RFC 8935) --------------------------------------------------------------------------------------
@@ -242,7 +260,8 @@ class Transmitter:
                 stream.arrived.clear()
                 await stream.arrived.wait()
                 continue
-            jti, token = next(iter(stream.log.items()))
+            jti = next(iter(stream.log))
+            token = self.signed(stream, jti)
             try:
                 delivered = await self._push(stream, token)
             except (aiohttp.ClientError, TimeoutError) as error:
