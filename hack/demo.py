@@ -553,14 +553,14 @@ async def _offline_verifier_story(demo: Demo, caller: str, token: str) -> list[s
                 await asyncio.sleep(0.001)
 
         lines.append(f"before: with the receiver {await verdict(guarded)}; JWKS only {await verdict(offline)}")
-        started = time.perf_counter()
         await asyncio.to_thread(
             demo.kubectl, "agentid", "suspend", "invoice-triage", "-n", "finance-agents", "--reason=demo: signals"
         )
+        started = time.perf_counter()  # the suspension is in the apiserver once the command returns
         await until("refused", 10)
         elapsed = time.perf_counter() - started
         lines.append(
-            f"kubectl agentid suspend → the offline verifier refuses {elapsed * 1000:.0f} ms after the command"
+            f"kubectl agentid suspend → the offline verifier refuses {elapsed * 1000:.0f} ms after it returned"
         )
         lines.append(f"  with the receiver: {await verdict(guarded)}")
         lines.append(f"  JWKS only (no receiver): {await verdict(offline)}   # until the token expires")
@@ -568,8 +568,8 @@ async def _offline_verifier_story(demo: Demo, caller: str, token: str) -> list[s
             demo.kubectl, "agentid", "resume", "invoice-triage", "-n", "finance-agents", "--mode=Autonomous", "--wait"
         )
         await until("accepted", 30)
-        lines.append(f"after kubectl agentid resume: with the receiver {await verdict(guarded)}")
         listening.cancel()
+        lines.append(f"after kubectl agentid resume: with the receiver {await verdict(guarded)}")
     return lines
 
 
