@@ -205,6 +205,23 @@ def test_a_restarted_receiver_catches_up_on_what_happened_while_it_was_down(
         second.close()
 
 
+def test_a_receiver_whose_stream_vanished_subscribes_again_and_keeps_refusing(
+    cluster: ClusterHandle,
+    token_service: TokenServiceHandle,
+    token_namespace: str,
+    receiver: ReceiverThread,
+    receiver_credentials: str,
+) -> None:
+    """What a token-service restart looks like to a receiver: its stream is gone (404); it must not go deaf."""
+    agent, token = agent_with_token(cluster, token_service, token_namespace)
+    lost = receiver.receiver.stream_id
+    gone = ssf(token_service, "DELETE", f"/ssf/streams?stream_id={lost}", receiver_credentials)
+    assert gone.status_code == 204
+    eventually(lambda: receiver.receiver.stream_id not in (None, lost), what="a new stream")
+    agent.patch_spec({"supervision": {"mode": "Suspended"}})
+    eventually(lambda: refused(receiver, token), what="refused through the new stream")
+
+
 def test_a_receiver_fails_closed_when_its_stream_is_gone_too_long(
     cluster: ClusterHandle, token_service: TokenServiceHandle, token_namespace: str, receiver_credentials: str
 ) -> None:
@@ -303,6 +320,13 @@ def test_stream_management_refuses_the_unauthenticated_and_the_unauthorised(
         headers={"Content-Type": "application/json"},
     )
     assert not_json.status_code == 400
+    poll = ssf(token_service, "POST", "/ssf/streams", receiver_credentials, json=body).json()
+    try:
+        for bad_poll in ({"ack": "all"}, {"maxEvents": -1}, {"setErrs": ["x"]}):
+            answer = ssf(token_service, "POST", f"/ssf/poll/{poll['stream_id']}", receiver_credentials, json=bad_poll)
+            assert answer.status_code == 400, (bad_poll, answer.text)
+    finally:
+        ssf(token_service, "DELETE", f"/ssf/streams?stream_id={poll['stream_id']}", receiver_credentials)
     # Another receiver's stream does not exist for it.
     other = receiver_token(cluster, token_service.issuer, "other-receiver")
     mine = ssf(token_service, "POST", "/ssf/streams", receiver_credentials, json=body).json()

@@ -195,8 +195,11 @@ class SignalRoutes:
             acks = body.get("ack", [])
             if not isinstance(acks, list) or not all(isinstance(jti, str) for jti in acks):
                 raise Problem(400, "invalid_request", "ack must be a list of jti strings")
-            for jti, error in (body.get("setErrs") or {}).items():
-                logger.warning("receiver of stream %s could not process SET %s: %s", stream.stream_id, jti[:64], error)
+            errors_reported = body.get("setErrs") or {}
+            if not isinstance(errors_reported, dict):
+                raise Problem(400, "invalid_request", "setErrs must be an object keyed by jti")
+            for jti in errors_reported:  # RFC 8936 §2.4: the receiver will not take these; they leave the log
+                logger.warning("receiver of stream %s could not process a SET", stream.stream_id)
                 stream.log.pop(jti, None)
             max_events = body.get("maxEvents", MAX_POLL_EVENTS)
             if isinstance(max_events, bool) or not isinstance(max_events, int) or max_events < 0:
