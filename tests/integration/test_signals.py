@@ -7,6 +7,7 @@ RFC 7009 revokes a token and its descendants; introspection cascades over a thre
 from __future__ import annotations
 
 import datetime as dt
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -226,13 +227,29 @@ def test_a_receiver_fails_closed_when_its_stream_is_gone_too_long(
     cluster: ClusterHandle, token_service: TokenServiceHandle, token_namespace: str, receiver_credentials: str
 ) -> None:
     _, token = agent_with_token(cluster, token_service, token_namespace)
-    guarded = ReceiverThread(token_service, receiver_credentials, MCP, fail_closed_after=1.0).start()
+    clock = Clock()
+    guarded = ReceiverThread(token_service, receiver_credentials, MCP, fail_closed_after=15.0, clock=clock).start()
     try:
+        clock.advance(14.0)  # the window covers a quiet long poll
         assert guarded.verdict(token) == "accepted"
         guarded.stop()
-        eventually(lambda: guarded.verdict(token) == "unavailable", timeout=10, what="fail closed")
+        clock.advance(30.0)
+        assert guarded.verdict(token) == "unavailable"
     finally:
         guarded.close()
+
+
+class Clock:
+    """Monotonic time the test can move forward (the receiver's fail-closed window without waiting for it)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.offset
 
 
 # -- push (RFC 8935) --------------------------------------------------------------------------------------------

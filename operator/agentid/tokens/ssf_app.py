@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 JSON = "application/json"
 MAX_STREAMS_PER_RECEIVER = 16
 MAX_POLL_EVENTS = 1_000
-LONG_POLL_SECONDS = 20.0
+LONG_POLL_SECONDS = 10.0  # a quiet stream still answers this often: receivers' fail-closed windows rely on it
 AUTHZ_CACHE_SECONDS = 10.0
 MAX_TEXT = 2_048
 CHALLENGE = 'Bearer realm="agentid-ssf"'

@@ -12,8 +12,9 @@ SETs (RFC 8935) through ``push_endpoint``. Every Security Event Token is verifie
 - CAEP ``token-claims-change``: recorded (the live ``agent`` claim), principals keep the token's claims.
 On (re)start the receiver drains and deletes its earlier streams (catch-up of what it had not acknowledged) and
 creates a fresh one, which starts with a snapshot of every agent refused right now. While the stream has not
-answered for ``fail_closed_after`` seconds, ``check`` raises ``IssuerUnavailable`` (the tool answers 503) rather
-than admit tokens it can no longer vouch for; ``None`` keeps admitting (fail open), a choice the tool makes.
+answered for ``fail_closed_after`` seconds (at least 15: a quiet stream answers every 10 s), ``check`` raises
+``IssuerUnavailable`` (the tool answers 503) rather than admit tokens it can no longer vouch for; ``None`` keeps
+admitting (fail open), a choice the tool makes. Push streams cannot tell quiet from cut: no window applies.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ SET_TYPE = "secevent+jwt"
 MAX_SET_BYTES = 64 * 1024
 LONG_POLL = httpx.Timeout(30.0, connect=5.0)
 RETRY_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)
+MIN_FAIL_CLOSED = 15.0  # the transmitter answers a long poll within 10 s even when nothing happens
 ASGIReceive = Callable[[], Awaitable[dict[str, Any]]]
 ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -137,6 +139,10 @@ class SignalReceiver:
     ) -> None:
         if delivery == PUSH and not push_url:
             raise ValueError("push delivery needs the URL of this tool's push endpoint")
+        if fail_closed_after is not None and fail_closed_after < MIN_FAIL_CLOSED:
+            raise ValueError(
+                f"fail_closed_after must be at least {MIN_FAIL_CLOSED} s: a quiet stream answers every 10 s"
+            )
         self.issuer = issuer
         self.name = name
         self.state = SignalState()
@@ -312,6 +318,8 @@ class SignalReceiver:
                 break
         if headers.get("content-type", "").split(";")[0].strip() != "application/secevent+jwt":
             return 400, _err("invalid_request", "the body must be application/secevent+jwt")
+        if self.audience is None:
+            return 503, b""  # pushed before the stream's creation answer was read: the transmitter retries
         try:
             await self.receive(b"".join(chunks).decode("ascii", errors="replace"))
         except SETError as error:
