@@ -223,6 +223,26 @@ def test_a_receiver_whose_stream_vanished_subscribes_again_and_keeps_refusing(
     eventually(lambda: refused(receiver, token), what="refused through the new stream")
 
 
+def test_a_resume_while_the_receiver_was_away_and_its_log_was_lost_is_not_held_against_the_agent(
+    cluster: ClusterHandle,
+    token_service: TokenServiceHandle,
+    token_namespace: str,
+    receiver: ReceiverThread,
+    receiver_credentials: str,
+) -> None:
+    """Resubscribing rebuilds the suspensions in force from the snapshot: a stale one is not kept forever."""
+    agent, token = agent_with_token(cluster, token_service, token_namespace)
+    agent.patch_spec({"supervision": {"mode": "Suspended"}})
+    eventually(lambda: refused(receiver, token), what="refused after suspension")
+    receiver.stop()
+    agent.patch_spec({"supervision": {"mode": "Autonomous"}})
+    lost = ssf(token_service, "DELETE", f"/ssf/streams?stream_id={receiver.receiver.stream_id}", receiver_credentials)
+    assert lost.status_code == 204  # the resume event is gone with the stream (as after a token-service restart)
+    eventually(lambda: "Autonomous" in str(token_service.introspect(token).get("agent")), what="resumed")
+    receiver.start()
+    assert receiver.verdict(token) == "accepted"
+
+
 def test_a_receiver_fails_closed_when_its_stream_is_gone_too_long(
     cluster: ClusterHandle, token_service: TokenServiceHandle, token_namespace: str, receiver_credentials: str
 ) -> None:

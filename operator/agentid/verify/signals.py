@@ -177,62 +177,72 @@ class SignalReceiver:
 
     async def run(self) -> None:
         """Subscribe and receive forever (cancel to stop); reconnects with backoff, catching up each time."""
+        self.connected.clear()  # set again once this run has subscribed
         failures = 0
         while True:
             try:
-                await self._subscribe()
+                acks = await self._subscribe()
                 failures = 0
                 if self._delivery == PUSH:
                     await asyncio.Event().wait()  # the push endpoint does the rest
-                await self._poll_forever()
+                await self._poll_forever(acks)
             except (httpx.HTTPError, ValueError, SETError) as error:
                 failures += 1
                 logger.warning("security event stream of %s failed: %s", self.issuer, error)
                 await asyncio.sleep(RETRY_SECONDS[min(failures, len(RETRY_SECONDS)) - 1])
 
-    async def _subscribe(self) -> None:
-        """A fresh stream (it starts with the snapshot), then drain and delete this receiver's earlier ones."""
+    async def _subscribe(self) -> list[str]:
+        """A fresh stream, then drain and delete this receiver's earlier ones. For poll, the live supervision state
+        is rebuilt aside — what the earlier streams still held, in order, then the new stream's snapshot — and
+        swapped in at once: no window without the suspensions in force, and none kept that ended while away.
+        Returns the SETs to acknowledge with the first poll."""
         earlier = [stream for stream in await self._request("GET", "/ssf/streams") if _named(stream, self.name)]
         delivery: dict[str, Any] = {"method": self._delivery}
         if self._delivery == PUSH:
             delivery.update(endpoint_url=self._push_url, authorization_header=f"Bearer {self._push_secret}")
         body = {"delivery": delivery, "events_requested": list(EVENT_TYPES), "description": self.name}
         created = await self._request("POST", "/ssf/streams", body)
+        rebuilt = SignalState(revoked=dict(self.state.revoked), claims=dict(self.state.claims))
         for stream in earlier:
             if stream.get("delivery", {}).get("method") == POLL:
-                await self._drain(stream)
+                await self._drain(stream, rebuilt, ack_last=True)
             await self._request("DELETE", f"/ssf/streams?stream_id={stream['stream_id']}")
         self.stream_id, self.audience = str(created["stream_id"]), str(created["aud"])
-        self._poll_url = str(created["delivery"]["endpoint_url"])
+        acks: list[str] = []
+        if self._delivery == POLL:
+            self._poll_url = str(created["delivery"]["endpoint_url"])
+            acks = await self._drain(created, rebuilt, ack_last=False)  # the snapshot
+            rebuilt.applied += self.state.applied
+            self.state = rebuilt
         self._heard_at = self._clock()
         self.connected.set()
+        return acks
 
-    async def _drain(self, stream: dict[str, Any]) -> None:
-        """Everything an earlier stream of ours still holds: what happened while this receiver was away."""
+    async def _drain(self, stream: dict[str, Any], state: SignalState, *, ack_last: bool) -> list[str]:
+        """Everything a stream of ours holds now (an earlier one: what happened while this receiver was away)."""
         url, audience = str(stream["delivery"]["endpoint_url"]), str(stream["aud"])
         acks: list[str] = []
         while True:
             answer = await self._poll(url, {"ack": acks, "returnImmediately": True})
-            acks = await self._apply_all(answer, audience)
+            acks = await self._apply_all(answer, audience, state)
             if not answer.get("moreAvailable"):
-                if acks:
+                if acks and ack_last:
                     await self._poll(url, {"ack": acks, "returnImmediately": True, "maxEvents": 0})
-                return
+                return acks
 
-    async def _poll_forever(self) -> None:
-        acks: list[str] = []
+    async def _poll_forever(self, acks: list[str]) -> None:
         while True:
             answer = await self._poll(self._poll_url, {"ack": acks, "returnImmediately": False})
             self._heard_at = self._clock()
             assert self.audience is not None  # noqa: S101 - set by _subscribe
-            acks = await self._apply_all(answer, self.audience)
+            acks = await self._apply_all(answer, self.audience, self.state)
 
-    async def _apply_all(self, answer: dict[str, Any], audience: str) -> list[str]:
+    async def _apply_all(self, answer: dict[str, Any], audience: str, state: SignalState) -> list[str]:
         sets = answer.get("sets")
         if not isinstance(sets, dict):
             raise ValueError("the poll answer has no sets")
         for token in sets.values():
-            await self.receive(str(token), audience)
+            state.apply(await self.verified(str(token), audience))
         return list(sets)
 
     async def _poll(self, url: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -253,11 +263,16 @@ class SignalReceiver:
 
     # -- a SET, by poll or push -------------------------------------------------------------------------------
 
-    async def receive(self, token: str, audience: str | None = None) -> None:
-        """Verify one SET and apply it; raises ``SETError`` (with the RFC 8935 error code) otherwise."""
-        audience = audience or self.audience
-        if audience is None or not 0 < len(token) <= MAX_SET_BYTES:
-            raise SETError("invalid_request", "no stream, or an oversized SET")
+    async def receive(self, token: str) -> None:
+        """Verify one SET of the current stream and apply it; raises ``SETError`` (RFC 8935 error code) otherwise."""
+        if self.audience is None:
+            raise SETError("invalid_request", "no stream yet")
+        self.state.apply(await self.verified(token, self.audience))
+
+    async def verified(self, token: str, audience: str) -> dict[str, Any]:
+        """The claims of a SET signed by the issuer for ``audience``; raises ``SETError`` otherwise."""
+        if not 0 < len(token) <= MAX_SET_BYTES:
+            raise SETError("invalid_request", "an empty or oversized SET")
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -282,7 +297,7 @@ class SignalReceiver:
             raise SETError("invalid_audience", "wrong audience") from None
         except (jwt.PyJWTError, ValueError, TypeError, RecursionError):
             raise SETError("authentication_failed", "the SET does not verify") from None
-        self.state.apply(payload)
+        return payload
 
     @property
     def push_endpoint(self) -> Callable[[dict[str, Any], ASGIReceive, ASGISend], Awaitable[None]]:
