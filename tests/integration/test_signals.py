@@ -122,6 +122,51 @@ def test_a_suspension_is_a_set_signed_by_the_issuer_that_joserfc_verifies(
         ssf(token_service, "DELETE", f"/ssf/streams?stream_id={stream['stream_id']}", receiver_credentials)
 
 
+def test_verification_echoes_the_state_and_a_paused_stream_logs_nothing(
+    cluster: ClusterHandle, token_service: TokenServiceHandle, token_namespace: str, receiver_credentials: str
+) -> None:
+    stream = ssf(token_service, "POST", "/ssf/streams", receiver_credentials, json={}).json()  # poll by default
+    stream_id = stream["stream_id"]
+    poll = f"/ssf/poll/{stream_id}"
+    try:
+        first = ssf(token_service, "POST", poll, receiver_credentials, json={"returnImmediately": True}).json()
+        acks = list(first["sets"])  # the snapshot
+        verify = ssf(
+            token_service, "POST", "/ssf/verify", receiver_credentials, json={"stream_id": stream_id, "state": "s1"}
+        )
+        assert verify.status_code == 204
+        answer = ssf(token_service, "POST", poll, receiver_credentials, json={"ack": acks, "returnImmediately": True})
+        events = [jwt.decode(value, options={"verify_signature": False}) for value in answer.json()["sets"].values()]
+        verification = "https://schemas.openid.net/secevent/ssf/event-type/verification"
+        assert [event["events"][verification] for event in events if verification in event["events"]] == [
+            {"state": "s1"}
+        ]
+        paused = ssf(
+            token_service,
+            "POST",
+            "/ssf/status",
+            receiver_credentials,
+            json={"stream_id": stream_id, "status": "paused"},
+        )
+        assert paused.json() == {"stream_id": stream_id, "status": "paused"}
+        ssf(
+            token_service, "POST", poll, receiver_credentials, json={"ack": list(answer.json()["sets"]), "maxEvents": 0}
+        )
+        agent, _ = agent_with_token(cluster, token_service, token_namespace)
+        agent.patch_spec({"supervision": {"mode": "Suspended"}})
+        eventually(
+            lambda: (
+                token_service.service.agents.get(token_namespace, "triage").spec.supervision.mode.value == "Suspended"
+            )
+        )
+        quiet = ssf(token_service, "POST", poll, receiver_credentials, json={"returnImmediately": True}).json()
+        assert quiet["sets"] == {}
+        status = ssf(token_service, "GET", f"/ssf/status?stream_id={stream_id}", receiver_credentials).json()
+        assert status["status"] == "paused"
+    finally:
+        ssf(token_service, "DELETE", f"/ssf/streams?stream_id={stream_id}", receiver_credentials)
+
+
 # -- receiver: the offline verifier refuses from the event on ----------------------------------------------------
 
 
