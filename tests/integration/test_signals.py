@@ -22,6 +22,7 @@ from joserfc.jwk import KeySet
 from agentid.api import v1alpha1
 from agentid.api.v1alpha1 import KeyAlgorithm
 from agentid.domain import keys
+from agentid.verify import InvalidToken, JWKSCache, JWTVerifier
 from tests.support.clusters import ClusterHandle
 from tests.support.mcp_tools import AsgiThread
 from tests.support.polling import eventually
@@ -106,6 +107,12 @@ def test_a_suspension_is_a_set_signed_by_the_issuer_that_joserfc_verifies(
             raise AssertionError("no assurance-level-change yet")
 
         event = eventually(suspension, what="the suspension's SET")
+        verifier = JWTVerifier(
+            issuer=token_service.issuer, audience=MCP, keys=JWKSCache(token_service.issuer, http=None)
+        )  # type: ignore[arg-type]
+        for value in sets.values():  # a SET never passes as an access token
+            with pytest.raises(InvalidToken, match="typ"):
+                verifier.header(value)
         assert event["namespace"] == "agentid.dev/supervision"
         assert (event["previous_level"], event["current_level"]) == ("Autonomous", "Suspended")
         assert event["change_direction"] == "increase"
