@@ -14,7 +14,7 @@ import logging
 
 from aiohttp import web
 
-from agentid import audit
+from agentid import audit, metrics
 from agentid.domain.claims import Error, Refused
 from agentid.kube import errors
 from agentid.tokens.app import NO_STORE, BadRequest, _form, _single, oauth_error
@@ -67,6 +67,7 @@ class RevocationRoutes:
         except errors.ApiError as error:
             logger.warning("revocation could not reach the apiserver: %s %s", error.status, error.reason)
             return oauth_error(503, "temporarily_unavailable", "the revocation could not be recorded")
+        metrics.TOKEN_REVOCATIONS.inc()
         audit.record(
             "token.revoked", outcome="revoked", jti=jti, agent_id=verified.claims.get("sub"), client=caller.name
         )

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import aiohttp
 import jwt
 
+from agentid import metrics
 from agentid.api.v1alpha1 import AgentIdentity
 from agentid.domain import keys, signals
 from agentid.domain.claims import MAX_TOKEN_LIFETIME
@@ -147,6 +148,7 @@ class Transmitter:
         while len(stream.log) > self._max_log:
             stream.log.popitem(last=False)
             stream.dropped += 1
+            metrics.SSF_DROPPED.inc()
 
     def signed(self, stream: Stream, jti: str) -> str:
         """The SET with this ``jti``, signed on first delivery and kept for redeliveries."""
@@ -154,6 +156,7 @@ class Transmitter:
         if isinstance(entry, str):
             return entry
         token = self.sign(entry)
+        metrics.SSF_SETS.labels(method=stream.method).inc()
         stream.log[jti] = token
         return token
 
@@ -195,6 +198,7 @@ class Transmitter:
             authorization_header=authorization_header,
         )
         self.streams[stream_id] = stream
+        metrics.SSF_STREAMS.set(len(self.streams))
         now = self._clock()
         self._forget_old_revocations(now)
         snapshot = signals.snapshot(list(self._agents_now()), dict(self._revoked), now)
@@ -215,6 +219,7 @@ class Transmitter:
 
     async def delete(self, stream: Stream) -> None:
         self.streams.pop(stream.stream_id, None)
+        metrics.SSF_STREAMS.set(len(self.streams))
         stream.status = "disabled"
         stream.arrived.set()  # wake a long poll
         pusher = self._pushers.pop(stream.stream_id, None)
