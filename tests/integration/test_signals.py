@@ -18,11 +18,13 @@ import pytest
 import requests
 from joserfc import jwt as jose_jwt
 from joserfc.jwk import KeySet
+from starlette.applications import Starlette
 
 from agentid.api import v1alpha1
 from agentid.api.v1alpha1 import KeyAlgorithm
 from agentid.domain import keys
 from agentid.verify import InvalidToken, JWKSCache, JWTVerifier
+from agentid.verify.asgi import AgentAuthMiddleware
 from tests.support.clusters import ClusterHandle
 from tests.support.mcp_tools import AsgiThread
 from tests.support.polling import eventually
@@ -339,7 +341,8 @@ def test_push_delivery_refuses_from_the_event_on_and_the_endpoint_refuses_forger
         push_url=f"{server.url}/events",
         fail_closed_after=None,
     )
-    server = AsgiThread(pushed.push_app(), server.port)
+    tool = AgentAuthMiddleware(Starlette(), verifier=pushed.verifier, resource=MCP)  # the push path needs no agent
+    server = AsgiThread(pushed.push_app(tool), server.port)
     server.start()
     pushed.start()
     try:

@@ -99,11 +99,11 @@ class ReceiverThread:
             return "unavailable"
         return "accepted"
 
-    def push_app(self) -> Any:
-        """The receiver's RFC 8935 push endpoint for a server on another event loop (uvicorn's thread): each
-        request is read there and handled on the receiver's loop, where its HTTP client lives (in a tool both
-        run on one loop)."""
-        endpoint = self.receiver.push_endpoint
+    def push_app(self, wrapped: Any = None) -> Any:
+        """An ASGI app (default: the receiver's RFC 8935 push endpoint) for a server on another event loop
+        (uvicorn's thread): each request is read there and handled on the receiver's loop, where its HTTP client
+        lives (in a tool both run on one loop)."""
+        endpoint = wrapped or self.receiver.push_endpoint
 
         async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             if scope["type"] != "http":

@@ -25,7 +25,8 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+import urllib.parse
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,8 +52,9 @@ MAX_SET_BYTES = 64 * 1024
 LONG_POLL = httpx.Timeout(30.0, connect=5.0)
 RETRY_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)
 MIN_FAIL_CLOSED = 15.0  # the transmitter answers a long poll within 10 s even when nothing happens
-ASGIReceive = Callable[[], Awaitable[dict[str, Any]]]
-ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
+Scope = MutableMapping[str, Any]  # the ASGI types, without depending on an ASGI framework
+ASGIReceive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+ASGISend = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
 class SETError(Exception):
@@ -300,10 +302,17 @@ class SignalReceiver:
         return payload
 
     @property
-    def push_endpoint(self) -> Callable[[dict[str, Any], ASGIReceive, ASGISend], Awaitable[None]]:
+    def push_path(self) -> str | None:
+        """The path of this receiver's push endpoint (``AgentAuthMiddleware`` serves it without an agent token)."""
+        if self._delivery != PUSH or self._push_url is None:
+            return None
+        return urllib.parse.urlsplit(self._push_url).path or "/"
+
+    @property
+    def push_endpoint(self) -> Callable[[Scope, ASGIReceive, ASGISend], Awaitable[None]]:
         """An ASGI app taking RFC 8935 pushes: mount it at the ``push_url`` the receiver was built with."""
 
-        async def app(scope: dict[str, Any], receive: ASGIReceive, send: ASGISend) -> None:
+        async def app(scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:
             if scope["type"] == "lifespan":
                 await _lifespan(receive, send)
                 return
@@ -314,7 +323,7 @@ class SignalReceiver:
 
         return app
 
-    async def _pushed(self, scope: dict[str, Any], receive: ASGIReceive) -> tuple[int, bytes]:  # noqa: PLR0911
+    async def _pushed(self, scope: Scope, receive: ASGIReceive) -> tuple[int, bytes]:  # noqa: PLR0911
         headers = {name.decode().lower(): value.decode() for name, value in scope.get("headers", [])}
         if scope.get("method") != "POST":
             return 405, b""
