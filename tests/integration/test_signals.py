@@ -10,6 +10,7 @@ import datetime as dt
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -23,13 +24,22 @@ from starlette.applications import Starlette
 from agentid.api import v1alpha1
 from agentid.api.v1alpha1 import KeyAlgorithm
 from agentid.domain import keys
+from agentid.tokens.settings import TLS, TokenServiceSettings
 from agentid.verify import InvalidToken, JWKSCache, JWTVerifier
 from agentid.verify.asgi import AgentAuthMiddleware
 from tests.support.clusters import ClusterHandle
 from tests.support.mcp_tools import AsgiThread
 from tests.support.polling import eventually
 from tests.support.signals import ReceiverThread, receiver_token
-from tests.support.tokens import MCP, ProvisionedAgent, TokenServiceHandle, provisioned
+from tests.support.tokens import (
+    MCP,
+    SERVICE_NAMESPACE,
+    ProvisionedAgent,
+    TokenServiceHandle,
+    TokenServiceThread,
+    fresh_endpoint,
+    provisioned,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -495,3 +505,38 @@ def test_rfc7009_revokes_one_token_and_the_tokens_exchanged_from_it(
         "agentid-system", label_selector="agentid.dev/component=revoked-token"
     )
     assert jti in {item.data["jti"] for item in records.items}
+
+
+def test_a_revocation_at_one_replica_is_honoured_by_another(
+    cluster: ClusterHandle, token_service: TokenServiceHandle, token_namespace: str
+) -> None:
+    """Two replicas of one issuer (same keyring Secret, same namespace): the revocation travels through the
+    Kubernetes API, not through either process."""
+    _, token = agent_with_token(cluster, token_service, token_namespace)
+    other = fresh_endpoint()
+    settings = TokenServiceSettings(
+        issuer=token_service.issuer,  # the same issuer, served from another port
+        port=other.port,
+        tls=TLS(Path(other.cert), Path(other.key)),
+        namespace=SERVICE_NAMESPACE,
+    )
+    replica = TokenServiceThread(settings, cluster.kubeconfig).start()
+    caller = {"Authorization": f"Bearer {token_service.caller_token}"}
+
+    def active_at_replica() -> bool:
+        answer = requests.post(
+            f"https://127.0.0.1:{other.port}/introspect",
+            data={"token": token},
+            headers=caller,
+            verify=other.ca,
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.text
+        return bool(answer.json()["active"])
+
+    try:
+        eventually(active_at_replica, what="the replica knows the agent")
+        assert token_service.post("/revoke", {"token": token}, headers=caller).status_code == 200
+        eventually(lambda: not active_at_replica(), what="the other replica honours the revocation")
+    finally:
+        replica.stop()
