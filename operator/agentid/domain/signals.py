@@ -100,15 +100,18 @@ def set_claims(event: Event, *, issuer: str, audience: str, now: dt.datetime) ->
     }
 
 
-def verification_claims(*, issuer: str, audience: str, state: str | None, now: dt.datetime) -> dict[str, Any]:
-    """SSF 1.0 §8.1.4: the verification event a receiver asked for, echoing its ``state``."""
+def verification_claims(
+    *, issuer: str, audience: str, stream_id: str, state: str | None, now: dt.datetime
+) -> dict[str, Any]:
+    """SSF 1.0 §8.1.4: the verification event a receiver asked for, echoing its ``state``; its subject is the
+    stream itself."""
     body = {"state": state} if state is not None else {}
     return {
         "iss": issuer,
         "aud": audience,
         "iat": int(now.timestamp()),
         "jti": uuid.uuid4().hex,
-        "sub_id": {"format": "opaque", "id": audience},
+        "sub_id": {"format": "opaque", "id": stream_id},
         "events": {VERIFICATION: body},
     }
 

@@ -231,7 +231,7 @@ class Transmitter:
     def verify(self, stream: Stream, state: str | None) -> None:
         """SSF 1.0 §8.1.4: a verification event on request."""
         payload = signals.verification_claims(
-            issuer=self.issuer, audience=stream.audience, state=state, now=self._clock()
+            issuer=self.issuer, audience=stream.audience, stream_id=stream.stream_id, state=state, now=self._clock()
         )
         self._log(stream, payload)
         stream.arrived.set()
