@@ -201,7 +201,7 @@ class Transmitter:
         metrics.SSF_STREAMS.set(len(self.streams))
         now = self._clock()
         self._forget_old_revocations(now)
-        snapshot = signals.snapshot(list(self._agents_now()), dict(self._revoked), now)
+        snapshot = signals.snapshot(self._agents.all(), dict(self._revoked), now)
         self._append(stream, snapshot, now)
         if method == signals.DELIVERY_PUSH:
             self._pushers[stream_id] = asyncio.create_task(self._push_loop(stream), name=f"ssf-push-{stream_id}")
@@ -235,9 +235,6 @@ class Transmitter:
         )
         self._log(stream, payload)
         stream.arrived.set()
-
-    def _agents_now(self) -> list[AgentIdentity]:
-        return self._agents.all()
 
     # -- poll (RFC 8936) --------------------------------------------------------------------------------------
 
