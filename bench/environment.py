@@ -141,8 +141,16 @@ class BenchCluster:
 class Child(ManagedProcess):
     """A child process (own process group, killed with the benchmark), measurable with psutil."""
 
-    def __init__(self, name: str, argv: Sequence[str], log_path: Path, *, cpus: Iterable[int] | None = None) -> None:
-        super().__init__(name, argv, log_path=log_path, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        log_path: Path,
+        *,
+        cpus: Iterable[int] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(name, argv, log_path=log_path, env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})))
         self.process = psutil.Process(self.pid)
         if cpus is not None:
             self.process.cpu_affinity(list(cpus))

@@ -1,4 +1,4 @@
-"""P5 tool-side verification: what agentid.verify costs a tool per request, and live introspection's latency.
+"""P6 tool-side verification: what agentid.verify costs a tool per request, and live introspection's latency.
 
 Called by ``bench.__main__``. Two parts:
 - in process, same run, same token (an ES256 agent token shaped as the service issues it, keys cached):
@@ -144,9 +144,9 @@ async def _in_process(n: int) -> dict[str, dict[str, Any]]:
 
 
 async def _introspection(cluster: BenchCluster, n: int) -> dict[str, dict[str, Any]]:
-    namespace = unique("bench-p5")
+    namespace = unique("bench-p6")
     client = await cluster.client()
-    service = TokenServiceProcess(cluster, label="p5")
+    service = TokenServiceProcess(cluster, label="p6")
     try:
         await create_namespace(client, namespace)
         context = cluster.ssl_context()
@@ -200,11 +200,11 @@ async def run(cluster: BenchCluster, *, requests: int, repeat: int) -> dict[str,
     for _ in range(repeat):
         in_process = await _in_process(requests)
         rounds.append({"in_process": in_process, "introspection": await _introspection(cluster, requests)})
-    title = f"P5 tool-side verification ({requests} calls, x{repeat})"
+    title = f"P6 tool-side verification ({requests} calls, x{repeat})"
     table = report.Table(title, ["round", "what", "p50 µs", "p99 µs"])
     for index, result in enumerate(rounds):
         for part in ("in_process", "introspection"):
             for name, stats in result[part].items():
                 table.add(index, f"{part}/{name}", stats["p50_us"], stats["p99_us"])
     print(table.render(), flush=True)
-    return {"benchmark": "P5", "requests": requests, "repeat": repeat, "rounds": rounds, "source": Path(__file__).name}
+    return {"benchmark": "P6", "requests": requests, "repeat": repeat, "rounds": rounds, "source": Path(__file__).name}

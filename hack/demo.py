@@ -12,8 +12,10 @@
 5. Tools enforce agent identity: an MCP server (official SDK, examples/mcp-server) admits agents by their agent
    tokens; with the official MCP client the read tool works, the write tool is refused while Supervised,
    everything is refused while Suspended, and a delegated call shows the act chain in the tool's audit.
-6. Guardrails: a namespace editor cannot hand an agent what a policy forbids or what they do not hold.
-7. One agent is revoked: bindings, key and ServiceAccount disappear; un-revoking is refused.
+6. A workload runs as an agent with nothing hand-written: a labelled Pod is given the agent's identity by the
+   webhook; the token sidecar it gets holds a fresh agent token, removed when the agent is suspended, back on resume.
+7. Guardrails: a namespace editor cannot hand an agent what a policy forbids or what they do not hold.
+8. One agent is revoked: bindings, key and ServiceAccount disappear; un-revoking is refused.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import TextContent
 
+from agentid.client import environment as agent_env
 from agentid.devcluster import assets
 from agentid.devcluster.cluster import LocalCluster, free_port
 from agentid.devcluster.processes import ManagedProcess
@@ -51,7 +54,7 @@ from agentid.domain import claims
 from agentid.tokens import authnconfig
 from agentid.verify import InvalidToken, JWKSCache, JWTVerifier, SignalReceiver, Verifier
 from agentid.verify.introspection import ClientCredentials
-from agentid.webhooks.configuration import webhook_configurations
+from agentid.webhooks.configuration import pod_identity_configuration, webhook_configurations
 
 REPO = Path(__file__).resolve().parent.parent
 TTY = sys.stdout.isatty()
@@ -269,10 +272,20 @@ def start_operator(demo: Demo) -> ManagedProcess:
         f"--token-service-tls-cert={tokens.cert}",
         f"--token-service-tls-key={tokens.key}",
         f"--token-service-namespace={TOKEN_NAMESPACE}",
+        f"--pod-token-issuer={demo.issuer}",
+        f"--pod-token-ca={cluster.ca.cert_path}",
+        "--pod-sidecar-image=localhost/agentid:demo",
     ]
     say("$ agentid run --webhook-port=... --token-service-issuer=" + demo.issuer + " ...")
     operator = ManagedProcess("operator", argv, log_path=demo.scratch / "operator.log", env=demo.env)
-    configurations = webhook_configurations(base_url=f"https://127.0.0.1:{demo.webhook_port}", ca_bundle=cluster.ca.pem)
+    base_url = f"https://127.0.0.1:{demo.webhook_port}"
+    configurations = webhook_configurations(base_url=base_url, ca_bundle=cluster.ca.pem)
+    not_system = {
+        "matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system"]}]
+    }
+    configurations.append(
+        pod_identity_configuration(base_url=base_url, ca_bundle=cluster.ca.pem, namespace_selector=not_system)
+    )
     demo.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(configurations))
     ca = str(cluster.ca.cert_path)
 
@@ -291,6 +304,7 @@ def run_story(demo: Demo) -> None:
     bridge(demo)
     shared_signals(demo)
     tools(demo)
+    workload(demo)
     guardrails(demo)
     revocation(demo)
     step("How many agents each policy governs, and how many are out of its bounds")
@@ -634,6 +648,72 @@ def tools(demo: Demo) -> None:
         for record in server.audit[-2:]:
             shown = {key: record[key] for key in ("tool", "decision", "reason", "agent", "owner", "supervision")}
             say(json.dumps(shown | {"act_chain": record["act_chain"], "jti": record["jti"]}))
+
+
+def workload(demo: Demo) -> None:
+    step("A workload runs as the agent with nothing hand-written: its Pods carry the label agentid.dev/agent")
+    deployment = yaml.safe_load((REPO / "examples" / "invoice-triage-workload.yaml").read_text())
+    template = deployment["spec"]["template"]
+    say(f"examples/invoice-triage-workload.yaml: labels {template['metadata']['labels']}")
+    say(f"annotations {template['metadata']['annotations']}")
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {**template["metadata"], "generateName": "invoice-triage-"},
+        "spec": template["spec"],
+    }
+    created = demo.kubectl(
+        "create", "-n", "finance-agents", "--dry-run=server", "-o", "json", "-f", "-", stdin=json.dumps(pod), quiet=True
+    )
+    spec = json.loads(created)["spec"]
+    say("$ kubectl create --dry-run=server -f <the Pod of that template>   # what the webhook made of it:")
+    sidecar = spec["initContainers"][0]
+    app = spec["containers"][0]
+    show(
+        "\n".join(
+            [
+                f"serviceAccountName: {spec['serviceAccountName']}, automountServiceAccountToken: "
+                f"{spec['automountServiceAccountToken']}",
+                f"volumes: {', '.join(volume['name'] for volume in spec['volumes'])}",
+                f"init container {sidecar['name']} (restartPolicy {sidecar['restartPolicy']}): {sidecar['args']}",
+                f"container {app['name']} mounts: {', '.join(m['mountPath'] for m in app['volumeMounts'])}",
+                f"container {app['name']} env: {', '.join(variable['name'] for variable in app['env'])}",
+            ]
+        )
+    )
+
+    step("The token sidecar, run as the kubelet would run it: a fresh agent token per audience, in a file")
+    folder = demo.scratch / "pod"
+    tokens = folder / "tokens"
+    tokens.mkdir(parents=True)
+    projected = demo.kubectl(
+        "create", "token", spec["serviceAccountName"], "-n", "finance-agents", f"--audience={demo.issuer}", quiet=True
+    )
+    (folder / "token").write_text(projected)  # what the projected volume would hold
+    environment = {variable["name"]: variable["value"] for variable in sidecar["env"]}
+    environment |= {
+        agent_env.SA_TOKEN_FILE: str(folder / "token"),
+        agent_env.CA_FILE: str(demo.cluster.ca.cert_path),
+        agent_env.TOKENS_DIR: str(tokens),
+        agent_env.HEALTH_PORT: str(free_port()),
+    }
+    argv = [sys.executable, "-m", "agentid", "token-agent", "--health-host=127.0.0.1"]
+    process = ManagedProcess("token-agent", argv, log_path=folder / "sidecar.log", env={**demo.env, **environment})
+    try:
+        token_file = tokens / agent_env.token_file_name(environment[agent_env.AUDIENCES].split(",")[0])
+        wait_until("the first token file", token_file.exists, timeout=30)
+        say(f"$ ls $AGENTID_TOKENS_DIR: {', '.join(sorted(path.name for path in tokens.iterdir()))}")
+        demo.kubectl("agentid", "suspend", "invoice-triage", "-n", "finance-agents", "--reason=demo: sidecar")
+        elapsed = wait_until("token file removed", lambda: not token_file.exists(), timeout=30)
+        state = json.loads((tokens / agent_env.STATUS_FILE).read_text()).get("state")
+        say(f"token file removed {elapsed * 1000:.0f} ms after the suspension; the sidecar's status: {state}")
+        demo.kubectl(
+            "agentid", "resume", "invoice-triage", "-n", "finance-agents", "--mode=Autonomous", "--wait", quiet=True
+        )
+        elapsed = wait_until("token file back", token_file.exists, timeout=30)
+        say(f"resumed: the token file is back {elapsed * 1000:.0f} ms after the resume was reconciled")
+    finally:
+        process.stop()
 
 
 def guardrails(demo: Demo) -> None:

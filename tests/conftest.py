@@ -13,8 +13,9 @@ import pytest
 import yaml
 
 from agentid.devcluster.cluster import LocalCluster
+from agentid.domain.podidentity import InjectionSettings, SidecarSettings
 from agentid.handlers.runtime import WebhookConfig
-from agentid.webhooks.configuration import webhook_configurations
+from agentid.webhooks.configuration import pod_identity_configuration, pod_label_policy, webhook_configurations
 from tests.support.cluster_setup import configure_local_cluster, reserved_port
 from tests.support.clusters import ClusterHandle, external_kubeconfig
 from tests.support.operator import LogCapture, OperatorThread
@@ -23,6 +24,7 @@ pytest_plugins = ["tests.support.tokens"]  # its session fixtures, registered on
 
 REPO = Path(__file__).resolve().parent.parent
 ADMISSION_LABEL = "agentid.dev/admission"
+SIDECAR_IMAGE = "localhost/agentid:test"  # never pulled: no test here runs a Pod
 AGENT_NAMESPACE_PATTERN = "a-*"  # namespaces the session operator watches
 
 
@@ -100,22 +102,40 @@ def operator(cluster: ClusterHandle, crds: None, operator_logs: LogCapture) -> I
     """The operator, in-process, watching the agent test namespaces (``agent_namespace``).
 
     On the embedded control plane it also serves the admission webhook, registered for namespaces labelled
-    ``agentid.dev/admission=enforced`` (every ``agent_namespace``) and for AgentPolicies.
+    ``agentid.dev/admission=enforced`` (every ``agent_namespace``) and for AgentPolicies, and injects agent
+    identity into labelled Pods there (pointing them at the session's token service).
     """
     webhook = None
+    pod_identity = None
     if cluster.local is not None:
         serving = cluster.local.ca.serving("webhook", "127.0.0.1")
         webhook = WebhookConfig(
             port=reserved_port(), certfile=str(serving.cert), keyfile=str(serving.key), addr="127.0.0.1"
         )
-    running = OperatorThread(cluster.kubeconfig, namespaces=[AGENT_NAMESPACE_PATTERN], webhook=webhook).start()
+        from tests.support.tokens import session_endpoint  # noqa: PLC0415 - a pytest plugin: imported by pytest first
+
+        tokens = session_endpoint(cluster)
+        pod_identity = InjectionSettings(
+            issuer=tokens.issuer,
+            url=tokens.issuer,
+            audience=tokens.issuer,
+            ca_pem=Path(tokens.ca).read_text(),
+            sidecar=SidecarSettings(image=SIDECAR_IMAGE),
+        )
+    running = OperatorThread(
+        cluster.kubeconfig, namespaces=[AGENT_NAMESPACE_PATTERN], webhook=webhook, pod_identity=pod_identity
+    ).start()
     registered = []
     if webhook is not None and cluster.local is not None:
+        enforced = {"matchLabels": {ADMISSION_LABEL: "enforced"}}
+        base_url = f"https://127.0.0.1:{webhook.port}"
         registered = webhook_configurations(
-            base_url=f"https://127.0.0.1:{webhook.port}",
-            ca_bundle=cluster.local.ca.pem,
-            namespace_selector={"matchLabels": {ADMISSION_LABEL: "enforced"}},
+            base_url=base_url, ca_bundle=cluster.local.ca.pem, namespace_selector=enforced
         )
+        registered.append(
+            pod_identity_configuration(base_url=base_url, ca_bundle=cluster.local.ca.pem, namespace_selector=enforced)
+        )
+        registered += pod_label_policy(namespace_selector=enforced)
         cluster.kubectl("apply", "-f", "-", input_text=yaml.safe_dump_all(registered))
     yield running
     for configuration in registered:

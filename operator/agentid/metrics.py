@@ -38,6 +38,7 @@ SSF_STREAMS = Gauge("agentid_ssf_streams", "Shared Signals streams held by this 
 SSF_SETS = Counter("agentid_ssf_sets_total", "Security Event Tokens signed for delivery", ["method"])
 SSF_DROPPED = Counter("agentid_ssf_sets_dropped_total", "Undelivered SETs dropped from a full stream log")
 ADMISSION_REVIEWS = Counter("agentid_admission_reviews_total", "Admission reviews of AgentIdentities", ["allowed"])
+POD_INJECTIONS = Counter("agentid_pod_injections_total", "Pods labelled agentid.dev/agent, by outcome", ["outcome"])
 
 
 def serve(port: int, addr: str = "0.0.0.0", registry: CollectorRegistry = REGISTRY) -> None:  # noqa: S104

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from agentid.domain import naming
 from tests.support.clusters import external_kubeconfig
 
 DEMO = Path(__file__).resolve().parents[2] / "hack" / "demo.py"
@@ -24,6 +25,10 @@ def test_the_demo_tells_the_story_and_leaves_nothing_behind() -> None:
         "actor spiffe://cluster.local/ns/finance-agents/agent/month-end-orchestrator",
         "'error': 'invalid_grant', 'error_description': 'the agent is suspended'",
         "introspection now: {'active': False}",
+        f"serviceAccountName: {naming.service_account('invoice-triage')}, automountServiceAccountToken: False",
+        "init container agentid-token-agent (restartPolicy Always)",
+        "the sidecar's status: suspended",
+        "resumed: the token file is back",
         "resource 'secrets' is forbidden",
         "the owner carol@example.com does not hold 'update configmaps'",
         "revoked is terminal",

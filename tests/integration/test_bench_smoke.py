@@ -24,7 +24,7 @@ pytestmark = pytest.mark.cluster
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
-    """One smoke run of all six benchmarks on their own control plane; their JSON results by name."""
+    """One smoke run of every benchmark on its own control plane; their JSON results by name."""
     try:
         assets.find_binary("kube-apiserver")
     except assets.AssetsNotFound:
@@ -40,7 +40,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     found = {path.name.split("-", 1)[0]: json.loads(path.read_text()) for path in folder.glob("*.json")}
-    assert sorted(found) == ["p1", "p2", "p2s", "p3", "p4", "p5"], run.stdout[-3000:]
+    assert sorted(found) == ["p1", "p2", "p2s", "p3", "p4", "p6", "p7"], run.stdout[-3000:]
     return found
 
 
@@ -83,7 +83,7 @@ def test_a_restarted_operator_resumes_every_agent_without_writing(results: dict[
 def test_tool_verification_is_measured_against_a_bare_decode_and_introspection_is_cached(
     results: dict[str, dict[str, Any]],
 ) -> None:
-    for measured in results["p5"]["rounds"]:
+    for measured in results["p6"]["rounds"]:
         in_process = measured["in_process"]
         for name in ("a_bare_jwt_decode", "b_verifier", "c_request_with_middleware", "d_request_without_middleware"):
             assert in_process[name]["n"] > 0
@@ -91,6 +91,16 @@ def test_tool_verification_is_measured_against_a_bare_decode_and_introspection_i
         introspection = measured["introspection"]
         assert introspection["no_cache"]["round_trips"] >= introspection["no_cache"]["n"]
         assert introspection["cache_5s"]["round_trips"] < introspection["cache_5s"]["n"]
+
+
+def test_the_sidecar_loses_its_tokens_on_suspension_and_revocation_and_gets_them_back(
+    results: dict[str, dict[str, Any]],
+) -> None:
+    p7 = results["p7"]
+    for event in ("suspend_removed", "resume_back", "revoke_removed"):
+        assert p7["latency"][event]["n"] == p7["agents"] * (p7["rounds"] if event != "revoke_removed" else 1)
+    assert p7["rss_mb"]["max"] > 0
+    assert p7["refresh"][0]["refreshes"] >= 1
 
 
 @pytest.mark.timeout(900)

@@ -17,7 +17,6 @@ import pytest
 import yaml
 
 from agentid.devcluster import assets
-from agentid.domain import naming
 from agentid.webhooks import configuration
 from tests.support.clusters import ClusterHandle
 
@@ -202,10 +201,11 @@ def test_webhooks_fail_closed_for_agents_and_carry_a_ca() -> None:
         "agentpolicies.validate.agentid.dev": "/validate-agentpolicy",
         "agentidentities.mutate.agentid.dev": "/mutate-agentidentity",
         "kill-switch.agentidentities.mutate.agentid.dev": "/mutate-agentidentity",
+        "pods.identity.agentid.dev": "/mutate-pod-identity",
     }
     kill_switch = configuration.kill_switch_expression()
     for name, hook in hooks.items():
-        assert hook["rules"][0]["apiGroups"] == ["agentid.dev"]
+        assert hook["rules"][0]["apiGroups"] == ([""] if name.startswith("pods") else ["agentid.dev"])
         assert hook["clientConfig"]["caBundle"]
         if name.startswith("agentidentities"):
             assert hook["failurePolicy"] == "Fail"
@@ -312,17 +312,71 @@ def test_checkov_gate_is_live_it_fails_pods_without_a_network_policy(tmp_path: P
 
 
 def test_the_workload_example_matches_what_the_chart_installs() -> None:
-    """examples/invoice-triage-workload.yaml talks to the token service of a default install (release agentid in
-    agentid-system) as the agent's ServiceAccount."""
+    """examples/invoice-triage-workload.yaml asks a default install (release agentid in agentid-system) for its
+    identity: the operator injects Pods with the token service's issuer, Service URL and CA, and the sidecar image."""
     docs = documents(render(namespace="agentid-system"))
     tokens = named(docs, "Deployment", "agentid-tokens")["spec"]["template"]["spec"]["containers"][0]
     issuer = next(arg.split("=", 1)[1] for arg in tokens["args"] if arg.startswith("--issuer="))
+    operator = named(docs, "Deployment", "agentid-operator")["spec"]["template"]["spec"]
+    args = dict(arg.split("=", 1) for arg in operator["containers"][0]["args"] if "=" in arg)
+    assert args["--pod-token-issuer"] == args["--pod-token-audience"] == issuer
+    assert args["--pod-token-url"] == "https://agentid-tokens.agentid-system.svc"
+    assert args["--pod-sidecar-image"] == operator["containers"][0]["image"]
+    ca_volume = next(v for v in operator["volumes"] if v["name"] == "token-service-ca")
+    assert ca_volume["secret"] == {"secretName": "agentid-tokens-tls", "items": [{"key": "ca.crt", "path": "ca.crt"}]}
     workload = yaml.safe_load((REPO / "examples" / "invoice-triage-workload.yaml").read_text())
-    pod = workload["spec"]["template"]["spec"]
-    assert pod["serviceAccountName"] == naming.service_account("invoice-triage")
-    projected = pod["volumes"][0]["projected"]["sources"][0]["serviceAccountToken"]
-    assert projected["audience"] == issuer
-    env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
-    assert env["AGENTID_ISSUER"] == issuer
-    assert named(docs, "Secret", "agentid-tokens-tls")  # where the example tells users to copy the CA from
-    assert "agentid-tokens-tls" in (REPO / "examples" / "invoice-triage-workload.yaml").read_text()
+    template = workload["spec"]["template"]
+    assert template["metadata"]["labels"]["agentid.dev/agent"] == "invoice-triage"
+    assert "serviceAccountName" not in template["spec"]  # injected
+    agent = yaml.safe_load((REPO / "examples" / "invoice-triage.yaml").read_text())
+    wanted = template["metadata"]["annotations"]["agentid.dev/token-audiences"].split(",")
+    assert set(wanted) <= set(agent["spec"]["credentials"]["audiences"])
+
+
+def test_the_pod_webhook_only_sees_labelled_pods_outside_system_namespaces() -> None:
+    docs = documents(render())
+    mutating = by_kind(docs, "MutatingWebhookConfiguration")[0]
+    hook = next(h for h in mutating["webhooks"] if h["name"] == "pods.identity.agentid.dev")
+    assert hook["objectSelector"] == {"matchExpressions": [{"key": "agentid.dev/agent", "operator": "Exists"}]}
+    assert hook["namespaceSelector"]["matchExpressions"][0] == {
+        "key": "kubernetes.io/metadata.name",
+        "operator": "NotIn",
+        "values": ["kube-system", RELEASE_NAMESPACE],
+    }
+    assert hook["rules"] == [
+        {
+            "apiGroups": [""],
+            "apiVersions": ["v1"],
+            "operations": ["CREATE"],
+            "resources": ["pods"],
+            "scope": "Namespaced",
+        }
+    ]
+    assert (hook["failurePolicy"], hook["reinvocationPolicy"]) == ("Fail", "IfNeeded")
+    full = documents(render("full-values.yaml"))
+    scoped = next(h for h in by_kind(full, "MutatingWebhookConfiguration")[0]["webhooks"] if "pods" in h["name"])
+    assert scoped["namespaceSelector"]["matchLabels"] == {"agentid.dev/agents": "true"}
+    policy = named(full, "NetworkPolicy", "agentid-tokens")
+    peers = policy["spec"]["ingress"][0]["from"]
+    assert {
+        "namespaceSelector": {},
+        "podSelector": {"matchExpressions": [{"key": "agentid.dev/agent", "operator": "Exists"}]},
+    } in peers
+    minimal = documents(render("minimal-values.yaml"))  # no token service: no injection
+    assert all("pods" not in h["name"] for h in by_kind(minimal, "MutatingWebhookConfiguration")[0]["webhooks"])
+    assert not by_kind(minimal, "ValidatingAdmissionPolicy")
+
+
+def test_the_pod_label_policy_is_the_one_the_tests_prove() -> None:
+    """The chart's ValidatingAdmissionPolicy is ``configuration.pod_label_policy`` (tested on the apiserver in
+    test_pod_identity.py), bound to the same namespaces as the Pod webhook."""
+    docs = documents(render())
+    policy = by_kind(docs, "ValidatingAdmissionPolicy")[0]
+    expected = configuration.pod_label_policy()[0]["spec"]
+    assert policy["spec"]["validations"] == expected["validations"]
+    assert policy["spec"]["matchConstraints"] == expected["matchConstraints"]
+    binding = by_kind(docs, "ValidatingAdmissionPolicyBinding")[0]
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    hook = next(h for h in by_kind(docs, "MutatingWebhookConfiguration")[0]["webhooks"] if "pods" in h["name"])
+    assert binding["spec"]["matchResources"]["namespaceSelector"] == hook["namespaceSelector"]

@@ -9,6 +9,7 @@ with exactly the credentials their Pods would have.
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import kubernetes
 import pytest
 import requests
 import yaml
+from cryptography import x509
 
 from agentid.devcluster.cluster import free_port
 from agentid.devcluster.processes import ManagedProcess
@@ -179,6 +181,11 @@ def test_token_service_may_only_review_tokens_read_agents_and_keep_its_own_keyri
     assert not can(cluster, user, "patch", "agentidentities.agentid.dev", "-n", "default")
     assert not can(cluster, user, "create", "subjectaccessreviews.authorization.k8s.io")
     assert not can(cluster, user, "create", "serviceaccounts", "--subresource=token", "-n", "default")
+    # Which agent owns a ServiceAccount, and its mirrored public keys; assertion claims in its own namespace.
+    assert can(cluster, user, "watch", "serviceaccounts", "-A")
+    assert not can(cluster, user, "patch", "serviceaccounts", "-n", "default")
+    assert can(cluster, user, "create", "leases.coordination.k8s.io", "-n", ns)
+    assert not can(cluster, user, "create", "leases.coordination.k8s.io", "-n", "default")
 
 
 def test_namespaced_install_keeps_the_operator_out_of_other_namespaces(
@@ -360,6 +367,22 @@ def test_self_signed_certificates_are_kept_across_upgrades(cluster: ClusterHandl
     secret_after = cluster.kubectl("get", "secret", f"{release.fullname}-webhook-tls", "-n", release.namespace,
                                    "-o", "jsonpath={.data.tls\\.crt}").stdout  # fmt: skip
     assert secret_after == secret_before
+
+
+def test_a_changed_issuer_name_reissues_the_self_signed_certificate_on_upgrade(
+    cluster: ClusterHandle, release: Release
+) -> None:
+    def served_names() -> str:
+        encoded = cluster.kubectl("get", "secret", f"{release.fullname}-tokens-tls", "-n", release.namespace,
+                                  "-o", "jsonpath={.data.tls\\.crt}").stdout  # fmt: skip
+        certificate = x509.load_pem_x509_certificate(base64.b64decode(encoded))
+        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        return ",".join(sorted(names.get_values_for_type(x509.DNSName)))
+
+    assert "tokens.example.com" not in served_names()
+    helm("upgrade", release.name, str(CHART), f"--kubeconfig={cluster.kubeconfig}", "--namespace", release.namespace,
+         "--reuse-values", "--skip-crds", "--set", "tokenService.extraDnsNames={tokens.example.com}")  # fmt: skip
+    assert "tokens.example.com" in served_names()
 
 
 def _cluster_scoped(cluster: ClusterHandle) -> set[tuple[str, str]]:

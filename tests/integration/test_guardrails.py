@@ -352,7 +352,14 @@ def test_the_kill_switch_works_even_for_an_agent_outside_its_policy_and_above_it
         v1alpha1.GROUP, v1alpha1.VERSION, agent_namespace, v1alpha1.PLURAL, "rogue", revoke
     )
     agent.wait_phase("Revoked")
-    # Widening, on the other hand, is still checked: erin may not resume it into access she does not hold.
+    # Widening, on the other hand, is still checked: erin may not resume it into access she does not hold. (Under
+    # the owner ceiling the owner must hold what even a Suspended agent declares: alice may read configmaps.)
+    _bind(cluster, agent_namespace, "alice@example.com", "view")
+    leases = [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get"]}]
+    message = _denial(
+        lambda: create_agent(cluster, agent_namespace, "dormant", supervision={"mode": "Suspended"}, permissions=leases)
+    )
+    assert "the owner alice@example.com does not hold 'get leases.coordination.k8s.io'" in message
     other = create_agent(
         cluster,
         agent_namespace,

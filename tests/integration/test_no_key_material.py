@@ -50,9 +50,13 @@ def test_no_private_key_material_leaks_anywhere(
     core.patch_namespaced_secret(
         "k-es256-agent-key", agent_namespace, {"metadata": {"annotations": {"agentid.dev/key-created-at": past}}}
     )
+    lost = agents[2].status()["keys"][0]["keyID"]
     core.delete_namespaced_secret("k-rs256-agent-key", agent_namespace)
+    # Rotated: the new key, and the old one retiring. Regenerated: only the new key (the lost one is not published
+    # again: it can only come from the Secret that is gone).
+    eventually(lambda: len(agents[1].status().get("keys", [])) == 2, what="rotated key")
+    eventually(lambda: [key["keyID"] for key in agents[2].status().get("keys", [])] not in ([], [lost]), what="new key")
     for agent in agents[1:]:
-        eventually(lambda agent=agent: len(agent.status().get("keys", [])) == 2, what="new key")
         fingerprints |= {f for pem in agent.private_key_pems() for f in _fingerprints(pem)}
     agents[0].patch_spec({"supervision": {"mode": "Suspended"}})
     agents[0].wait_phase("Suspended")

@@ -25,7 +25,7 @@ SPEC: dict[str, Any] = {"supervision": {"mode": "Autonomous"}, "credentials": {"
 def error_of(response: requests.Response) -> tuple[int, str]:
     assert response.headers["Content-Type"].startswith("application/json"), response.text
     body = response.json()
-    assert set(body) <= {"error", "error_description"}
+    assert set(body) <= {"error", "error_description", "reason"}
     return response.status_code, body["error"]
 
 

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from agentid.domain.podidentity import InjectionSettings
 from agentid.domain.settings import OperatorSettings, Timings
 from agentid.handlers.runtime import OperatorConfig, WebhookConfig, run_operator
 
@@ -22,6 +23,11 @@ TEST_TIMINGS = Timings(
     resync_jitter=dt.timedelta(seconds=1),
     key_overlap_allowance=dt.timedelta(seconds=2),
 )
+
+
+# The agent-side libraries run in the test process too (the sidecar, the SDK): their errors are what a test
+# provoked on purpose, not operator failures.
+AGENT_SIDE = ("agentid.sidecar", "agentid.client")
 
 
 class LogCapture(logging.Handler):
@@ -36,7 +42,8 @@ class LogCapture(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         self.lines.append(self.format(record))
         denial = record.getMessage().startswith("Webhook ")  # an admission denial: the expected kind of "error"
-        if record.levelno >= logging.ERROR and record.name.startswith(("kopf.objects", "agentid")) and not denial:
+        operator = record.name.startswith(("kopf.objects", "agentid")) and not record.name.startswith(AGENT_SIDE)
+        if record.levelno >= logging.ERROR and operator and not denial:
             self.errors.append(self.format(record))
 
 
@@ -50,6 +57,7 @@ class OperatorThread:
         namespaces: Sequence[str],
         timings: Timings = TEST_TIMINGS,
         webhook: WebhookConfig | None = None,
+        pod_identity: InjectionSettings | None = None,
     ) -> None:
         self.config = OperatorConfig(
             kubeconfig=str(kubeconfig),
@@ -57,6 +65,7 @@ class OperatorThread:
             all_namespaces=False,
             settings=OperatorSettings(timings=timings),
             webhook=webhook,
+            pod_identity=pod_identity,
         )
         self._stop = threading.Event()
         self._ready = threading.Event()

@@ -94,3 +94,18 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "agentid.securityContext" -}}
 {{ toYaml .Values.securityContext }}
 {{- end -}}
+
+{{/* Where agent Pods reach the token service (injected as AGENTID_TOKEN_URL's base). */}}
+{{- define "agentid.podIdentity.tokenServiceUrl" -}}
+{{- if .Values.podIdentity.tokenServiceUrl -}}
+{{- .Values.podIdentity.tokenServiceUrl | trimSuffix "/" -}}
+{{- else if eq (int .Values.tokenService.service.port) 443 -}}
+{{- printf "https://%s.%s.svc" (include "agentid.tokens.fullname" .) .Release.Namespace -}}
+{{- else -}}
+{{- printf "https://%s.%s.svc:%d" (include "agentid.tokens.fullname" .) .Release.Namespace (int .Values.tokenService.service.port) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "agentid.podIdentity.enabled" -}}
+{{- if and .Values.podIdentity.enabled .Values.tokenService.enabled }}true{{ end -}}
+{{- end -}}

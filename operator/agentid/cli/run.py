@@ -11,6 +11,8 @@ from pathlib import Path
 import kopf
 
 from agentid import audit
+from agentid.client import environment
+from agentid.domain.podidentity import InjectionSettings, SidecarSettings
 from agentid.domain.settings import OperatorSettings, Timings
 from agentid.handlers.runtime import OperatorConfig, WebhookConfig, run_operator
 from agentid.tokens.settings import DEFAULT_NAMESPACE, TLS, TokenServiceSettings
@@ -46,6 +48,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     embedded.add_argument("--token-service-namespace", default=DEFAULT_NAMESPACE, help="namespace of its key Secret")
     embedded.add_argument("--token-service-access-token-audience", action="append", default=[], metavar="AUD",
                           help="mint tokens for AUD as RFC 9068 access tokens (typ at+jwt; repeatable)")  # fmt: skip
+    pods = run.add_argument_group("Pod identity injection (Pods labelled agentid.dev/agent; needs --webhook-port)")
+    pods.add_argument("--pod-token-issuer", metavar="URL", help="the token service's issuer: enables injection")
+    pods.add_argument("--pod-token-url", metavar="URL", help="the token service as Pods reach it (default: issuer)")
+    pods.add_argument("--pod-token-audience", metavar="AUD",
+                      help="audience of the injected ServiceAccount token (default: the issuer)")  # fmt: skip
+    pods.add_argument("--pod-token-ca", type=Path, metavar="FILE", help="the token service's CA bundle (PEM)")
+    pods.add_argument("--pod-token-expiration", type=int, default=600, metavar="SECONDS",
+                      help="lifetime of the injected ServiceAccount token (kubelet minimum 600)")  # fmt: skip
+    pods.add_argument("--pod-sidecar-image", metavar="IMAGE",
+                      help="image of the token sidecar (agentid token-agent); unset: no sidecar")  # fmt: skip
+    pods.add_argument("--pod-sidecar-health-port", type=int, default=environment.DEFAULT_HEALTH_PORT, metavar="PORT",
+                      help="the sidecar's health endpoint (kubelet probes)")  # fmt: skip
     run.set_defaults(func=run_command)
 
 
@@ -54,6 +68,10 @@ def run_command(args: argparse.Namespace) -> int:
     problem = token_service.tls_problem() if token_service is not None else None
     if problem is not None:
         print(f"{problem} (--token-service-tls-cert/--token-service-tls-key)", file=sys.stderr)
+        return 2
+    pod_identity = _pod_identity_settings(args)
+    if pod_identity is not None and not args.webhook_port:
+        print("--pod-token-issuer needs the webhook (--webhook-port)", file=sys.stderr)
         return 2
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat[args.log_format.upper()])
     audit.configure(args.audit_log)
@@ -75,6 +93,7 @@ def run_command(args: argparse.Namespace) -> int:
         webhook=WebhookConfig(args.webhook_port, args.webhook_cert, args.webhook_key) if args.webhook_port else None,
         metrics_port=args.metrics_port,
         token_service=token_service,
+        pod_identity=pod_identity,
     )
     asyncio.run(run_operator(config))
     return 0
@@ -95,3 +114,32 @@ def _token_service_settings(args: argparse.Namespace) -> TokenServiceSettings | 
         trust_domain=args.trust_domain,
         access_token_audiences=tuple(args.token_service_access_token_audience),
     )
+
+
+def _pod_identity_settings(args: argparse.Namespace) -> InjectionSettings | None:
+    if not args.pod_token_issuer:
+        return None
+    if args.pod_token_ca is None:
+        raise SystemExit("--pod-token-issuer needs --pod-token-ca (the CA Pods trust the token service with)")
+    issuer = args.pod_token_issuer.rstrip("/")
+    sidecar = None
+    if args.pod_sidecar_image:
+        sidecar = SidecarSettings(image=args.pod_sidecar_image, health_port=args.pod_sidecar_health_port)
+    return InjectionSettings(
+        issuer=issuer,
+        url=(args.pod_token_url or issuer).rstrip("/"),
+        audience=args.pod_token_audience or issuer,
+        ca_pem=_read_ca(args.pod_token_ca),
+        token_expiration_seconds=args.pod_token_expiration,
+        sidecar=sidecar,
+    )
+
+
+def _read_ca(path: Path) -> str:
+    try:
+        pem = path.read_text()
+    except OSError as error:
+        raise SystemExit(f"--pod-token-ca {path}: {error.strerror}") from None
+    if "-----BEGIN CERTIFICATE-----" not in pem:
+        raise SystemExit(f"--pod-token-ca {path}: not a PEM certificate bundle")
+    return pem

@@ -17,7 +17,7 @@ import pydantic
 
 from agentid.api import v1alpha1
 from agentid.api.v1alpha1 import AgentPolicy
-from agentid.domain import projections
+from agentid.domain import podidentity, projections
 from agentid.handlers.state import Runtime
 from agentid.reconcile.view import Indexes
 from agentid.webhooks import admission, configuration
@@ -120,3 +120,34 @@ def register_admission(registry: kopf.OperatorRegistry) -> None:
             admission.validate_policy(body)
         except admission.Denied as denied:
             raise kopf.AdmissionError(str(denied), code=422) from None
+
+
+def register_pod_identity(registry: kopf.OperatorRegistry) -> None:
+    """Identity injection into Pods labelled ``agentid.dev/agent`` (only with a webhook server)."""
+
+    @kopf.on.mutate(
+        "",
+        "v1",
+        "pods",
+        id=configuration.MUTATE_POD_PATH,
+        operations=["CREATE"],
+        labels={podidentity.LABEL: kopf.PRESENT},
+        registry=registry,
+    )
+    async def inject_identity(
+        body: kopf.Body, userinfo: kopf.UserInfo, patch: kopf.Patch, warnings: list[str], memo: Any, **_: Any
+    ) -> None:
+        pods = _runtime(memo).pods
+        assert pods is not None  # noqa: S101 - registered only when injection is configured
+        try:
+            injection = await pods.inject(body, namespace=body.metadata.namespace or "", userinfo=userinfo)
+        except podidentity.Refusal as refusal:
+            raise kopf.AdmissionError(str(refusal), code=403) from None
+        warnings.extend(injection.warnings)
+        patch.fns.append(lambda raw: _replace(raw, injection.pod))
+
+
+def _replace(raw: Any, pod: dict[str, Any]) -> None:
+    """Kopf diffs the body before and after its patch functions into the JSON patch it answers with."""
+    raw.clear()
+    raw.update(pod)

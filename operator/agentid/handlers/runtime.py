@@ -20,6 +20,7 @@ import kopf
 
 from agentid import metrics
 from agentid.domain import naming
+from agentid.domain.podidentity import InjectionSettings
 from agentid.domain.settings import OperatorSettings
 from agentid.handlers import kopfpatches, registrations
 from agentid.handlers.state import Runtime
@@ -35,6 +36,7 @@ from agentid.tokens.service import FIELD_MANAGER as TOKEN_SERVICE_FIELD_MANAGER
 from agentid.tokens.service import TokenService
 from agentid.tokens.settings import TokenServiceSettings
 from agentid.webhooks.admission import AgentAdmission
+from agentid.webhooks.pods import PodAdmission
 from agentid.webhooks.server import AdmissionServer
 
 PERSISTENCE_PREFIX = "agentid.dev"
@@ -62,6 +64,7 @@ class OperatorConfig:
     webhook: WebhookConfig | None = None
     metrics_port: int | None = None
     token_service: TokenServiceSettings | None = None  # embed the token service in the operator process
+    pod_identity: InjectionSettings | None = None  # inject agent identity into labelled Pods (needs the webhook)
     instance: str = field(default_factory=lambda: os.environ.get("POD_NAME") or socket.gethostname())
 
 
@@ -110,6 +113,7 @@ async def build_runtime(config: OperatorConfig) -> Runtime:
         scheduler=scheduler,
         reconciler=reconciler,
         admission=AgentAdmission(client),
+        pods=PodAdmission(client, config.pod_identity) if config.pod_identity is not None else None,
         policy_status=PolicyStatusWriter(
             client=client, view=view, interval=config.settings.timings.policy_status_interval.total_seconds()
         ),
@@ -150,6 +154,8 @@ async def run_operator(
     registrations.register(registry)
     if config.webhook is not None:
         registrations.register_admission(registry)
+        if config.pod_identity is not None:
+            registrations.register_pod_identity(registry)
     logging.getLogger(__name__).info("agentid operator starting (instance %s)", config.instance)
     embedded = await _start_token_service(config)
     counter = asyncio.create_task(metrics.run_agent_counts(runtime.view.all_agents, interval=15), name="agent-counts")

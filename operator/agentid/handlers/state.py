@@ -24,6 +24,7 @@ from agentid.reconcile.policies import PolicyStatusWriter
 from agentid.reconcile.scheduler import Scheduler
 from agentid.reconcile.view import ClusterView
 from agentid.webhooks.admission import AgentAdmission
+from agentid.webhooks.pods import PodAdmission
 
 
 @dataclass
@@ -37,6 +38,7 @@ class Runtime:
     policy_status: PolicyStatusWriter
     owned: OwnedObjects | None = None  # the watch of owned objects (set by build_runtime)
     agents: AgentWatch | None = None  # the watch of agents and the reconcile queue (set by build_runtime)
+    pods: PodAdmission | None = None  # Pod identity injection (set by build_runtime when configured)
     kopf_indexed: asyncio.Event = field(default_factory=asyncio.Event)  # Kopf's indexes are complete
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 

@@ -65,3 +65,4 @@ BY_KIND = {
         AGENT_IDENTITIES,
     )
 }
+LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")

@@ -11,6 +11,7 @@ to Secrets.
 from __future__ import annotations
 
 import asyncio
+import collections
 import datetime as dt
 import logging
 from collections.abc import Iterable, Mapping
@@ -66,14 +67,24 @@ def project(body: Mapping[str, Any]) -> AgentAccount:
     )
 
 
+DEPARTED_MAX = 10_000  # ServiceAccounts remembered after their deletion (to name why their tokens are refused)
+
+
 class AccountCache:
     def __init__(self) -> None:
         self._by_uid: dict[str, AgentAccount] = {}
         self._by_name: dict[tuple[str, str], AgentAccount] = {}
+        self._departed: collections.OrderedDict[str, AgentAccount] = collections.OrderedDict()
         self.synced = asyncio.Event()
 
     def by_uid(self, uid: str) -> AgentAccount | None:
         return self._by_uid.get(uid)
+
+    def departed(self, uid: str) -> AgentAccount | None:
+        """A deleted agent ServiceAccount: a revoked or expired agent's are deleted moments after the spec says
+        so, and its tokens may still pass a cached TokenReview; knowing whose it was names the precise refusal.
+        It never makes a token acceptable."""
+        return self._departed.get(uid)
 
     def account_of(self, agent: AgentIdentity) -> AgentAccount | None:
         """The agent's own ServiceAccount: its derived name in its namespace, controller-owned by its UID."""
@@ -97,13 +108,22 @@ class AccountCache:
             self.upsert(account)
 
     def upsert(self, account: AgentAccount) -> None:
-        self.remove(account)
+        self._drop(account)
         if account.agent_uid and account.uid:
             self._by_uid[account.uid] = account
             self._by_name[(account.namespace, account.name)] = account
 
     def remove(self, account: AgentAccount) -> None:
+        """A deletion: the account is remembered (bounded) as departed."""
+        previous = self._drop(account)
+        if previous is not None:
+            self._departed[previous.uid] = previous
+            while len(self._departed) > DEPARTED_MAX:
+                self._departed.popitem(last=False)
+
+    def _drop(self, account: AgentAccount) -> AgentAccount | None:
         previous = self._by_uid.pop(account.uid, None)
         for stale in (previous, account):
             if stale is not None and self._by_name.get((stale.namespace, stale.name), stale).uid == stale.uid:
                 self._by_name.pop((stale.namespace, stale.name), None)
+        return previous

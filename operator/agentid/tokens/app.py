@@ -64,9 +64,14 @@ class AccessLogger(AbstractAccessLogger):
         return self.logger.isEnabledFor(logging.INFO)
 
 
-def oauth_error(status: int, error: str, description: str) -> web.Response:
+def oauth_error(status: int, error: str, description: str, reason: str | None = None) -> web.Response:
+    """RFC 6749 §5.2 (401 carries ``WWW-Authenticate``); ``reason`` (an extension member) is agentid's stable name
+    for why a token was refused, so agents can tell a suspension from a revocation without parsing the description."""
+    body = {"error": error, "error_description": description}
+    if reason is not None:
+        body["reason"] = reason
     headers = {**NO_STORE, "WWW-Authenticate": CHALLENGE} if status == 401 else NO_STORE
-    return web.json_response({"error": error, "error_description": description}, status=status, headers=headers)
+    return web.json_response(body, status=status, headers=headers)
 
 
 @web.middleware
@@ -161,7 +166,7 @@ class Routes:
             return oauth_error(400, Error.INVALID_REQUEST.value, error.description)
         except Refused as refusal:
             status = 401 if refusal.error is Error.INVALID_CLIENT else 400  # RFC 6749 §5.2
-            return oauth_error(status, refusal.error.value, refusal.description)
+            return oauth_error(status, refusal.error.value, refusal.description, refusal.reason.value)
         except errors.ApiError as error:
             logger.warning("token exchange could not reach the apiserver: %s %s", error.status, error.reason)
             return oauth_error(503, "temporarily_unavailable", "the apiserver could not review the token")

@@ -47,7 +47,7 @@ class IntrospectionClients:
         if not assertion_sent:
             return None
         try:
-            presented = self._exchanger.authenticate_client(
+            presented = await self._exchanger.authenticate_client(
                 _single(form, "client_assertion_type"), _single(form, "client_assertion"), _single(form, "client_id")
             )
         except Refused:

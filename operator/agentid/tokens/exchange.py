@@ -31,6 +31,7 @@ from agentid.tokens import verification
 from agentid.tokens.accounts import AccountCache
 from agentid.tokens.agents import AgentCache, published_keys
 from agentid.tokens.keyring import IssuerKeyring, utcnow
+from agentid.tokens.replay import SharedReplayGuard
 from agentid.tokens.reviews import ServiceAccountReviewer
 from agentid.tokens.settings import TokenServiceSettings
 
@@ -90,7 +91,7 @@ class Exchanger:
         accounts: AccountCache,
         keyring: IssuerKeyring,
         reviewer: ServiceAccountReviewer,
-        replay: verification.ReplayGuard,
+        replay: SharedReplayGuard,
         clock: Callable[[], dt.datetime] = utcnow,
     ) -> None:
         self._settings = settings
@@ -151,9 +152,11 @@ class Exchanger:
         if request.grant_type == claims.GRANT_JWT_BEARER:
             if not request.assertion:
                 raise _malformed("assertion is required")
-            return self._authenticate_assertion(request.assertion, what="the assertion")
+            return await self._authenticate_assertion(request.assertion, what="the assertion")
         if request.grant_type == claims.GRANT_CLIENT_CREDENTIALS:
-            return self.authenticate_client(request.client_assertion_type, request.client_assertion, request.client_id)
+            return await self.authenticate_client(
+                request.client_assertion_type, request.client_assertion, request.client_id
+            )
         raise Refused(Error.UNSUPPORTED_GRANT_TYPE, Reason.MALFORMED_REQUEST, "unsupported grant_type")
 
     async def _issue(self, request: ExchangeRequest, subject: Presented) -> Issued:
@@ -219,7 +222,7 @@ class Exchanger:
                 raise claims.invalid_token(what, Error.INVALID_REQUEST) from None
             raise
 
-    def authenticate_client(
+    async def authenticate_client(
         self, assertion_type: str | None, assertion: str | None, client_id: str | None
     ) -> Presented:
         """RFC 7523 §2.2 ``private_key_jwt``: an assertion signed with the agent's own key authenticates the agent as
@@ -228,7 +231,7 @@ class Exchanger:
         try:
             if assertion_type != claims.CLIENT_ASSERTION_TYPE or not assertion:
                 raise claims.invalid_token(what)
-            presented = self._authenticate_assertion(assertion, what=what)
+            presented = await self._authenticate_assertion(assertion, what=what)
             if client_id is not None and client_id != presented.agent.status.agent_id:
                 raise claims.invalid_token(what)
         except Refused as refusal:
@@ -244,7 +247,7 @@ class Exchanger:
         if issuer == self._settings.issuer:
             return self._authenticate_agent_token(token, what=what)
         if isinstance(issuer, str) and issuer.startswith(SPIFFE_PREFIX):
-            return self._authenticate_assertion(token, what=what)
+            return await self._authenticate_assertion(token, what=what)
         return await self._authenticate_service_account(token, what=what)
 
     async def _authenticate_service_account(self, token: str, *, what: str) -> Presented:
@@ -253,6 +256,10 @@ class Exchanger:
             raise claims.invalid_token(what)
         # The ServiceAccount itself says whose it is (its controller, by UID); status is never asked.
         account = self._accounts.by_uid(user.uid)
+        if account is None and (departed := self._accounts.departed(user.uid)) is not None:
+            gone = self._agents.by_uid(departed.agent_uid)
+            if gone is not None:
+                claims.check_may_get_tokens(gone, self._clock())  # revoked, expired: say so
         agent = self._agents.by_uid(account.agent_uid) if account is not None else None
         if agent is None or self._accounts.account_of(agent) != account:  # the agent's own, by name and UID
             raise claims.invalid_token(what)  # a ServiceAccount no (current) agent is bound to
@@ -275,7 +282,7 @@ class Exchanger:
             lineage=(*claims.ancestors_of(verified.claims), verified.claims["jti"]),
         )
 
-    def _authenticate_assertion(self, token: str, *, what: str) -> Presented:
+    async def _authenticate_assertion(self, token: str, *, what: str) -> Presented:
         limits = self._settings.limits
         header = verification.header_of(token, limits.max_token_bytes)
         issuer = verification.unverified_claims(token, limits.max_token_bytes).get("iss")
@@ -301,7 +308,7 @@ class Exchanger:
             raise claims.invalid_token(what)
         if float(payload["exp"]) - now > limits.max_assertion_lifetime_seconds + verification.LEEWAY:
             raise claims.invalid_token(what)
-        if not self._replay.first_use(str(agent.status.agent_id), payload["jti"], float(payload["exp"])):
+        if not await self._replay.first_use(str(agent.status.agent_id), payload["jti"], float(payload["exp"])):
             raise claims.invalid_token(what)
         return Presented(agent=agent, kind=KindOfToken.ASSERTION)
 

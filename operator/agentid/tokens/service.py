@@ -10,12 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 
 from aiohttp import web
 
+from agentid import servingcerts
 from agentid.kube.client import KubeClient
-from agentid.tokens import verification
 from agentid.tokens.accounts import AccountCache
 from agentid.tokens.agents import AgentCache
 from agentid.tokens.app import AccessLogger, Routes, build_app
@@ -23,6 +22,7 @@ from agentid.tokens.clients import IntrospectionClients
 from agentid.tokens.exchange import Exchanger
 from agentid.tokens.introspection import Introspector
 from agentid.tokens.keyring import IssuerKeyring
+from agentid.tokens.replay import SharedReplayGuard
 from agentid.tokens.reviews import ServiceAccountReviewer
 from agentid.tokens.revocation_app import RevocationRoutes
 from agentid.tokens.revocations import RevocationStore
@@ -51,13 +51,14 @@ class TokenService:
             max_entries=settings.review_cache_entries,
         )
         self.agents.subscribe(self.reviewer.on_agent_change)
+        self.replay = SharedReplayGuard(client, namespace=settings.namespace)
         self.exchanger = Exchanger(
             settings=settings,
             agents=self.agents,
             accounts=self.accounts,
             keyring=self.keyring,
             reviewer=self.reviewer,
-            replay=verification.ReplayGuard(),
+            replay=self.replay,
         )
         self.revocations = RevocationStore(client, namespace=settings.namespace)
         self.introspector = Introspector(
@@ -100,10 +101,16 @@ class TokenService:
             asyncio.create_task(
                 self.revocations.run_cleanup(REVOCATION_CLEANUP_SECONDS), name="agentid-tokens-revoked-gc"
             ),
+            asyncio.create_task(self.replay.sweep_forever(), name="agentid-tokens-replay-sweep"),
         ]
+        tls = self.settings.tls
+        context = servingcerts.server_context(str(tls.cert_file), str(tls.key_file)) if tls is not None else None
+        if context is not None and tls is not None:
+            reload = servingcerts.reload_forever(context, str(tls.cert_file), str(tls.key_file))
+            self._tasks.append(asyncio.create_task(reload, name="agentid-tokens-certificates"))
         self._runner = web.AppRunner(self.app, access_log_class=AccessLogger, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.settings.host, self.settings.port, ssl_context=self._ssl_context())
+        site = web.TCPSite(self._runner, self.settings.host, self.settings.port, ssl_context=context)
         await site.start()
         logger.info("token service for issuer %s listening on %s:%s", self.settings.issuer, *self._address())
 
@@ -127,15 +134,6 @@ class TokenService:
 
     def _address(self) -> tuple[str, int]:
         return (self.settings.host, self.settings.port)
-
-    def _ssl_context(self) -> ssl.SSLContext | None:
-        tls = self.settings.tls
-        if tls is None:
-            return None
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
-        return context
 
 
 async def serve(settings: TokenServiceSettings, *, kubeconfig: str | None = None) -> None:

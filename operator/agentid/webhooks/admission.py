@@ -208,13 +208,17 @@ class AgentAdmission:
         )
         grown = _new_grants(granted, before)
         widening = bool(grown.rules or grown.cluster_roles)
-        # The ceilings: what the spec declares that it did not before, whatever the mode; and every ClusterRole
-        # whose identity changed since admission last saw it (deleted and re-created, or created since).
+        # The requester's ceiling covers what the spec declares that it did not before, whatever the mode (rules
+        # added while Suspended), what the write brings to life (a resume), and every ClusterRole whose identity
+        # changed since admission last saw it (deleted and re-created, or created since).
         declared = _declared(spec)
         new = _new_grants(declared, _declared(previous.spec if previous is not None else None))
         old_proof = admitted.parse(previous.metadata.annotations) if previous is not None else None
         recheck = [name for name in admitted.rechecked(old_proof, proof or {}) if name in declared.cluster_roles]
-        added = Access(rules=new.rules, cluster_roles=tuple(dict.fromkeys([*new.cluster_roles, *recheck])))
+        added = Access(
+            rules=(*new.rules, *(rule for rule in grown.rules if rule not in new.rules)),
+            cluster_roles=tuple(dict.fromkeys([*new.cluster_roles, *grown.cluster_roles, *recheck])),
+        )
         if widening or not _only_restricts(previous, agent):
             found = policy.violations(spec, governing, now, infos)
             if found:

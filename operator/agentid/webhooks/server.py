@@ -9,19 +9,16 @@ gives up on a stalled body after a timeout (408), and reloads the certificate fi
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, cast
 
 import kopf
 from aiohttp import web
 
-from agentid import httpbounds
+from agentid import httpbounds, servingcerts
 
 logger = logging.getLogger(__name__)
 MAX_BODY_BYTES = 3 * 1024 * 1024  # the apiserver sends objects up to its 1.5 MiB etcd limit, twice on UPDATE
@@ -35,12 +32,10 @@ class AdmissionServer:
     addr: str = "0.0.0.0"  # noqa: S104 - a Pod serves its Service
     max_body_bytes: int = MAX_BODY_BYTES
     read_timeout: float = httpbounds.DEFAULT_READ_TIMEOUT
-    reload_interval: float = 10.0
+    reload_interval: float = servingcerts.RELOAD_INTERVAL
 
     async def __call__(self, fn: kopf.WebhookFn) -> AsyncIterator[kopf.WebhookClientConfig]:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(self.certfile, self.keyfile)
+        context = servingcerts.server_context(self.certfile, self.keyfile)
         app = web.Application(
             client_max_size=self.max_body_bytes,
             middlewares=[httpbounds.bounded_bodies(self.max_body_bytes, self.read_timeout)],
@@ -67,28 +62,6 @@ class AdmissionServer:
             await web.TCPSite(runner, self.addr, self.port, ssl_context=context).start()
             logger.info("admission webhook listening on %s:%s", self.addr, self.port)
             yield kopf.WebhookClientConfig(url=f"https://{self.addr}:{self.port}")
-            await self._reload_forever(context)
+            await servingcerts.reload_forever(context, self.certfile, self.keyfile, self.reload_interval)
         finally:
             await runner.cleanup()
-
-    async def _reload_forever(self, context: ssl.SSLContext) -> None:
-        """New handshakes use the new files; connections already open keep the certificate they started with."""
-        seen = self._stamp()
-        while True:
-            await asyncio.sleep(self.reload_interval)
-            current = self._stamp()
-            if current == seen:
-                continue
-            try:
-                context.load_cert_chain(self.certfile, self.keyfile)
-            except (OSError, ssl.SSLError) as error:  # half-written during a renewal: the next tick retries
-                logger.warning("webhook certificate not reloaded yet: %s", type(error).__name__)
-                continue
-            seen = current
-            logger.info("webhook certificate reloaded from %s", self.certfile)
-
-    def _stamp(self) -> tuple[float, float]:
-        try:
-            return (Path(self.certfile).stat().st_mtime, Path(self.keyfile).stat().st_mtime)
-        except OSError:
-            return (0.0, 0.0)
