@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import exchange, footprint, guardrails, provisioning, report, revocation, sidecar, tools
+from bench import exchange, footprint, guardrails, provisioning, report, revocation, sidecar, signals, tools
 from bench.environment import BenchCluster
 
 # P5 is kept for the failover benchmark of the high-availability work.
-BENCHMARKS = ("p1", "p2", "p3", "p4", "p6", "p7", "p8")
+BENCHMARKS = ("p1", "p2", "p2s", "p3", "p4", "p6", "p7", "p8")
 
 
 def _sizes(text: str) -> list[int]:
@@ -28,7 +28,7 @@ def _sizes(text: str) -> list[int]:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    p.add_argument("benchmarks", nargs="*", metavar="{p1,p2,p3,p4,p6,p7,p8}", help="which to run (default: all)")
+    p.add_argument("benchmarks", nargs="*", metavar="{p1,p2,p2s,p3,p4,p6,p7,p8}", help="which to run (default: all)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes: proves the suite runs, measures nothing")
     p.add_argument("--repeat", type=int, default=1, help="rounds per measurement (report median and spread)")
     p.add_argument("--results", type=Path, default=report.RESULTS, help="where JSON results go")
@@ -39,6 +39,10 @@ def parser() -> argparse.ArgumentParser:
     g2 = p.add_argument_group("P2 revocation")
     g2.add_argument("--agents", type=int, default=50, help="agents suspended and again agents revoked (50)")
     g2.add_argument("--probe-interval", type=float, default=0.005, help="pause between probes of one path (s)")
+    g2s = p.add_argument_group("P2 extended (p2s): Shared Signals receiver, cascade, transmitter fan-out")
+    g2s.add_argument("--signal-agents", type=int, default=20, help="agents suspended and again revoked (20)")
+    g2s.add_argument("--receivers", type=int, default=1000, help="poll streams the transmitter fans out to (1000)")
+    g2s.add_argument("--events", type=int, default=20, help="events fanned out to every stream (20)")
     g3 = p.add_argument_group("P3 token exchange")
     g3.add_argument("--levels", type=_sizes, default=[1, 8, 32], help="client concurrency levels (1,8,32)")
     g3.add_argument("--duration", type=float, default=5.0, help="seconds per level and cache state (5)")
@@ -62,6 +66,9 @@ def smoke(args: argparse.Namespace) -> None:
     args.n = [5]
     args.concurrency = 16
     args.agents = 3
+    args.signal_agents = 2
+    args.receivers = 10
+    args.events = 4
     args.levels = [1, 4]
     args.duration = 0.5
     args.exchange_agents = 3
@@ -90,6 +97,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             elif name == "p2":
                 result = await revocation.run(
                     cluster, agents=args.agents, probe_interval=args.probe_interval, repeat=args.repeat
+                )
+            elif name == "p2s":
+                result = await signals.run(
+                    cluster,
+                    agents=args.signal_agents,
+                    repeat=args.repeat,
+                    receivers=args.receivers,
+                    events=args.events,
                 )
             elif name == "p3":
                 result = await exchange.run(

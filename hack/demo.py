@@ -25,6 +25,7 @@ import importlib.util
 import json
 import logging
 import os
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -35,6 +36,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import httpx
 import httpx2
 import requests
 import uvicorn
@@ -50,6 +52,8 @@ from agentid.devcluster.cluster import LocalCluster, free_port
 from agentid.devcluster.processes import ManagedProcess
 from agentid.domain import claims
 from agentid.tokens import authnconfig
+from agentid.verify import InvalidToken, JWKSCache, JWTVerifier, SignalReceiver, Verifier
+from agentid.verify.introspection import ClientCredentials
 from agentid.webhooks.configuration import pod_identity_configuration, webhook_configurations
 
 REPO = Path(__file__).resolve().parent.parent
@@ -298,6 +302,7 @@ def start_operator(demo: Demo) -> ManagedProcess:
 def run_story(demo: Demo) -> None:
     lifecycle(demo)
     bridge(demo)
+    shared_signals(demo)
     tools(demo)
     workload(demo)
     guardrails(demo)
@@ -514,6 +519,72 @@ def call_tools(resource: str, token: str, calls: list[tuple[str, dict[str, str]]
     except* MCPError:
         outcome = [f"{RED}refused before any tool ran{RESET}: the MCP server answered 401 (the token is inactive)"]
     return outcome
+
+
+def shared_signals(demo: Demo) -> None:
+    step("Shared Signals: a tool verifying offline (JWKS only) refuses a suspended agent within a second")
+    say("the tool subscribes to the token service's SSF stream (RFC 8936 long poll, SETs signed by the issuer)")
+    demo.kubectl("create", "serviceaccount", "demo-signals", "-n", TOKEN_NAMESPACE, check=False, quiet=True)
+    demo.kubectl(
+        "create", "clusterrole", "agentid-demo-signals", "--verb=list,watch", "--resource=agentidentities.agentid.dev",
+        check=False, quiet=True,
+    )  # fmt: skip
+    demo.kubectl(
+        "create", "clusterrolebinding", "agentid-demo-signals", "--clusterrole=agentid-demo-signals",
+        f"--serviceaccount={TOKEN_NAMESPACE}:demo-signals", check=False, quiet=True,
+    )  # fmt: skip
+    caller = demo.tool_token("demo-signals")
+    token = demo.exchange(demo.subject_token("invoice-triage-agent"), audience=KUBE_AUDIENCE).json()["access_token"]
+    for line in asyncio.run(_offline_verifier_story(demo, caller, token)):
+        say(line)
+
+
+async def _offline_verifier_story(demo: Demo, caller: str, token: str) -> list[str]:
+    lines: list[str] = []
+    context = ssl.create_default_context(cafile=str(demo.cluster.ca.cert_path))
+    async with httpx.AsyncClient(verify=context, trust_env=False, timeout=10) as http:
+        keys = JWKSCache(demo.issuer, http=http)
+        credentials = ClientCredentials(headers={"Authorization": f"Bearer {caller}"}, form={})
+        receiver = SignalReceiver(demo.issuer, http=http, keys=keys, credentials=lambda: credentials, name="demo")
+        listening = asyncio.create_task(receiver.run())
+        await asyncio.wait_for(receiver.connected.wait(), 30)
+        local = JWTVerifier(issuer=demo.issuer, audience=KUBE_AUDIENCE, keys=keys)
+        guarded, offline = Verifier(jwt=local, signals=receiver), Verifier(jwt=local)
+
+        async def verdict(verifier: Verifier) -> str:
+            try:
+                principal = await verifier.verify(token)
+            except InvalidToken as invalid:
+                return f"{RED}refused{RESET} ({invalid.reason})"
+            left = principal.expires_at - time.time()
+            return f"{GREEN}accepted{RESET} ({principal.supervision.value}, expires in {left:.0f} s)"
+
+        async def until(word: str, within: float) -> None:
+            deadline = time.perf_counter() + within
+            while time.perf_counter() < deadline:
+                if word in await verdict(guarded):
+                    return
+                await asyncio.sleep(0.001)
+
+        lines.append(f"before: with the receiver {await verdict(guarded)}; JWKS only {await verdict(offline)}")
+        await asyncio.to_thread(
+            demo.kubectl, "agentid", "suspend", "invoice-triage", "-n", "finance-agents", "--reason=demo: signals"
+        )
+        started = time.perf_counter()  # the suspension is in the apiserver once the command returns
+        await until("refused", 10)
+        elapsed = time.perf_counter() - started
+        lines.append(
+            f"kubectl agentid suspend → the offline verifier refuses {elapsed * 1000:.0f} ms after it returned"
+        )
+        lines.append(f"  with the receiver: {await verdict(guarded)}")
+        lines.append(f"  JWKS only (no receiver): {await verdict(offline)}   # until the token expires")
+        await asyncio.to_thread(
+            demo.kubectl, "agentid", "resume", "invoice-triage", "-n", "finance-agents", "--mode=Autonomous", "--wait"
+        )
+        await until("accepted", 30)
+        listening.cancel()
+        lines.append(f"after kubectl agentid resume: with the receiver {await verdict(guarded)}")
+    return lines
 
 
 def tools(demo: Demo) -> None:

@@ -33,6 +33,10 @@ REVOCATION_SECONDS = Histogram(
 )
 TOKEN_EXCHANGES = Counter("agentid_token_exchanges_total", "Token exchange requests", ["outcome", "error"])
 INTROSPECTIONS = Counter("agentid_token_introspections_total", "Introspection requests", ["active"])
+TOKEN_REVOCATIONS = Counter("agentid_token_revocations_total", "Tokens revoked through RFC 7009 /revoke")
+SSF_STREAMS = Gauge("agentid_ssf_streams", "Shared Signals streams held by this token-service replica")
+SSF_SETS = Counter("agentid_ssf_sets_total", "Security Event Tokens signed for delivery", ["method"])
+SSF_DROPPED = Counter("agentid_ssf_sets_dropped_total", "Undelivered SETs dropped from a full stream log")
 ADMISSION_REVIEWS = Counter("agentid_admission_reviews_total", "Admission reviews of AgentIdentities", ["allowed"])
 POD_INJECTIONS = Counter("agentid_pod_injections_total", "Pods labelled agentid.dev/agent, by outcome", ["outcome"])
 

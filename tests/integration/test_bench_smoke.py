@@ -24,7 +24,7 @@ pytestmark = pytest.mark.cluster
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
-    """One smoke run of all five benchmarks on their own control plane; their JSON results by name."""
+    """One smoke run of every benchmark on its own control plane; their JSON results by name."""
     try:
         assets.find_binary("kube-apiserver")
     except assets.AssetsNotFound:
@@ -40,7 +40,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     found = {path.name.split("-", 1)[0]: json.loads(path.read_text()) for path in folder.glob("*.json")}
-    assert sorted(found) == ["p1", "p2", "p3", "p4", "p6", "p7", "p8"], run.stdout[-3000:]
+    assert sorted(found) == ["p1", "p2", "p2s", "p3", "p4", "p6", "p7", "p8"], run.stdout[-3000:]
     return found
 
 
@@ -107,3 +107,16 @@ def test_every_guardrail_change_reaches_the_existing_agent(results: dict[str, di
     for scenario, stats in results["p8"]["summary"].items():
         assert stats["not_closed"] == 0, scenario
         assert stats["n"] >= 1, scenario
+
+
+@pytest.mark.timeout(900)
+def test_the_offline_verifier_refuses_with_the_receiver_and_not_without(results: dict[str, dict[str, Any]]) -> None:
+    p2s = results["p2s"]
+    for action in ("suspend", "revoke"):
+        with_receiver = p2s["summary"][f"e_{action}_refused_with_receiver"]
+        without = p2s["summary"][f"e_{action}_without_receiver_remaining_lifetime"]
+        assert with_receiver["n"] == p2s["agents_per_action"] * p2s["repeat"]  # every token refused after the event
+        assert without["n"] == with_receiver["n"]  # and every one still accepted without the receiver
+        assert without["refused_before_expiry"] == 0
+    assert p2s["summary"]["f_cascade_inactive"]["n"] >= 1
+    assert p2s["transmitter"]["sets_signed"] == p2s["transmitter"]["receivers"] * p2s["transmitter"]["events"]

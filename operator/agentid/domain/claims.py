@@ -28,6 +28,8 @@ TOKEN_TYPE_JWT = "urn:ietf:params:oauth:token-type:jwt"  # noqa: S105 - a URN
 TOKEN_TYPE_ACCESS_TOKEN = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105 - a URN, not a secret
 SUBJECT_TOKEN_TYPES = frozenset({TOKEN_TYPE_JWT, TOKEN_TYPE_ACCESS_TOKEN})
 
+ANCESTORS = "ancestors"  # the jtis of the agent tokens a token was exchanged from, oldest first (RFC 7009 cascade)
+MAX_ANCESTORS = 32
 MAX_CHAIN_DEPTH = 5  # the API's maximum maxDepth: deeper `act` nesting is refused before it is walked
 MAX_TOKEN_LIFETIME = dt.timedelta(hours=24)  # the API's maximum tokenTTL: bounds how long issuer keys stay published
 CLOCK_SKEW = dt.timedelta(seconds=60)
@@ -390,3 +392,22 @@ def audiences_of(claims: Mapping[str, Any]) -> list[str]:
     if isinstance(aud, list) and all(isinstance(item, str) for item in aud):
         return list(aud)
     return []
+
+
+def ancestors(lineage: Sequence[str]) -> list[str]:
+    """The ``ancestors`` claim of a token exchanged from tokens with this lineage: revoking any of them revokes it.
+    Dropping the oldest would let a descendant outlive an ancestor's revocation, so a longer lineage is refused."""
+    unique = list(dict.fromkeys(lineage))
+    if len(unique) > MAX_ANCESTORS:
+        raise Refused(
+            Error.INVALID_GRANT, Reason.CHAIN_TOO_DEEP, f"a token may be exchanged from at most {MAX_ANCESTORS} tokens"
+        )
+    return unique
+
+
+def ancestors_of(claims: Mapping[str, Any]) -> list[str]:
+    """The ``ancestors`` of one of our verified tokens (malformed: refused like any unverifiable token)."""
+    value = claims.get(ANCESTORS, [])
+    if not isinstance(value, list) or not all(isinstance(jti, str) for jti in value) or len(value) > MAX_ANCESTORS:
+        raise invalid_token()
+    return list(value)

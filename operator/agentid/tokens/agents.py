@@ -54,6 +54,9 @@ class AgentCache:
     def __len__(self) -> int:
         return len(self._by_name)
 
+    def all(self) -> list[AgentIdentity]:
+        return list(self._by_name.values())
+
     def subscribe(self, listener: Listener) -> None:
         """``listener(old, new)`` runs synchronously on every change (None for added/removed)."""
         self._listeners.append(listener)

@@ -72,6 +72,7 @@ class Presented:
     act: dict[str, Any] | None = None
     chain: list[Actor] = field(default_factory=list)
     expires_at: dt.datetime | None = None
+    lineage: tuple[str, ...] = ()  # agent tokens only: the jtis it was exchanged from, then its own (RFC 7009 cascade)
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,7 @@ class Exchanger:
         claims.check_may_get_tokens(subject.agent, now)
         not_after = [subject.expires_at] if subject.expires_at else []
         act = subject.act
+        lineage = subject.lineage
         if request.actor_token is not None:
             if request.actor_token_type not in claims.SUBJECT_TOKEN_TYPES:
                 raise _malformed("actor_token_type is missing or unsupported")
@@ -177,6 +179,7 @@ class Exchanger:
             claims.check_may_get_tokens(actor.agent, now)
             claims.check_delegation(subject.agent, actor.agent, subject.chain)
             act = Actor.of(actor.agent).claim(subject.act)
+            lineage = (*lineage, *actor.lineage)
             if actor.expires_at:
                 not_after.append(actor.expires_at)
         elif subject.chain:
@@ -196,6 +199,8 @@ class Exchanger:
             act=act,
             access_token_profile=access_token_profile,
         )
+        if lineage:
+            payload[claims.ANCESTORS] = claims.ancestors(lineage)
         typ = verification.TYP_ACCESS_TOKEN if access_token_profile else verification.TYP_JWT
         token = jwt.encode(
             payload, signing.private_key, algorithm=signing.jws_algorithm, headers={"kid": signing.key_id, "typ": typ}
@@ -276,6 +281,7 @@ class Exchanger:
             act=dict(act) if isinstance(act, dict) else None,
             chain=claims.act_chain(act),
             expires_at=dt.datetime.fromtimestamp(verified.claims["exp"], dt.UTC),
+            lineage=(*claims.ancestors_of(verified.claims), verified.claims["jti"]),
         )
 
     async def _authenticate_assertion(self, token: str, *, what: str) -> Presented:

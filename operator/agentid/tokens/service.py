@@ -24,10 +24,15 @@ from agentid.tokens.introspection import Introspector
 from agentid.tokens.keyring import IssuerKeyring
 from agentid.tokens.replay import SharedReplayGuard
 from agentid.tokens.reviews import ServiceAccountReviewer
+from agentid.tokens.revocation_app import RevocationRoutes
+from agentid.tokens.revocations import RevocationStore
 from agentid.tokens.settings import TokenServiceSettings
+from agentid.tokens.ssf import Transmitter
+from agentid.tokens.ssf_app import SignalRoutes
 
 logger = logging.getLogger(__name__)
 FIELD_MANAGER = "agentid-token-service"
+REVOCATION_CLEANUP_SECONDS = 300.0
 
 
 class TokenService:
@@ -55,7 +60,10 @@ class TokenService:
             reviewer=self.reviewer,
             replay=self.replay,
         )
-        self.introspector = Introspector(settings=settings, agents=self.agents, keyring=self.keyring)
+        self.revocations = RevocationStore(client, namespace=settings.namespace)
+        self.introspector = Introspector(
+            settings=settings, agents=self.agents, keyring=self.keyring, revocations=self.revocations
+        )
         self.clients = IntrospectionClients(
             reviewer=self.reviewer, exchanger=self.exchanger, max_token_bytes=settings.limits.max_token_bytes
         )
@@ -69,6 +77,17 @@ class TokenService:
             clients=self.clients,
         )
         self.app = build_app(self.routes)
+        self.transmitter = Transmitter(issuer=settings.issuer, agents=self.agents, keyring=self.keyring)
+        self.agents.subscribe(self.transmitter.on_agent_change)
+        SignalRoutes(
+            transmitter=self.transmitter,
+            reviewer=self.reviewer,
+            client=client,
+            max_token_bytes=settings.limits.max_token_bytes,
+        ).install(self.app)
+        RevocationRoutes(
+            settings=settings, keyring=self.keyring, clients=self.clients, revocations=self.revocations
+        ).install(self.app)
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -78,6 +97,10 @@ class TokenService:
             asyncio.create_task(self.agents.run(self.client), name="agentid-tokens-agents"),
             asyncio.create_task(self.accounts.run(self.client), name="agentid-tokens-accounts"),
             asyncio.create_task(self.keyring.run(self.settings.keyring_refresh_seconds), name="agentid-tokens-keyring"),
+            asyncio.create_task(self.revocations.run(), name="agentid-tokens-revocations"),
+            asyncio.create_task(
+                self.revocations.run_cleanup(REVOCATION_CLEANUP_SECONDS), name="agentid-tokens-revoked-gc"
+            ),
             asyncio.create_task(self.replay.sweep_forever(), name="agentid-tokens-replay-sweep"),
         ]
         tls = self.settings.tls
@@ -95,8 +118,10 @@ class TokenService:
         """Until the first list of agents is in (callers bound the wait with ``asyncio.timeout``)."""
         await self.agents.synced.wait()
         await self.accounts.synced.wait()
+        await self.revocations.synced.wait()
 
     async def stop(self) -> None:
+        await self.transmitter.close()  # ends long polls and push loops before the runner waits for handlers
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

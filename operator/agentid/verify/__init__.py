@@ -18,6 +18,7 @@ from agentid.verify.jwks import JWKSCache
 from agentid.verify.jwt_verifier import JWTVerifier
 from agentid.verify.policy import Decision, Policy, Rule, require_supervision
 from agentid.verify.principal import Actor, AgentPrincipal, Owner, Supervision
+from agentid.verify.signals import SignalReceiver
 from agentid.verify.verifier import Verifier, connect
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "Owner",
     "Policy",
     "Rule",
+    "SignalReceiver",
     "Supervision",
     "Verifier",
     "client_assertion_credentials",

@@ -61,6 +61,8 @@ class AgentAuthMiddleware:
         self.tool_of = tool_of
         self.audit_sink = audit_sink
         self._metadata_path = metadata_path(resource)
+        signals = verifier.signals
+        self._push = (signals.push_path, signals.push_endpoint) if signals is not None and signals.push_path else None
         self._metadata = json.dumps(protected_resource_metadata(resource, verifier.issuer, name=resource_name)).encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -69,6 +71,9 @@ class AgentAuthMiddleware:
             return
         if scope["type"] != "http":
             await _respond(send, 403, {"error": "forbidden"}, {})  # websockets are not admitted
+            return
+        if self._push is not None and scope["path"] == self._push[0]:
+            await self._push[1](scope, receive, send)  # SSF push (RFC 8935): the transmitter authenticates itself
             return
         if scope["path"] == self._metadata_path and scope["method"] in ("GET", "HEAD"):
             await _respond_raw(send, 200, self._metadata, {"cache-control": "public, max-age=300"})

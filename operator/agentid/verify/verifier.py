@@ -1,8 +1,9 @@
 """The verifier a tool holds: local JWT verification, optionally confirmed by live introspection.
 
 Called by the ASGI middleware and the MCP adapter. Local verification alone honours a suspension or revocation
-only when the token expires (tokens live minutes); with ``introspection`` the tool asks the token service
-(cached for a few seconds) and sees the agent's live supervision mode.
+only when the token expires (tokens live minutes); with ``signals`` (an SSF receiver) it learns of suspensions
+and revocations from pushed or long-polled security events within a second, still without a call per request;
+with ``introspection`` the tool asks the token service (cached for a few seconds) and sees the live mode.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from agentid.verify.introspection import Credentials, IntrospectionClient
 from agentid.verify.jwks import JWKSCache
 from agentid.verify.jwt_verifier import JWTVerifier
 from agentid.verify.principal import AgentPrincipal
+from agentid.verify.signals import SignalReceiver
 
 TIMEOUT = httpx.Timeout(5.0)
 
@@ -24,6 +26,7 @@ TIMEOUT = httpx.Timeout(5.0)
 class Verifier:
     jwt: JWTVerifier
     introspection: IntrospectionClient | None = None
+    signals: SignalReceiver | None = None  # Shared Signals: suspension and revocation bite within a second
 
     @property
     def issuer(self) -> str:
@@ -36,6 +39,8 @@ class Verifier:
     async def verify(self, token: str) -> AgentPrincipal:
         """Raises ``InvalidToken`` or ``IssuerUnavailable``."""
         principal = await self.jwt.verify(token)
+        if self.signals is not None:
+            principal = self.signals.check(principal)
         if self.introspection is not None:
             principal = await self.introspection.live_principal(token, principal)
         return principal
