@@ -156,15 +156,14 @@ def test_a_labelled_foreign_service_account_is_not_adopted_and_its_older_token_g
     # The token service knows the agent (its status is written) and still refuses the stranger's token.
     eventually(lambda: token_service.service.agents.get(token_namespace, "mimic") is not None, what="agent known")
     refused = token_service.exchange(minted)
-    assert refused.status_code == 401
-    assert refused.json()["error"] == "invalid_grant"
+    assert (refused.status_code, refused.json()["error"]) == (400, "invalid_request")  # RFC 8693 §2.2.2
 
     # Once the stranger is gone, the agent gets a ServiceAccount of its own, and the old token stays refused.
     core.delete_namespaced_service_account(account, token_namespace)
     status = agent.wait_ready()
     own = core.read_namespaced_service_account(account, token_namespace)
     assert status["serviceAccountUID"] == own.metadata.uid != before["uid"]
-    assert token_service.exchange(minted).status_code == 401
+    assert token_service.exchange(minted).status_code == 400
 
 
 def test_agents_whose_derived_names_used_to_collide_each_keep_their_own_objects(
