@@ -125,7 +125,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     refresh_lifetime=args.refresh_lifetime,
                     repeat=args.repeat,
                 )
-            elif name == "p5":
+            elif name == "p8":
                 result = await guardrails.run(cluster, rounds=args.rounds, probe_interval=args.probe_interval)
             else:
                 result = await footprint.run(
