@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Mapping
 from typing import Any
+
+import pytest
 
 from agentid.api.v1alpha1 import AgentPolicy
 from agentid.domain import projections
 from agentid.kube import errors
+from agentid.reconcile import controller as controller_module
 from agentid.reconcile.controller import Controller
 from agentid.reconcile.view import AgentKey, ClusterView, Indexes
 from agentid.reconcile.workqueue import WorkQueue
 from tests.support.agents import agent_manifest
+from tests.support.polling import eventually_async
 
 
 def _agent(name: str, namespace: str = "finance", *, version: str = "1", **spec: Any) -> dict[str, Any]:
@@ -91,21 +96,44 @@ async def test_passes_wait_for_the_view_then_run_once_per_burst_with_the_newest_
     await _stop(task)
 
 
-async def test_any_failure_is_retried_with_backoff_and_a_success_resets_it() -> None:
-    agents = {("finance", "triage"): _agent("triage")}
-    controller, recorder, _ = _controller(agents)
-    recorder.failures["triage"] = RuntimeError("a bug")
-    task = await _running(controller)
-    controller.agent(("finance", "triage"))
-    await asyncio.sleep(0.1)
-    assert recorder.passes[:2] == ["triage@1", "triage@1"]  # the bug did not drop the agent
-    assert controller.queue.failures(("finance", "triage")) == 0
+async def test_any_failure_is_retried_with_backoff_and_a_success_resets_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    failures = _Recorded()
+    controller_logger = logging.getLogger(controller_module.__name__)
+    controller_logger.addHandler(failures)
+    monkeypatch.setattr(controller_logger, "propagate", False)  # provoked on purpose: not an operator failure
+    try:
+        agents = {("finance", "triage"): _agent("triage")}
+        controller, recorder, _ = _controller(agents)
+        recorder.failures["triage"] = RuntimeError("a bug")
+        task = await _running(controller)
+        controller.agent(("finance", "triage"))
 
-    recorder.failures["triage"] = errors.ApiError(500, "InternalError", "boom")
-    controller.agent(("finance", "triage"))
-    await asyncio.sleep(0.1)
-    assert len(recorder.passes) == 4
-    await _stop(task)
+        async def retried() -> bool:
+            return recorder.passes[:2] == ["triage@1", "triage@1"]  # the bug did not drop the agent
+
+        await eventually_async(retried, timeout=5, interval=0.01, what="the failed pass is retried")
+        assert any("reconcile of finance/triage failed" in line for line in failures.lines)
+
+        recorder.failures["triage"] = errors.ApiError(500, "InternalError", "boom")
+        controller.agent(("finance", "triage"))
+
+        async def four() -> bool:
+            return len(recorder.passes) == 4
+
+        await eventually_async(four, timeout=5, interval=0.01, what="retried after the API error, then succeeded")
+        assert controller.queue.failures(("finance", "triage")) == 0  # the success reset the backoff
+        await _stop(task)
+    finally:
+        controller_logger.removeHandler(failures)
+
+
+class _Recorded(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
 
 
 async def test_a_deleted_agent_drops_its_timers() -> None:
