@@ -181,8 +181,12 @@ def test_token_service_may_only_review_tokens_read_agents_and_keep_its_own_keyri
     assert not can(cluster, user, "get", f"secrets/{release.fullname}-webhook-tls", "-n", ns)
     assert not can(cluster, user, "get", "secrets", "-n", "default")  # agents' key Secrets live in their namespaces
     assert not can(cluster, user, "patch", "agentidentities.agentid.dev", "-n", "default")
-    assert not can(cluster, user, "create", "subjectaccessreviews.authorization.k8s.io")
+    # Shared Signals: may a receiver list every agent? (asked of the apiserver, never decided by the service)
+    assert can(cluster, user, "create", "subjectaccessreviews.authorization.k8s.io")
     assert not can(cluster, user, "create", "serviceaccounts", "--subresource=token", "-n", "default")
+    # RFC 7009: revoked token IDs as ConfigMaps in its own namespace only.
+    assert can(cluster, user, "create", "configmaps", "-n", ns)
+    assert not can(cluster, user, "create", "configmaps", "-n", "default")
     # Which agent owns a ServiceAccount, and its mirrored public keys; assertion claims in its own namespace.
     assert can(cluster, user, "watch", "serviceaccounts", "-A")
     assert not can(cluster, user, "patch", "serviceaccounts", "-n", "default")
