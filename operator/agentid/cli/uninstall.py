@@ -57,7 +57,8 @@ class Run:
     client: KubeClient
     dry_run: bool
     timeout: float
-    presence: Presence
+    presence: Presence  # as found at the start: a running operator's webhook configurations are kept
+    waiting: bool = False  # for the operator: while it is there and keeps within --timeout
     held: list[str] = field(default_factory=list)  # agents another controller's finalizer keeps
 
     def say(self, line: str) -> None:
@@ -84,7 +85,7 @@ async def uninstall(client: KubeClient, args: argparse.Namespace) -> int:
         presence = Presence(False, "--operator-gone")
     else:
         presence = await detect_operator(client)
-    run = Run(client, dry_run=args.dry_run, timeout=args.timeout, presence=presence)
+    run = Run(client, dry_run=args.dry_run, timeout=args.timeout, presence=presence, waiting=presence.running)
     state = "running: it cleans up, within --timeout" if presence.running else "gone: this command cleans up"
     run.say(f"operator {state} ({presence.why})")
     if await _served(client):
@@ -101,8 +102,8 @@ async def uninstall(client: KubeClient, args: argparse.Namespace) -> int:
         await remove_crds(run)
     if run.held:
         run.say(
-            f"not finished: {', '.join(run.held)} still exist, held by finalizers that are not agentid's "
-            "(their controllers remove them; run this command again then)"
+            f"not finished, held by finalizers that are not agentid's: {', '.join(run.held)}; "
+            "their controllers remove them, then run this command again"
         )
         return EXIT_ERROR
     run.say("dry run: nothing was changed" if run.dry_run else "uninstalled")
@@ -164,7 +165,7 @@ async def remove_agents(run: Run) -> None:
     client = run.client
     agents = await client.list(resources.AGENT_IDENTITIES)
     suspended = [agent for agent in agents if await _suspend(run, agent)]
-    if suspended and run.presence.running and not run.dry_run:
+    if suspended and run.waiting and not run.dry_run:
         await _wait_without_access(run, suspended)
     for policy in await client.list(resources.AGENT_POLICIES):
         name = policy["metadata"]["name"]
@@ -181,13 +182,12 @@ async def remove_agents(run: Run) -> None:
     if run.dry_run:
         await _take_over(run, agents)
         return
-    if run.presence.running:
+    if run.waiting:
         remaining = await _wait_gone(run)
         if not remaining:
             run.say("the operator removed every agent's objects and its finalizer")
             return
-        run.presence = Presence(False, f"the operator did not finish within {run.timeout:g}s")
-        run.say(f"{run.presence.why}: this command removes what is left")
+        run.say(f"the operator did not finish within {run.timeout:g}s: this command removes what is left")
     await _take_over(run, await client.list(resources.AGENT_IDENTITIES))
     await _wait_gone(run, final=True)
 
@@ -228,8 +228,10 @@ async def _wait_without_access(run: Run, suspended: list[Body]) -> None:
         if waiting:
             await asyncio.sleep(POLL_INTERVAL)
     if waiting:
-        run.presence = Presence(False, f"the operator did not suspend {', '.join(sorted(waiting))} in time")
-        run.say(f"{run.presence.why}: going on without it")
+        run.waiting = False
+        run.say(
+            f"the operator did not suspend {', '.join(sorted(waiting))} within {run.timeout:g}s: going on without it"
+        )
 
 
 async def _wait_gone(run: Run, *, final: bool = False) -> list[Body]:
@@ -347,7 +349,10 @@ async def remove_webhook_configurations(run: Run) -> None:
     for resource, configuration in await _webhook_configurations(run.client):
         kind, name = resource.kind.lower(), configuration["metadata"]["name"]
         if run.presence.running:
-            run.say(f"kept {kind} {name}: the operator still runs and admits agents until it is uninstalled")
+            run.say(
+                f"kept {kind} {name}: an operator may still serve it (agents created meanwhile would skip admission); "
+                "run this command again with --operator-gone once it is uninstalled"
+            )
             continue
         if run.act(f"delete {kind} {name}"):
             await run.client.delete(resource, name, uid=configuration["metadata"]["uid"])

@@ -97,7 +97,7 @@ def operator_presence(
     if webhook_services:
         return Presence(False, f"webhook Service {', '.join(webhook_services)} has no ready endpoints")
     if url_webhooks:
-        return Presence(True, "an admission webhook is registered by URL (an operator outside the cluster?)")
+        return Presence(True, "an agentid webhook is registered by URL: an operator outside the cluster may serve it")
     return Presence(False, "no operator Deployment and no agentid webhook configuration found")
 
 
