@@ -21,7 +21,9 @@ AGENT = {
 }
 
 
-def _object(name: str, *, uid: str = "uid-triage", controller: bool = True, created: str = "2026-01-01T10:00:05Z"):
+def _object(
+    name: str, *, uid: str = "uid-triage", controller: bool = True, created: str = "2026-01-01T10:00:05Z"
+) -> dict[str, Any]:
     return {
         "metadata": {
             "name": name,

@@ -216,8 +216,10 @@ async def _suspend(run: Run, agent: Body | None) -> bool:
 
 
 async def _wait_without_access(run: Run, suspended: list[Body]) -> None:
-    """Until the operator reports every suspended agent without access; past the deadline the deletion goes on
-    (and the CLI, taking over, removes RoleBindings first)."""
+    """Until the operator reports every suspended agent without access. Past the deadline the deletion goes on:
+    waiting for the operator if it suspended any (an agent it cannot report on, say one whose spec it cannot
+    read, must not make the CLI do all the work), without it if it suspended none (the CLI, taking over, removes
+    RoleBindings first)."""
     waiting = {_key(agent) for agent in suspended}
     deadline = time.monotonic() + run.timeout
     while waiting and time.monotonic() < deadline:
@@ -227,11 +229,14 @@ async def _wait_without_access(run: Run, suspended: list[Body]) -> None:
                 run.say(f"access removed: agentidentity {_key(agent)} is {agent['status']['phase']}")
         if waiting:
             await asyncio.sleep(POLL_INTERVAL)
-    if waiting:
+    if not waiting:
+        return
+    late = ", ".join(sorted(waiting))
+    if len(waiting) < len(suspended):  # it is there (it suspended the others): it also finalises what it can
+        run.say(f"the operator did not report {late} without access within {run.timeout:g}s: going on")
+    else:
         run.waiting = False
-        run.say(
-            f"the operator did not suspend {', '.join(sorted(waiting))} within {run.timeout:g}s: going on without it"
-        )
+        run.say(f"the operator did not suspend {late} within {run.timeout:g}s: going on without it")
 
 
 async def _wait_gone(run: Run, *, final: bool = False) -> list[Body]:
