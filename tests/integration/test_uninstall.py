@@ -352,8 +352,8 @@ def test_with_the_operator_gone_it_does_not_hang_removes_only_owned_objects_and_
             lines.index(mine[-1])
         )
     assert lines[-1] == (
-        f"not finished, held by finalizers that are not agentid's: agentidentity {namespace}/held "
-        f"({FOREIGN_FINALIZER}); their controllers remove them, then run this command again"
+        f"not finished: agentidentity {namespace}/held (held by {FOREIGN_FINALIZER}). Another controller's "
+        "finalizer is its to remove; run this command again once they are gone"
     )
 
     for kind, where, name in owned:

@@ -59,7 +59,7 @@ class Run:
     timeout: float
     presence: Presence  # as found at the start: a running operator's webhook configurations are kept
     waiting: bool = False  # for the operator: while it is there and keeps within --timeout
-    held: list[str] = field(default_factory=list)  # agents another controller's finalizer keeps
+    unfinished: list[str] = field(default_factory=list)  # agents still there at the end, and why
 
     def say(self, line: str) -> None:
         print(line, flush=True)
@@ -96,14 +96,14 @@ async def uninstall(client: KubeClient, args: argparse.Namespace) -> int:
     await remove_webhook_configurations(run)
     if args.keep_crds:
         run.say("kept the CRDs (--keep-crds)")
-    elif run.held:
-        run.say(f"kept the CRDs: deleting them would wait for {', '.join(run.held)}")
+    elif run.unfinished:
+        run.say("kept the CRDs: deleting them would wait for the agents still there")
     else:
         await remove_crds(run)
-    if run.held:
+    if run.unfinished:
         run.say(
-            f"not finished, held by finalizers that are not agentid's: {', '.join(run.held)}; "
-            "their controllers remove them, then run this command again"
+            f"not finished: {'; '.join(run.unfinished)}. Another controller's finalizer is its to remove; "
+            "run this command again once they are gone"
         )
         return EXIT_ERROR
     run.say("dry run: nothing was changed" if run.dry_run else "uninstalled")
@@ -185,11 +185,15 @@ async def remove_agents(run: Run) -> None:
     if run.waiting:
         remaining = await _wait_gone(run)
         if not remaining:
-            run.say("the operator removed every agent's objects and its finalizer")
+            if agents:
+                run.say("the operator removed every agent's objects and its finalizer")
             return
         run.say(f"the operator did not finish within {run.timeout:g}s: this command removes what is left")
     await _take_over(run, await client.list(resources.AGENT_IDENTITIES))
-    await _wait_gone(run, final=True)
+    for agent in await _wait_gone(run, final=True):
+        finalizers = teardown.foreign_finalizers(agent)
+        why = f"held by {', '.join(finalizers)}" if _held(agent) else f"still there after {run.timeout:g}s"
+        run.unfinished.append(f"agentidentity {_key(agent)} ({why})")
 
 
 async def _suspend(run: Run, agent: Body | None) -> bool:
@@ -240,16 +244,13 @@ async def _wait_without_access(run: Run, suspended: list[Body]) -> None:
 
 
 async def _wait_gone(run: Run, *, final: bool = False) -> list[Body]:
-    """Agents still there after ``--timeout``; at the end, those held by another controller's finalizer are named
-    (and not waited for: nothing this command may do frees them)."""
+    """Agents still there after ``--timeout``. At the end (``final``), agents held only by another controller's
+    finalizer are not waited for: nothing this command may do frees them."""
     deadline = time.monotonic() + run.timeout
     while True:
         remaining = await run.client.list(resources.AGENT_IDENTITIES)
-        held = [agent for agent in remaining if _held(agent)]
-        if final and remaining and len(held) == len(remaining):
-            run.held = [f"agentidentity {_key(a)} ({', '.join(teardown.foreign_finalizers(a))})" for a in held]
-            return remaining
-        if not remaining or time.monotonic() >= deadline:
+        only_held = final and all(_held(agent) for agent in remaining)
+        if not remaining or only_held or time.monotonic() >= deadline:
             return remaining
         await asyncio.sleep(POLL_INTERVAL)
 
