@@ -25,7 +25,7 @@ EXIT_CODES = {  # documented in docs/reference.md (generated from this table)
     EXIT_OK: "done, also when the agent already was in the requested state (suspend twice, revoke twice)",
     EXIT_ERROR: "the API server refused the request (validation, admission, RBAC) or could not be reached; "
     "the kubeconfig is missing or unusable; malformed input (e.g. explain-token of something that is not a JWT); "
-    "--wait ran out of time; check found a broken piece",
+    "--wait ran out of time; check found a broken piece; uninstall left an agent (another controller's finalizer)",
     EXIT_USAGE: "bad command line",
     EXIT_NOT_FOUND: "no such agent (audit: no agent and no Events about it)",
     EXIT_TERMINAL: "not possible in the agent's state: revoked and expired agents are terminal; being deleted",

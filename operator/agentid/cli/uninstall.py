@@ -12,9 +12,10 @@ Registered by ``agentid.cli.agents``. The order, each step idempotent (run it ag
    agentid's finalizer and never another;
 4. the token service's issuer key Secrets (unless a token service still runs: it would write them again),
    agentid's webhook configurations (unless an operator still runs: it still needs admission), then the CRDs
-   (``--keep-crds`` keeps them; kept too while an agent is held by another controller's finalizer).
+   (``--keep-crds`` keeps them; kept too while an agent is still there, e.g. held by another controller's
+   finalizer: the command then names it and exits 1).
 
-``--dry-run`` prints what would be done and changes nothing. Every line of output names one object acted on.
+``--dry-run`` prints what would be done and changes nothing. Every action is one line naming its object.
 """
 
 from __future__ import annotations
