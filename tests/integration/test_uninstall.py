@@ -5,7 +5,9 @@ Uninstalling is cluster-wide by nature (every agent, every policy, agentid's web
 it runs on a second embedded control plane of its own: on the session cluster it would take the CRDs, the
 webhook and the agents of every other test with it. The CLI runs as users run it (a process, a kubeconfig), the
 operator as ``agentid run`` runs it (``OperatorThread``, long resyncs: what it does promptly it does on events),
-serving its admission webhook registered by URL, as on a developer's cluster.
+serving its admission webhook registered by URL, as on a developer's cluster; and the chart, installed and
+uninstalled with Helm (no Pod runs here, so its operator Deployment is never ready), for the order "after
+`helm uninstall`".
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from agentid.kube.client import KubeClient
 from agentid.tokens.keyring import IssuerKeyring
 from agentid.tokens.settings import KEYRING_SECRET_TYPE
 from agentid.webhooks.configuration import webhook_configurations
+from tests.integration.test_chart import CHART, helm
 from tests.support.agents import Agent, create_agent
 from tests.support.cluster_setup import reserved_port
 from tests.support.clusters import ClusterHandle, status_of
@@ -378,6 +381,57 @@ def test_with_the_operator_gone_it_does_not_hang_removes_only_owned_objects_and_
     assert lines[-1] == "uninstalled"
 
 
+# -- after `helm uninstall` -------------------------------------------------------------------------------------------
+
+
+def test_after_helm_uninstall_one_run_finishes_without_waiting(installed: ClusterHandle, tmp_path: Path) -> None:
+    """The chart's release (no Pod runs here: its operator Deployment never gets ready), agents an operator
+    provisioned, then `helm uninstall`: it leaves the agents with their finalizer, their objects, the issuer key
+    Secret and the CRDs. One run of the command, with no flag, finds nothing of the release and removes them all."""
+    cluster = installed
+    namespace = make_namespace(cluster, "team")
+    operator = OperatorThread(cluster.kubeconfig, namespaces=[namespace]).start()
+    try:
+        bot = create_agent(cluster, namespace, "bot", clusterRoleRefs=["view"])
+        bot.wait_ready()
+    finally:
+        operator.stop()
+    release = f"agentid-{uuid.uuid4().hex[:4]}"
+    values = tmp_path / "values.yaml"
+    # The chart's webhooks select no namespace of this test (no Pod serves them here).
+    values.write_text(yaml.safe_dump({"webhook": {"namespaceSelector": {"matchLabels": {"none": release}}}}))
+    helm(
+        "install", release, str(CHART), f"--kubeconfig={cluster.kubeconfig}", "--namespace", RELEASE_NAMESPACE,
+        "--create-namespace", f"--values={values}", "--skip-crds",
+    )  # fmt: skip
+    issuer_keys(cluster)
+
+    # With the release installed and its operator never ready, a dry run finds it gone (nothing will finalise).
+    dry = agentid("uninstall", "--dry-run", kubeconfig=cluster.kubeconfig)
+    assert dry.returncode == exit_codes.EXIT_OK, dry.stdout + dry.stderr
+    assert lines_of(dry)[0] == (
+        f"operator gone: this command cleans up (Deployment {RELEASE_NAMESPACE}/{release}-operator has no ready Pods)"
+    )
+
+    helm("uninstall", release, f"--kubeconfig={cluster.kubeconfig}", "--namespace", RELEASE_NAMESPACE, "--wait")
+    assert bot.body()["metadata"]["finalizers"] == [naming.FINALIZER]
+    result = agentid("uninstall", kubeconfig=cluster.kubeconfig)
+    lines = lines_of(result)
+    assert result.returncode == exit_codes.EXIT_OK, result.stdout + result.stderr
+    assert lines[0] == (
+        "operator gone: this command cleans up (no operator Deployment and no agentid webhook configuration found)"
+    )
+    assert not [line for line in lines if line.startswith("the operator did not")]  # nothing was waited for
+    assert f"delete rolebinding {namespace}/bot-agent:view (agentidentity {namespace}/bot's)" in lines
+    assert f"remove finalizer {naming.FINALIZER} from agentidentity {namespace}/bot" in lines
+    assert f"delete secret {RELEASE_NAMESPACE}/{ISSUER_SECRET} (token issuer keys)" in lines
+    assert lines[-1] == "uninstalled"
+    assert not agent_exists(bot)
+    for kind, where, name in owned_objects("bot", namespace, ("view",)):
+        assert read_status(cluster, kind, where, name) == 404, (kind, name)
+    assert crds_present(cluster) == []
+
+
 # -- refused --------------------------------------------------------------------------------------------------------
 
 
@@ -399,7 +453,7 @@ def test_without_the_rights_it_is_one_line_saying_what_it_needs(
 # -- is an operator there? --------------------------------------------------------------------------------------------
 
 
-def test_the_operator_is_found_gone_or_running_from_its_deployment_and_its_webhook_endpoints(
+def test_the_operator_is_found_gone_or_running_from_its_webhook_services_endpoints(
     teardown_cluster: ClusterHandle,
 ) -> None:
     cluster = teardown_cluster
@@ -408,7 +462,6 @@ def test_the_operator_is_found_gone_or_running_from_its_deployment_and_its_webho
         core.create_namespace({"metadata": {"name": RELEASE_NAMESPACE}})
     admission = kubernetes.client.AdmissionregistrationV1Api(cluster.admin())
     discovery = kubernetes.client.DiscoveryV1Api(cluster.admin())
-    apps = kubernetes.client.AppsV1Api(cluster.admin())
     service = {"namespace": RELEASE_NAMESPACE, "name": "agentid-webhook", "path": "/validate-agentidentity"}
     admission.create_validating_webhook_configuration(
         {
@@ -455,26 +508,6 @@ def test_the_operator_is_found_gone_or_running_from_its_deployment_and_its_webho
         assert first_line() == (
             f"operator running: it cleans up, within --timeout (webhook Service {webhook} has ready endpoints)"
         )
-        # The chart's Deployment, when there is one, decides: scaled to zero, nobody will finalise anything.
-        labels = {"app.kubernetes.io/part-of": "agentid", "app.kubernetes.io/component": "operator"}
-        apps.create_namespaced_deployment(
-            RELEASE_NAMESPACE,
-            {
-                "metadata": {"name": "agentid-operator", "labels": labels},
-                "spec": {
-                    "replicas": 0,
-                    "selector": {"matchLabels": labels},
-                    "template": {
-                        "metadata": {"labels": labels},
-                        "spec": {"containers": [{"name": "operator", "image": "localhost/agentid:test"}]},
-                    },
-                },
-            },
-        )
-        assert first_line() == (
-            f"operator gone: this command cleans up (Deployment {RELEASE_NAMESPACE}/agentid-operator has no ready Pods)"
-        )
     finally:
         admission.delete_validating_webhook_configuration("agentid-by-service")
         status_of(discovery.delete_namespaced_endpoint_slice, "agentid-webhook-x", RELEASE_NAMESPACE)
-        status_of(apps.delete_namespaced_deployment, "agentid-operator", RELEASE_NAMESPACE)
