@@ -167,8 +167,19 @@ def _register_uninstall(
     )
     uninstall.add_argument(
         "--timeout",
-        type=float,
+        type=_seconds,
         default=120.0,
         help="seconds to wait for the operator at each step, and for the CRDs to go (default 120)",
     )
     uninstall.set_defaults(func=command("agentid.cli.uninstall:uninstall_command"))
+
+
+def _seconds(text: str) -> float:
+    """A deadline in seconds: a finite number above zero (argparse turns the error into a usage line)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds: {text!r}")
+    return value
