@@ -181,6 +181,8 @@ async def remove_agents(run: Run) -> None:
                 resources.AGENT_IDENTITIES, metadata["name"], metadata["namespace"], uid=metadata["uid"]
             )
     if run.dry_run:
+        if run.waiting:
+            run.say("the operator would remove their objects; if it did not within --timeout, this command would:")
         await _take_over(run, agents)
         return
     if run.waiting:
@@ -315,8 +317,7 @@ async def remove_issuer_keys(run: Run) -> None:
     """The token service writes its keyring Secret at start and on every refresh: while one runs, deleting it
     would only make it write a new one, so it is kept and named."""
     query = {"fieldSelector": f"type={KEYRING_SECRET_TYPE}"}
-    page = await run.client.request("GET", resources.SECRETS.path(), query=query)
-    secrets = [item for item in page.get("items") or [] if isinstance(item, dict)]
+    secrets = [item async for page in run.client.pages(resources.SECRETS, None, query) for item in page["items"]]
     token_services = await _visible(
         run.client, resources.DEPLOYMENTS, label_selector=CHART_SELECTOR + TOKEN_SERVICE_COMPONENT
     )
@@ -358,7 +359,7 @@ async def remove_webhook_configurations(run: Run) -> None:
         if run.presence.running:
             run.say(
                 f"kept {kind} {name}: an operator may still serve it (agents created meanwhile would skip admission); "
-                "run this command again with --operator-gone once it is uninstalled"
+                "`helm uninstall` removes it, else run this command again once the operator is gone (--operator-gone)"
             )
             continue
         if run.act(f"delete {kind} {name}"):
@@ -373,7 +374,7 @@ async def remove_crds(run: Run) -> None:
             await run.client.delete(resources.CUSTOM_RESOURCE_DEFINITIONS, name)
     if run.dry_run or not present:
         return
-    deadline = time.monotonic() + run.timeout
+    deadline, left = time.monotonic() + run.timeout, present
     while time.monotonic() < deadline:
         left = [name for name in present if await run.client.get(resources.CUSTOM_RESOURCE_DEFINITIONS, name)]
         if not left:
