@@ -1,10 +1,11 @@
-"""``agentid list|describe|suspend|resume|revoke|explain-token|audit|crds|check``: the kubectl plugin's parsers.
+"""``agentid list|describe|suspend|resume|revoke|explain-token|audit|crds|check|uninstall``: the kubectl plugin's
+parsers.
 
 Registered by ``agentid.cli.main``; the same entry point is installed as ``kubectl-agentid``, so
 ``kubectl agentid list -A`` works. Only the standard library is imported here (``agentid --help`` and shell
 completion stay fast); the commands live in ``agentid.cli.commands`` (cluster), ``agentid.cli.offline`` (no
-cluster) and ``agentid.cli.check`` and are imported when one runs. Exit codes scripts can rely on are the
-``EXIT_*`` constants below (docs/reference.md lists them).
+cluster), ``agentid.cli.check`` and ``agentid.cli.uninstall``, imported when one runs. Exit codes scripts can rely on
+are the ``EXIT_*`` constants below (docs/reference.md lists them).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ EXIT_CODES = {  # documented in docs/reference.md (generated from this table)
     EXIT_OK: "done, also when the agent already was in the requested state (suspend twice, revoke twice)",
     EXIT_ERROR: "the API server refused the request (validation, admission, RBAC) or could not be reached; "
     "the kubeconfig is missing or unusable; malformed input (e.g. explain-token of something that is not a JWT); "
-    "--wait ran out of time; check found a broken piece",
+    "--wait ran out of time; check found a broken piece; uninstall left an agent (another controller's finalizer)",
     EXIT_USAGE: "bad command line",
     EXIT_NOT_FOUND: "no such agent (audit: no agent and no Events about it)",
     EXIT_TERMINAL: "not possible in the agent's state: revoked and expired agents are terminal; being deleted",
@@ -139,3 +140,46 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "-o", "--output", choices=("text", "json"), default="text", help="json: the findings, for scripts"
     )
     check.set_defaults(func=command("agentid.cli.check:check_command"))
+    _register_uninstall(subparsers, connection)
+
+
+def _register_uninstall(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], connection: argparse.ArgumentParser
+) -> None:
+    uninstall = subparsers.add_parser(
+        "uninstall",
+        parents=[connection],
+        help="remove every agent (access first), its objects, the issuer keys, leftover webhooks and the CRDs",
+        description="In order, each step idempotent: (1) suspend every agent (a kill-switch write) and, while an "
+        "operator runs, wait until it reports them without access; (2) delete every AgentPolicy and AgentIdentity "
+        "and wait for the operator to remove their objects and finalizer; (3) if the operator is gone (or does not "
+        "finish within --timeout), remove what is left itself: only objects an agent provably owns, RoleBindings "
+        "first, then agentid's finalizer and never another; (4) delete the token service's issuer key Secrets and "
+        "agentid's webhook configurations (each kept while what uses it still runs), then the CRDs. Run it before "
+        "or after `helm uninstall` (docs/helm.md#uninstall).",
+    )
+    uninstall.add_argument("--dry-run", action="store_true", help="print what would be done, change nothing")
+    uninstall.add_argument("--keep-crds", action="store_true", help="keep the CRDs (and with them nothing else)")
+    uninstall.add_argument(
+        "--operator-gone",
+        action="store_true",
+        help="do not wait for the operator (default: wait while a ready operator Deployment or webhook is found)",
+    )
+    uninstall.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=120.0,
+        help="seconds to wait for the operator at each step, and for the CRDs to go (default 120)",
+    )
+    uninstall.set_defaults(func=command("agentid.cli.uninstall:uninstall_command"))
+
+
+def _seconds(text: str) -> float:
+    """A deadline in seconds: a finite number above zero (argparse turns the error into a usage line)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds: {text!r}")
+    return value
