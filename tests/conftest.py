@@ -177,3 +177,12 @@ def admission_webhook(cluster: ClusterHandle, agent_namespace: str) -> None:
 def agent_namespace(cluster: ClusterHandle, operator: OperatorThread, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace that the session operator watches (and, locally, whose agents pass admission)."""
     yield from _fresh_namespace(cluster, request, "a", labels={ADMISSION_LABEL: "enforced"})
+
+
+@pytest.fixture
+def unguarded_agent_namespace(
+    cluster: ClusterHandle, operator: OperatorThread, request: pytest.FixtureRequest
+) -> Iterator[str]:
+    """A fresh namespace the session operator watches but no admission webhook serves: what is stored there is
+    what the CRD's schema admits, as wherever the webhook is not in the path (its namespaceSelector, or down)."""
+    yield from _fresh_namespace(cluster, request, "a")

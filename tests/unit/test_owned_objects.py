@@ -44,7 +44,7 @@ def test_exact_namespaces_are_watched_one_by_one_and_globs_cluster_wide() -> Non
 def test_a_listing_fills_the_view_and_only_changes_by_others_are_drift() -> None:
     owned, view, drifted = _owned()
     owned._replace("ServiceAccount", None, [seen(_service_account("triage", "finance", uid="u1", version="10"))])
-    observed = view.observe(agent("triage", "finance"), Owner("uid-triage"))
+    observed = view.observe(("finance", "triage"), Owner("uid-triage"))
     assert observed.get("ServiceAccount", "triage-agent") is not None
     assert observed.get("ServiceAccount", "triage-agent")["apiVersion"] == "v1"  # type: ignore[index]
 
@@ -56,7 +56,7 @@ def test_a_listing_fills_the_view_and_only_changes_by_others_are_drift() -> None
     owned._changed("ServiceAccount", "DELETED", seen(theirs))
 
     assert drifted == [("finance", "triage"), ("finance", "triage")]
-    assert view.observe(agent("triage", "finance"), Owner("uid-triage")).get("ServiceAccount", "triage-agent") is None
+    assert view.observe(("finance", "triage"), Owner("uid-triage")).get("ServiceAccount", "triage-agent") is None
 
 
 def test_glob_patterns_keep_other_namespaces_out() -> None:
@@ -70,10 +70,8 @@ def test_glob_patterns_keep_other_namespaces_out() -> None:
         ],
     )
     owned._changed("ServiceAccount", "DELETED", seen(_service_account("triage", "sales", uid="u2", version="2")))
-    assert (
-        view.observe(agent("triage", "finance"), Owner("uid-triage")).get("ServiceAccount", "triage-agent") is not None
-    )
-    assert view.observe(agent("triage", "sales"), Owner("uid-triage")).get("ServiceAccount", "triage-agent") is None
+    assert view.observe(("finance", "triage"), Owner("uid-triage")).get("ServiceAccount", "triage-agent") is not None
+    assert view.observe(("sales", "triage"), Owner("uid-triage")).get("ServiceAccount", "triage-agent") is None
     assert drifted == []
 
 

@@ -91,7 +91,6 @@ def test_a_conflict_withholds_all_access_and_names_what_is_held_first() -> None:
 
 
 def test_removal_deletes_every_owned_object_access_first_and_names_nothing_else() -> None:
-    current = agent(clusterRoleRefs=["view"])
     objects = {
         ("ServiceAccount", "triage-agent"): {"metadata": {"uid": "sa"}},
         ("Secret", "triage-agent-key"): {"metadata": {"uid": "key"}},
@@ -99,7 +98,7 @@ def test_removal_deletes_every_owned_object_access_first_and_names_nothing_else(
     }
     observed = lifecycle.Observed(objects=objects, strangers=frozenset({("Role", "triage-agent")}))
     unlisted = (lifecycle.ObjectRef("RoleBinding", "triage-agent", "rb"),)
-    plan = lifecycle.removal(current, observed, unlisted)
+    plan = lifecycle.removal(observed, unlisted)
     assert plan.applies == ()
     assert [(ref.kind, ref.name, ref.uid) for ref in plan.deletes] == [
         ("RoleBinding", "triage-agent", "rb"),

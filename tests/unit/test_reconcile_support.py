@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from agentid.domain.ownership import Owner
 from agentid.reconcile.view import ClusterView, Indexes
-from tests.support.factories import agent
 
 OWNER = ("finance", "triage")
 
@@ -27,12 +26,12 @@ def test_own_writes_win_over_a_lagging_index_until_it_catches_up() -> None:
     index: dict = {OWNER: {"u": _role("5", ["get"])}}
     view = ClusterView(Indexes(owned={"Role": index}))
     view.record_written(OWNER, "Role", _role("9", ["get", "list"]))
-    assert view.observe(agent(), Owner("uid-triage")).get("Role", "triage-agent")["rules"][0]["verbs"] == [
+    assert view.observe(OWNER, Owner("uid-triage")).get("Role", "triage-agent")["rules"][0]["verbs"] == [
         "get",
         "list",
     ]
     index[OWNER] = {"u": _role("9", ["get", "list"])}
-    assert view.observe(agent(), Owner("uid-triage")).get("Role", "triage-agent")["metadata"]["resourceVersion"] == "9"
+    assert view.observe(OWNER, Owner("uid-triage")).get("Role", "triage-agent")["metadata"]["resourceVersion"] == "9"
     assert view._overlay == {}  # caught up: the memory is released
 
 
@@ -40,9 +39,9 @@ def test_a_deletion_hides_the_object_until_the_index_drops_it() -> None:
     index: dict = {OWNER: {"u": _role("5", ["get"])}}
     view = ClusterView(Indexes(owned={"Role": index}))
     view.record_deleted(OWNER, "Role", "triage-agent")
-    assert view.observe(agent(), Owner("uid-triage")).get("Role", "triage-agent") is None
+    assert view.observe(OWNER, Owner("uid-triage")).get("Role", "triage-agent") is None
     index[OWNER] = {}
-    assert view.observe(agent(), Owner("uid-triage")).get("Role", "triage-agent") is None
+    assert view.observe(OWNER, Owner("uid-triage")).get("Role", "triage-agent") is None
     assert view._overlay == {}
 
 

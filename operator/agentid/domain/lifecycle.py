@@ -23,7 +23,7 @@ from agentid.api.v1alpha1 import (
 from agentid.domain import desired, naming, reasons
 from agentid.domain.conditions import Status, find, set_condition
 from agentid.domain.keyring import KeyAction, ObservedKey, earliest_retirement, next_rotation
-from agentid.domain.supervision import NO_ACCESS, Access
+from agentid.domain.supervision import Access
 
 Manifest = dict[str, Any]
 # Deletion order: access paths first (RBAC applies within a second), then the keys, then the identity itself.
@@ -144,12 +144,16 @@ def plan_objects(
     return ObjectPlan(applies=tuple(applies), deletes=tuple(deletes), repaired=tuple(repaired))
 
 
-def removal(agent: AgentIdentity, observed: Observed, unlisted: tuple[ObjectRef, ...] = ()) -> ObjectPlan:
+def removal(observed: Observed, unlisted: tuple[ObjectRef, ...] = ()) -> ObjectPlan:
     """Revocation, expiry and deletion, the one rule: everything the agent owns goes, in ``DELETE_ORDER`` (access
     first, then keys, then the identity), also its own objects the watch no longer shows (``unlisted``, looked up
-    by name). ``observed`` holds only owned objects, so nothing of a stranger's is ever named here."""
-    plan = plan_objects(agent, observed, access=NO_ACCESS, agent_id="", terminal=True)
-    refs = {(ref.kind, ref.name): ref for ref in (*plan.deletes, *unlisted)}
+    by name). ``observed`` holds only owned objects, so nothing of a stranger's is ever named here. The spec plays
+    no part: an agent whose spec this version cannot parse is removed all the same."""
+    owned = (
+        ObjectRef(kind, name, str(body.get("metadata", {}).get("uid") or "") or None)
+        for (kind, name), body in observed.objects.items()
+    )
+    refs = {(ref.kind, ref.name): ref for ref in (*owned, *unlisted)}
     ordered = sorted(refs.values(), key=lambda ref: (DELETE_ORDER.index(ref.kind), ref.name))
     return ObjectPlan(deletes=tuple(ordered))
 

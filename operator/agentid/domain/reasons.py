@@ -73,7 +73,10 @@ CONDITION_REASONS = {
     OWNER_CEILING: "Under an `ownerCeiling` policy, the owner does not hold part of the agent's access (checked "
     "with SubjectAccessReviews as the owner); that part is withdrawn, and given back when the owner regains it.",
     APPLY_FAILED: "The apiserver refused a write (the message is its answer); retried with backoff.",
-    INVALID_SPEC: "The spec cannot be read by this operator version; nothing new is granted.",
+    INVALID_SPEC: (
+        "The spec cannot be read by this operator version; nothing new is granted. Deleting the agent still removes "
+        "everything it owns."
+    ),
     POLICY_ENFORCED: "AgentPolicy Ready: the policy is in force and every agent it selects is within it.",
     AGENTS_OUT_OF_BOUNDS: "AgentPolicy Ready: the policy is in force; the message names agents it holds back.",
 }
@@ -87,6 +90,6 @@ EVENT_REASONS = {
     EVENT_REVOKED: "Warning: revoked; bindings, keys and ServiceAccount removed.",
     EVENT_EXPIRED: "Warning: expired; bindings, keys and ServiceAccount removed.",
     EVENT_DRIFT_REPAIRED: "Warning: an owned object was changed or deleted by someone else and was put back.",
-    EVENT_DELETED: "Normal: the agent is being deleted; everything it owned is removed.",
+    EVENT_DELETED: "Normal: the agent was deleted; everything it owned is removed (one Event per deletion).",
     EVENT_RECONCILE_FAILED: "Warning: the apiserver refused a write (once per distinct message).",
 }

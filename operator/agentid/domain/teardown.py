@@ -5,6 +5,7 @@ or it did not finish in time). The rules are the operator's own: an object is th
 ``ownership.owns`` (a controller reference to the agent's UID on an object created no earlier than the agent),
 access goes first (``lifecycle.DELETE_ORDER``), and only agentid's finalizer is ever removed: another
 controller's finalizer is its business, so an agent that carries one stays until that controller lets it go.
+The operator's own deletion (``agentid.reconcile.agents``) removes its finalizer by the same rule.
 """
 
 from __future__ import annotations

@@ -39,6 +39,8 @@ from agentid.domain import (
     policy,
     projections,
     reasons,
+    teardown,
+    unparsed,
 )
 from agentid.domain import clock as wall_clock
 from agentid.domain.keyring import KeyAction, ObservedKey
@@ -50,7 +52,7 @@ from agentid.kube import errors, resources
 from agentid.kube.client import KubeClient
 from agentid.kube.events import EventRecorder
 from agentid.reconcile.ceiling import OwnerCeiling
-from agentid.reconcile.view import ClusterView
+from agentid.reconcile.view import AgentKey, ClusterView
 
 logger = logging.getLogger(__name__)
 DELETED_NOTE = "deleted: bindings, keys and ServiceAccount removed"
@@ -134,13 +136,13 @@ class AgentReconciler:
     # -- one pass -------------------------------------------------------------------------------------------
 
     async def _pass(self, body: Body) -> dt.datetime | None:
+        if body["metadata"].get("deletionTimestamp"):
+            await self._finalize(body)  # before parsing: an agent this version cannot read is deleted all the same
+            return None
         try:
             agent = AgentIdentity.from_body(body)
         except pydantic.ValidationError as error:
             await self._write_status(body, _invalid_status(body, error, self.clock()))
-            return None
-        if agent.metadata.deletion_timestamp is not None:
-            await self._finalize(agent, body)
             return None
         body = await self._ensure_finalizer(body)
         owner = Owner.of(body)
@@ -165,13 +167,13 @@ class AgentReconciler:
         status = lifecycle.compute_status(agent, outcome, agent_id=gathered.agent_id, now=now)
         await self._write_status(body, status.model_dump(mode="json", by_alias=True, exclude_none=True))
         events = lifecycle.transition_events(agent, status, outcome, actor=status.last_changed_by)
-        await self._announce(agent, body, events, agent_id=gathered.agent_id, now=now)
+        await self._announce(body, events, agent_id=gathered.agent_id, now=now)
         return lifecycle.next_wakeup(agent, status)
 
     async def _gather(self, agent: AgentIdentity, owner: Owner, now: dt.datetime) -> Gathered:
         """What the cluster holds and what the policies (and, under an owner ceiling, the owner's rights) allow.
         Reads only: the view, and live lookups of what the watch cannot show (strangers, unlabelled objects)."""
-        observed = self.view.observe(agent, owner)
+        observed = self.view.observe((agent.namespace, agent.name), owner)
         governing = self.view.policy_for(agent.namespace)
         gathered = Gathered(
             agent_id=naming.agent_id(self.settings.trust_domain, agent.namespace, agent.name),
@@ -184,7 +186,8 @@ class AgentReconciler:
         if gathered.terminal is not None:
             if agent.status.phase.terminal:
                 return gathered
-            unlisted = await self._unlisted(agent, owner, observed, gathered.taken)
+            names = naming.derived(agent.name, agent.spec.cluster_role_refs)
+            unlisted = await self._unlisted((agent.namespace, agent.name), names, owner, observed, gathered.taken)
             return dataclasses.replace(gathered, unlisted=unlisted)
         cluster_roles = self.view.cluster_roles(agent.spec.cluster_role_refs)
         proof = admitted.parse(agent.metadata.annotations)
@@ -219,16 +222,21 @@ class AgentReconciler:
         return set(remembered)
 
     async def _unlisted(
-        self, agent: AgentIdentity, owner: Owner, observed: Observed, taken: frozenset[ObjectName]
+        self,
+        agent_key: AgentKey,
+        names: Iterable[ObjectName],
+        owner: Owner,
+        observed: Observed,
+        taken: frozenset[ObjectName],
     ) -> tuple[ObjectRef, ...]:
         """Revocation and deletion must leave nothing of the agent behind, also objects that lost their labels
-        (and so the watch): every derived name the watch does not show is looked up, and deleted if the agent
-        owns it. A stranger's object of such a name is left alone."""
+        (and so the watch): every derived name (``names``) the watch does not show is looked up, and deleted if
+        the agent owns it. A stranger's object of such a name is left alone."""
         found: list[ObjectRef] = []
-        for kind, name in naming.derived(agent.name, agent.spec.cluster_role_refs):
+        for kind, name in names:
             if observed.get(kind, name) is not None or (kind, name) in taken:
                 continue
-            live = await self.client.get(resources.BY_KIND[kind], name, agent.namespace)
+            live = await self.client.get(resources.BY_KIND[kind], name, agent_key[0])
             if live is not None and ownership.owns(owner, live):
                 found.append(ObjectRef(kind, name, str(live["metadata"]["uid"])))
         return tuple(found)
@@ -327,9 +335,7 @@ class AgentReconciler:
     async def _execute(self, agent: AgentIdentity, owner: Owner, plan: ObjectPlan, observed: Observed) -> str | None:
         """Deletes first (access shrinks before anything grows), stage by stage; then SA and Role, then bindings."""
         agent_key = (agent.namespace, agent.name)
-        for kind in DELETE_ORDER:
-            refs = [ref for ref in plan.deletes if ref.kind == kind]
-            await asyncio.gather(*(self._delete(agent_key, agent.namespace, ref) for ref in refs))
+        await self._remove(agent_key, plan.deletes)
         service_account = observed.get("ServiceAccount", naming.service_account(agent.name))
         uid = str(service_account["metadata"].get("uid")) if service_account else None
         for kinds in (("ServiceAccount", "Role"), ("RoleBinding",)):
@@ -357,11 +363,18 @@ class AgentReconciler:
                 raise _NameTakenError((manifest["kind"], manifest["metadata"]["name"])) from None
             return await self.client.apply(resource, _pinned(manifest, live))  # ours, unknown to the index
 
-    async def _delete(self, agent_key: tuple[str, str], namespace: str, ref: ObjectRef) -> None:
+    async def _remove(self, agent_key: AgentKey, deletes: Iterable[ObjectRef]) -> None:
+        """The planned deletes, stage by stage in ``DELETE_ORDER``: access first, then keys, then the identity."""
+        deletes = tuple(deletes)
+        for kind in DELETE_ORDER:
+            refs = [ref for ref in deletes if ref.kind == kind]
+            await asyncio.gather(*(self._delete(agent_key, ref) for ref in refs))
+
+    async def _delete(self, agent_key: AgentKey, ref: ObjectRef) -> None:
         """Only ever the agent's own object: the UID precondition fails if a stranger's took its name since."""
         if ref.uid is None:
             raise ValueError(f"refusing to delete {ref.kind} {ref.name} without knowing it is the agent's")
-        await self.client.delete(resources.BY_KIND[ref.kind], ref.name, namespace, uid=ref.uid)
+        await self.client.delete(resources.BY_KIND[ref.kind], ref.name, agent_key[0], uid=ref.uid)
         self.view.record_deleted(agent_key, ref.kind, ref.name)
 
     async def _ensure_finalizer(self, body: Body) -> Body:
@@ -388,23 +401,33 @@ class AgentReconciler:
 
     # -- deletion -------------------------------------------------------------------------------------------
 
-    async def _finalize(self, agent: AgentIdentity, body: Body) -> None:
+    async def _finalize(self, body: Body) -> None:
+        """Removes what the agent owns, then lets it go. Metadata and the view are all it reads (the spec is never
+        parsed: an agent whose spec this version cannot read is finalised like any other).
+
+        The Deleted Event (and audit record) follows the finalizer's removal, and only this pass's own: a pass that
+        ran on an older body (queued before the removal) finds the object gone (404) or changed (409, retried on
+        the fresh body, which has no finalizer left) and announces nothing. So one deletion is announced at most
+        once; should the process die between the removal and the Event, that Event is lost. Events are best effort
+        (a failed post is dropped, they expire), and a second Deleted for one agent would be false."""
         metadata = body["metadata"]
-        finalizers = list(metadata.get("finalizers") or [])
-        if naming.FINALIZER not in finalizers:
+        remaining = teardown.without_our_finalizer(body)
+        if remaining is None:
             return
+        agent_key: AgentKey = (metadata["namespace"], metadata["name"])
         owner = Owner.of(body)
-        observed = self.view.observe(agent, owner)
-        unlisted = await self._unlisted(agent, owner, observed, observed.strangers)
-        await self._execute(agent, owner, lifecycle.removal(agent, observed, unlisted), observed)
-        deleted = lifecycle.EventSpec("Normal", reasons.EVENT_DELETED, DELETED_NOTE, "Delete")
-        await self._announce(agent, body, [deleted], agent_id=agent.status.agent_id or "", now=self.clock())
-        remaining = [name for name in finalizers if name != naming.FINALIZER]
+        observed = self.view.observe(agent_key, owner)
+        names = naming.derived(metadata["name"], unparsed.cluster_roles(body))
+        unlisted = await self._unlisted(agent_key, names, owner, observed, observed.strangers)
+        await self._remove(agent_key, lifecycle.removal(observed, unlisted).deletes)
         patch = {"metadata": {"finalizers": remaining, "resourceVersion": metadata["resourceVersion"]}}
         try:
             await self.client.patch(resources.AGENT_IDENTITIES, metadata["name"], patch, metadata["namespace"])
         except errors.NotFound:
-            return
+            return  # gone: our finalizer was removed already (and the deletion announced by whoever removed it)
+        deleted = lifecycle.EventSpec("Normal", reasons.EVENT_DELETED, DELETED_NOTE, "Delete")
+        agent_id = naming.agent_id(self.settings.trust_domain, *agent_key)
+        await self._announce(body, [deleted], agent_id=agent_id, now=self.clock())
 
     def _forget(self, body: Body) -> None:
         metadata = body["metadata"]
@@ -450,21 +473,12 @@ class AgentReconciler:
         return max(delay, 0.0)
 
     async def _announce(
-        self, agent: AgentIdentity, body: Body, events: list[lifecycle.EventSpec], *, agent_id: str, now: dt.datetime
+        self, body: Body, events: list[lifecycle.EventSpec], *, agent_id: str, now: dt.datetime
     ) -> None:
-        actor = attribution.parse(agent.metadata.annotations, attribution.LAST_CHANGED_BY)
+        """Each Event with its audit record (read from the stored object: a deletion has no parsed spec)."""
+        subject = unparsed.audit_subject(body)
         for event in events:
-            audit.record(
-                event.reason,
-                agent_id=agent_id,
-                namespace=agent.namespace,
-                name=agent.name,
-                uid=agent.metadata.uid,
-                owner=f"{agent.spec.owner.kind}:{agent.spec.owner.name}",
-                actor=actor.username if actor else None,
-                supervision=agent.spec.supervision.mode.value,
-                message=event.message,
-            )
+            audit.record(event.reason, agent_id=agent_id, **subject, message=event.message)
             await self.events.post(
                 body, type_=event.type, reason=event.reason, note=event.message, action=event.action, now=now
             )
@@ -536,7 +550,7 @@ def _plan(agent: AgentIdentity, gathered: Gathered, now: dt.datetime) -> ObjectP
     """Pure: what to write and delete for what was gathered (after the key step: the ServiceAccount mirrors the
     keys the key Secret publishes)."""
     if gathered.terminal is not None:
-        return lifecycle.removal(agent, gathered.observed, gathered.unlisted)
+        return lifecycle.removal(gathered.observed, gathered.unlisted)
     published = keyring.key_statuses(gathered.key, now=now) if gathered.key is not None else []
     plan = lifecycle.plan_objects(
         agent, gathered.observed, access=gathered.access, agent_id=gathered.agent_id, terminal=False,

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentid.api.v1alpha1 import AgentIdentity, AgentPolicy, LabelSelector
+from agentid.api.v1alpha1 import AgentPolicy, LabelSelector
 from agentid.domain import ownership, policy, projections
 from agentid.domain.keyring import ObservedKey
 from agentid.domain.lifecycle import Observed
@@ -69,10 +69,10 @@ class ClusterView:
 
     # -- owned objects --------------------------------------------------------------------------------------
 
-    def observe(self, agent: AgentIdentity, owner: Owner) -> Observed:
+    def observe(self, key: AgentKey, owner: Owner) -> Observed:
         """The objects this agent incarnation owns; anything else under its label (a stranger's object, a leftover
-        of an older incarnation that the garbage collector will remove) is only named, as ``strangers``."""
-        key: AgentKey = (agent.namespace, agent.name)
+        of an older incarnation that the garbage collector will remove) is only named, as ``strangers``. Names and
+        metadata are all it takes (no spec): deletion observes agents whose spec cannot be parsed."""
         objects: dict[tuple[str, str], Mapping[str, Any]] = {}
         strangers: set[tuple[str, str]] = set()
         observed_key: ObservedKey | None = None
