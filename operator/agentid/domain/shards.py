@@ -27,21 +27,16 @@ class ElectionError(ValueError):
 
 
 @dataclass(frozen=True)
-class ElectionSettings:
+class ElectionTimings:
     """client-go's defaults: a holder renews every ``retry_period``, gives up leading once it could not renew for
     ``renew_deadline``, and others may take the Lease ``lease_duration`` after they last saw it change, so a holder
     that stops renewing has stopped leading before anyone else starts."""
 
-    namespace: str
-    name: str = DEFAULT_LEASE
-    shards: int = 1
     lease_duration: float = 15.0
     renew_deadline: float = 10.0
     retry_period: float = 2.0
 
     def __post_init__(self) -> None:
-        if self.shards < 1:
-            raise ElectionError(f"shards must be at least 1, not {self.shards}")
         if not self.lease_duration > self.renew_deadline:
             raise ElectionError(
                 f"the lease duration ({self.lease_duration:g}s) must be longer than the renew deadline "
@@ -52,6 +47,22 @@ class ElectionSettings:
                 f"the renew deadline ({self.renew_deadline:g}s) must be longer than {JITTER:g} x the retry period "
                 f"({self.retry_period:g}s): a holder must be able to renew at least once before it gives up"
             )
+        if self.retry_period <= 0:
+            raise ElectionError(f"the retry period must be positive, not {self.retry_period:g}s")
+
+
+@dataclass(frozen=True)
+class ElectionSettings:
+    """Where the Leases live, how many shards, and the timings."""
+
+    namespace: str
+    name: str = DEFAULT_LEASE
+    shards: int = 1
+    timings: ElectionTimings = ElectionTimings()
+
+    def __post_init__(self) -> None:
+        if self.shards < 1:
+            raise ElectionError(f"shards must be at least 1, not {self.shards}")
         if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", self.name) or len(self.name) > 200:
             raise ElectionError(f"lease name {self.name!r} is not a valid Kubernetes name (lowercase, digits, '-')")
 

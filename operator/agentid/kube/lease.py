@@ -78,14 +78,17 @@ class ShardElector:
 
     async def run(self) -> None:
         """Campaign and renew until cancelled (then call ``release``)."""
-        budget = max(self.settings.renew_deadline - self.settings.retry_period, self.settings.retry_period)
+        budget = max(
+            self.settings.timings.renew_deadline - self.settings.timings.retry_period,
+            self.settings.timings.retry_period,
+        )
         while True:
             try:
                 await asyncio.wait_for(self.round(), timeout=budget)
             except (errors.ApiError, TimeoutError) as error:
                 logger.warning("lease round of %s failed: %s", self.instance, error or type(error).__name__)
             self._give_up_unrenewed()
-            await asyncio.sleep(self.settings.retry_period * random.uniform(1.0, shards.JITTER))  # noqa: S311
+            await asyncio.sleep(self.settings.timings.retry_period * random.uniform(1.0, shards.JITTER))  # noqa: S311
 
     async def round(self) -> None:
         """One look at the Leases: renew what is held, take what is free (within the fair share), give back one
@@ -118,7 +121,7 @@ class ShardElector:
                 await self._write(shard, lease)  # ours from before (a round cut short, a quick restart)
             elif record is None or record.free(self._observed[name][1], now):
                 free_since = self._free_since.setdefault(shard, now)
-                if len(self.held) < fair or now - free_since >= self.settings.lease_duration:
+                if len(self.held) < fair or now - free_since >= self.settings.timings.lease_duration:
                     await self._write(shard, lease)
             else:
                 self._free_since.pop(shard, None)
@@ -154,7 +157,11 @@ class ShardElector:
             acquired = _parse_time((lease or {}).get("spec", {}).get("acquireTime")) if ours else None
             held = _Held(acquired or moment, previous if ours or record is None else previous + 1, 0.0)
         spec = shards.lease_spec(
-            self.instance, self.settings.lease_duration, moment, acquired=held.acquired, transitions=held.transitions
+            self.instance,
+            self.settings.timings.lease_duration,
+            moment,
+            acquired=held.acquired,
+            transitions=held.transitions,
         )
         try:
             written = await self._put(name, spec, lease)
@@ -216,7 +223,9 @@ class ShardElector:
                     members.add(record.holder)
         mine = leases.get(self.member)
         moment = self.clock()
-        spec = shards.lease_spec(self.instance, self.settings.lease_duration, moment, acquired=moment, transitions=0)
+        spec = shards.lease_spec(
+            self.instance, self.settings.timings.lease_duration, moment, acquired=moment, transitions=0
+        )
         if mine is not None:
             mine = {**mine, "metadata": {**mine["metadata"], "labels": {shards.MEMBER_LABEL: "true"}}}
             spec["acquireTime"] = (mine.get("spec") or {}).get("acquireTime") or spec["acquireTime"]
@@ -248,8 +257,8 @@ class ShardElector:
     def _give_up_unrenewed(self) -> None:
         now = self._now()
         for shard, held in list(self.held.items()):
-            if now - held.renewed >= self.settings.renew_deadline:
-                self._lose(shard, f"not renewed for {self.settings.renew_deadline:g}s")
+            if now - held.renewed >= self.settings.timings.renew_deadline:
+                self._lose(shard, f"not renewed for {self.settings.timings.renew_deadline:g}s")
 
     def _lose(self, shard: int, why: str) -> None:
         if self.held.pop(shard, None) is None:
