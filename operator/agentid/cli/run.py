@@ -46,11 +46,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     election.add_argument("--leader-election", action="store_true",
                           help="reconcile only while holding a coordination.k8s.io Lease (chart: on)")  # fmt: skip
     election.add_argument("--leader-election-namespace", metavar="NAMESPACE",
-                          help=f"the Leases' namespace (default: $POD_NAMESPACE, else {DEFAULT_NAMESPACE})")  # fmt: skip
+                          help=f"the Leases' namespace (default: $POD_NAMESPACE or {DEFAULT_NAMESPACE})")  # fmt: skip
     election.add_argument("--leader-election-name", default=DEFAULT_LEASE, metavar="NAME",
                           help="the Lease's name (with --shards N: NAME-shard-0..N-1)")  # fmt: skip
     election.add_argument("--shards", type=int, default=1, metavar="N",
-                          help="split agents into N shards by namespace hash, a Lease each (docs/sharding.md)")  # fmt: skip
+                          help="N shards by namespace hash, a Lease each (docs/sharding.md)")  # fmt: skip
     election.add_argument("--lease-duration", type=float, default=15.0, metavar="SECONDS",
                           help="how long others wait for a silent holder before taking its Lease")  # fmt: skip
     election.add_argument("--renew-deadline", type=float, default=10.0, metavar="SECONDS",
