@@ -20,25 +20,15 @@ import yaml
 from agentid.api import v1alpha1
 from agentid.domain.shards import DEFAULT_LEASE, ElectionTimings
 from agentid.webhooks.configuration import webhook_configurations
-from tests.support import audit_log
 from tests.support.agents import agent_manifest, create_agent
 from tests.support.cluster_setup import reserved_port
 from tests.support.clusters import ClusterHandle
 from tests.support.operator import OperatorProcess, elected_operator
 from tests.support.polling import eventually
+from tests.support.replicas import delete_agents, lease_holder, operator_writes
 
 pytestmark = pytest.mark.cluster
 RBAC_GROUP = "rbac.authorization.k8s.io"
-
-
-def lease_holder(cluster: ClusterHandle, namespace: str, name: str = DEFAULT_LEASE) -> str:
-    try:
-        lease = kubernetes.client.CoordinationV1Api(cluster.admin()).read_namespaced_lease(name, namespace)
-    except kubernetes.client.ApiException as error:
-        if error.status == 404:
-            return ""
-        raise
-    return str(lease.spec.holder_identity or "")
 
 
 def wait_for_leader(cluster: ClusterHandle, namespace: str, among: dict[str, OperatorProcess]) -> str:
@@ -47,22 +37,6 @@ def wait_for_leader(cluster: ClusterHandle, namespace: str, among: dict[str, Ope
         timeout=60,
         what="one of the replicas holds the Lease",
     )
-
-
-def operator_writes(cluster: ClusterHandle, namespace: str, since: dt.datetime) -> dict[str, set[str]]:
-    """user agent -> writes of the agent objects in ``namespace`` by agentid operators."""
-    assert cluster.local is not None
-    assert cluster.local.audit_log is not None
-    found = audit_log.writers(cluster.local.audit_log, since=since, namespaces={namespace}).get(namespace, {})
-    return {agent: writes for agent, writes in found.items() if agent.startswith("agentid-operator")}
-
-
-def delete_agents(cluster: ClusterHandle, namespace: str) -> None:
-    """While a replica still runs: its cleanup removes the finalizer, so the namespace can go afterwards."""
-    custom = kubernetes.client.CustomObjectsApi(cluster.admin())
-    args = (v1alpha1.GROUP, v1alpha1.VERSION, namespace, v1alpha1.PLURAL)
-    custom.delete_collection_namespaced_custom_object(*args)
-    eventually(lambda: not custom.list_namespaced_custom_object(*args)["items"], timeout=60, what="agents deleted")
 
 
 @pytest.fixture

@@ -39,10 +39,18 @@ def test_member_lease_names_are_valid_and_distinct_for_any_instance_name() -> No
     assert len(shards.member_lease_name("x", "a" * 300)) == len("x-member-") + 40 + 1 + 8
 
 
-@pytest.mark.parametrize(("shard_count", "replicas", "share"), [(1, 3, 1), (3, 1, 3), (3, 2, 2), (3, 3, 1), (8, 3, 3)])
-def test_the_fair_share_leaves_no_shard_over(shard_count: int, replicas: int, share: int) -> None:
-    assert shards.fair_share(shard_count, replicas) == share
-    assert shards.fair_share(shard_count, replicas) * replicas >= shard_count
+def test_free_shards_go_to_the_least_loaded_and_two_above_it_gives_one_back() -> None:
+    # one replica holds all 3 shards when a second returns: it gives one back, the newcomer takes it
+    assert shards.should_give_back(3, {"a": 3, "b": 0})
+    assert shards.may_take(0, {"a": 3, "b": 0})
+    assert not shards.may_take(3, {"a": 3, "b": 0})
+    # 2-1 and 2-1-1 are balanced enough: nobody hands over (no flapping)
+    assert not shards.should_give_back(2, {"a": 2, "b": 1})
+    assert not shards.should_give_back(2, {"a": 2, "b": 1, "c": 1})
+    # a third replica arrives: the one with 2 gives one back
+    assert shards.should_give_back(2, {"a": 2, "b": 1, "c": 0})
+    # alone: take everything
+    assert shards.may_take(2, {"a": 2})
 
 
 def test_a_lease_is_free_when_released_or_silent_for_its_duration_on_the_local_clock() -> None:

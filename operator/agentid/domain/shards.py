@@ -5,7 +5,7 @@ reconciled) and the CLI. An agent's shard is a stable hash of its namespace: eve
 the same shard, so work that spans a namespace (its policy, its owner ceiling) stays on one replica, and the
 assignment survives restarts and never depends on Python's per-process ``hash()`` seed. With one shard this is
 plain leader election (one Lease); with N shards there is one Lease per shard plus one membership Lease per
-replica, so each replica can count the live replicas and take only its fair share.
+replica, so each replica knows the live replicas and how many shards each holds, and the load evens out.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import datetime as dt
 import hashlib
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 DEFAULT_LEASE = "agentid-operator"
@@ -92,9 +93,16 @@ def member_lease_name(base: str, instance: str) -> str:
     return f"{base}-member-{readable}-{hashlib.sha256(instance.encode()).hexdigest()[:8]}"
 
 
-def fair_share(shards: int, replicas: int) -> int:
-    """The most shards one replica should hold when ``replicas`` are alive (ceil: no shard is left over)."""
-    return math.ceil(shards / max(1, replicas))
+def may_take(mine: int, loads: Mapping[str, int]) -> bool:
+    """A free shard goes to the least loaded live replicas (``loads``: shards held per live replica, this one
+    included): a replica with more than the least does not compete for it."""
+    return mine <= min(loads.values(), default=mine)
+
+
+def should_give_back(mine: int, loads: Mapping[str, int]) -> bool:
+    """Two more than the least loaded replica: one shard handed back evens the load (a returning replica gets
+    work); one more is fine (N shards over M replicas cannot always split evenly)."""
+    return mine >= min(loads.values(), default=mine) + 2
 
 
 @dataclass(frozen=True)

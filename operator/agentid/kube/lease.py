@@ -8,10 +8,10 @@ other). A holder that could not renew for ``renew_deadline`` stops leading (``on
 Lease (``lease_duration`` > ``renew_deadline``). ``release()`` (graceful shutdown) empties the holder, like
 client-go's ReleaseOnCancel, so a follower takes over on its next retry instead of after expiry.
 
-With several shards every replica also renews a membership Lease; the live members give each replica its fair share
-(ceil(shards / members)): it takes free shards while below it and gives one back per round while above it, so a
-returning replica gets work again. A shard left free longer than a Lease duration is taken by anyone (liveness
-over balance).
+With several shards every replica also renews a membership Lease, so each knows the live replicas and how many
+shards each holds: free shards go to the least loaded, and a replica two above the least loaded gives one back per
+round, so a returning replica gets work again. A shard left free longer than a Lease duration is taken by anyone
+(liveness over balance).
 """
 
 from __future__ import annotations
@@ -91,8 +91,8 @@ class ShardElector:
             await asyncio.sleep(self.settings.timings.retry_period * random.uniform(1.0, shards.JITTER))  # noqa: S311
 
     async def round(self) -> None:
-        """One look at the Leases: renew what is held, take what is free (within the fair share), give back one
-        shard above it."""
+        """One look at the Leases: renew what is held, take what is free (if among the least loaded), give one
+        back when two above the least loaded."""
         leases = {
             str(lease["metadata"]["name"]): lease
             for lease in await self.client.list(
@@ -102,7 +102,7 @@ class ShardElector:
         now = self._now()
         for name, listed in leases.items():
             self._observe(name, LeaseRecord.from_spec(listed.get("spec")), now)
-        fair = await self._membership(leases, now)
+        loads = self._loads(await self._membership(leases, now), leases, now)
         given_back = False
         for shard in self._order:
             name = self.names[shard]
@@ -111,9 +111,14 @@ class ShardElector:
             if shard in self.held:
                 if record is None or record.holder != self.instance:
                     self._lose(shard, f"now held by {record.holder or 'nobody'}" if record else "Lease deleted")
-                elif len(self.held) > fair and not given_back and not self._any_free(leases, now):
+                elif (
+                    shards.should_give_back(len(self.held), loads)
+                    and not given_back
+                    and not self._any_free(leases, now)
+                ):
                     given_back = True
                     await self._release(shard, lease)
+                    loads[self.instance] = len(self.held)
                 else:
                     await self._write(shard, lease)
                 continue
@@ -121,10 +126,22 @@ class ShardElector:
                 await self._write(shard, lease)  # ours from before (a round cut short, a quick restart)
             elif record is None or record.free(self._observed[name][1], now):
                 free_since = self._free_since.setdefault(shard, now)
-                if len(self.held) < fair or now - free_since >= self.settings.timings.lease_duration:
+                if shards.may_take(len(self.held), loads) or now - free_since >= self.settings.timings.lease_duration:
                     await self._write(shard, lease)
+                    loads[self.instance] = len(self.held)
             else:
                 self._free_since.pop(shard, None)
+
+    def _loads(self, members: set[str], leases: dict[str, JsonObject], now: float) -> dict[str, int]:
+        """Shards held per live replica (this one included, with what it knows it holds)."""
+        loads = dict.fromkeys(members, 0)
+        for name in self.names:
+            if name in leases and not self._free(name, now):
+                holder = self._observed[name][0].holder
+                if holder in loads and holder != self.instance:
+                    loads[holder] += 1
+        loads[self.instance] = len(self.held)
+        return loads
 
     async def release(self) -> None:
         """Hand every held shard over at once (graceful shutdown): empty holder, so followers need not wait."""
@@ -210,10 +227,10 @@ class ShardElector:
         body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata, "spec": spec}
         return await self.client.replace(LEASES, body)
 
-    async def _membership(self, leases: dict[str, JsonObject], now: float) -> int:
-        """Renew this replica's membership Lease; the fair share given the live members."""
+    async def _membership(self, leases: dict[str, JsonObject], now: float) -> set[str]:
+        """Renew this replica's membership Lease; the live replicas (by instance)."""
         if self.member is None:
-            return 1
+            return {self.instance}
         members = {self.instance}
         for name, lease in leases.items():
             labels = lease["metadata"].get("labels") or {}
@@ -231,7 +248,7 @@ class ShardElector:
             spec["acquireTime"] = (mine.get("spec") or {}).get("acquireTime") or spec["acquireTime"]
         with contextlib.suppress(errors.Conflict):  # renewed next round
             await self._put_member(spec, mine)
-        return shards.fair_share(self.settings.shards, len(members))
+        return members
 
     async def _put_member(self, spec: dict[str, Any], lease: JsonObject | None) -> None:
         assert self.member is not None  # noqa: S101 - only with several shards
@@ -248,11 +265,11 @@ class ShardElector:
 
     def _any_free(self, leases: dict[str, JsonObject], now: float) -> bool:
         """A shard nobody holds: giving one back now would only add to what waits for a taker."""
-        for name in self.names:
-            lease = leases.get(name)
-            if lease is None or LeaseRecord.from_spec(lease.get("spec")).free(self._observed[name][1], now):
-                return True
-        return False
+        return any(name not in leases or self._free(name, now) for name in self.names)
+
+    def _free(self, name: str, now: float) -> bool:
+        record, observed = self._observed[name]
+        return record.free(observed, now)
 
     def _give_up_unrenewed(self) -> None:
         now = self._now()
