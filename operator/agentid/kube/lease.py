@@ -93,12 +93,7 @@ class ShardElector:
     async def round(self) -> None:
         """One look at the Leases: renew what is held, take what is free (if among the least loaded), give one
         back when two above the least loaded."""
-        leases = {
-            str(lease["metadata"]["name"]): lease
-            for lease in await self.client.list(
-                LEASES, self.settings.namespace, label_selector=f"{shards.LEASE_SET_LABEL}={self.settings.name}"
-            )
-        }
+        leases = await self._read()
         now = self._now()
         for name, listed in leases.items():
             self._observe(name, LeaseRecord.from_spec(listed.get("spec")), now)
@@ -131,6 +126,16 @@ class ShardElector:
                     loads[self.instance] = len(self.held)
             else:
                 self._free_since.pop(shard, None)
+
+    async def _read(self) -> dict[str, JsonObject]:
+        """The election's Leases by name: one GET for plain leader election (RBAC can name that one Lease), one
+        labelled LIST with shards (shard and membership Leases)."""
+        if self.settings.shards == 1:
+            lease = await self.client.get(LEASES, self.names[0], self.settings.namespace)
+            return {self.names[0]: lease} if lease is not None else {}
+        selector = f"{shards.LEASE_SET_LABEL}={self.settings.name}"
+        listed = await self.client.list(LEASES, self.settings.namespace, label_selector=selector)
+        return {str(lease["metadata"]["name"]): lease for lease in listed}
 
     def _loads(self, members: set[str], leases: dict[str, JsonObject], now: float) -> dict[str, int]:
         """Shards held per live replica (this one included, with what it knows it holds)."""
