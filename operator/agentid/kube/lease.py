@@ -77,18 +77,24 @@ class ShardElector:
     # -- the loop -------------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Campaign and renew until cancelled (then call ``release``)."""
-        budget = max(
-            self.settings.timings.renew_deadline - self.settings.timings.retry_period,
-            self.settings.timings.retry_period,
-        )
+        """Campaign and renew until cancelled (then call ``release``). A round never outlasts the renew deadline of
+        a held shard: leadership ends on time even while the API server does not answer."""
+        timings = self.settings.timings
+        budget = max(timings.renew_deadline - timings.retry_period, timings.retry_period)
         while True:
             try:
-                await asyncio.wait_for(self.round(), timeout=budget)
+                await asyncio.wait_for(self.round(), timeout=max(min(budget, self._until_deadline()), 0.001))
             except (errors.ApiError, TimeoutError) as error:
                 logger.warning("lease round of %s failed: %s", self.instance, error or type(error).__name__)
             self._give_up_unrenewed()
-            await asyncio.sleep(self.settings.timings.retry_period * random.uniform(1.0, shards.JITTER))  # noqa: S311
+            pause = timings.retry_period * random.uniform(1.0, shards.JITTER)  # noqa: S311 - jitter, not crypto
+            await asyncio.sleep(max(min(pause, self._until_deadline()), 0.001))
+
+    def _until_deadline(self) -> float:
+        """Seconds until the first held shard must be given up unless renewed (infinite when nothing is held)."""
+        if not self.held:
+            return float("inf")
+        return min(held.renewed for held in self.held.values()) + self.settings.timings.renew_deadline - self._now()
 
     async def round(self) -> None:
         """One look at the Leases: renew what is held, take what is free (if among the least loaded), give one
@@ -185,14 +191,15 @@ class ShardElector:
             acquired=held.acquired,
             transitions=held.transitions,
         )
+        sent = self._now()  # the deadline runs from before the write: the server's renewTime is never earlier
         try:
             written = await self._put(name, spec, lease)
         except errors.Conflict:
             if shard in self.held:
                 self._lose(shard, "its Lease changed under us")
             return
-        held.renewed = self._now()
-        self._observe(name, LeaseRecord.from_spec(written.get("spec")), held.renewed)
+        held.renewed = sent
+        self._observe(name, LeaseRecord.from_spec(written.get("spec")), self._now())
         self._free_since.pop(shard, None)
         if shard not in self.held:
             self.held[shard] = held
