@@ -83,10 +83,12 @@ def test_three_processes_each_reconcile_their_shards_and_a_killed_one_is_taken_o
 
     since = dt.datetime.now(dt.UTC)
     try:
+        started = time.monotonic()
         for i in range(SHARDS):
             start(f"replica-{i}-{uuid.uuid4().hex[:4]}")
         # Whoever starts first takes every shard; the others' membership makes it hand shards back.
         owner = eventually(balanced, timeout=90, what="one shard per process")
+        print(f"balanced {time.monotonic() - started:.2f}s after starting {SHARDS} processes")
         agents = [create_agent(cluster, ns, f"agent-{j}") for ns in everywhere for j in range(2)]
         for agent in agents:
             agent.wait_ready(timeout=90)
@@ -111,8 +113,10 @@ def test_three_processes_each_reconcile_their_shards_and_a_killed_one_is_taken_o
         print(f"shard take-over after SIGKILL: {takeover:.2f}s")  # the Lease duration (3s here) plus a retry
 
         # A replacement process joins: the survivor holding two shards gives one back.
+        joined = time.monotonic()
         start(f"replacement-{uuid.uuid4().hex[:4]}")
         eventually(balanced, timeout=60, what="one shard per process again")
+        print(f"rebalanced {time.monotonic() - joined:.2f}s after a replacement process started")
         for ns in everywhere:
             delete_agents(cluster, ns)
     finally:
