@@ -102,13 +102,16 @@ def test_chart_crds_are_identical_to_the_generated_crds() -> None:
     ("override", "complaint"),
     [
         ("operator.replicas=0", "replicas"),
+        ("operator.leaderElection.renewDeadlineSeconds=20", "must be shorter than leaseDurationSeconds"),
+        ("operator.leaderElection.retryPeriodSeconds=9", "must be longer than 1.2 x retryPeriodSeconds"),
         ("grantableClusterRoles={cluster-admin}", "grantableClusterRoles"),
         ("tls.mode=none", "/tls/mode"),
         ("webhook.agentPolicyFailurePolicy=Maybe", "agentPolicyFailurePolicy"),
         ("securityContext.allowPrivilegeEscalation=true", "allowPrivilegeEscalation"),
         ("tokenService.issuer=http://insecure.example.com", "issuer"),
     ],
-    ids=["at-least-one-operator-replica", "cluster-admin-never-grantable", "unknown-tls-mode", "unknown-failure-policy",
+    ids=["at-least-one-operator-replica", "leader-stops-before-its-lease-expires", "renews-before-its-deadline",
+         "cluster-admin-never-grantable", "unknown-tls-mode", "unknown-failure-policy",
          "privilege-escalation-refused", "issuer-must-be-https"],
 )  # fmt: skip
 def test_values_schema_refuses(override: str, complaint: str) -> None:
