@@ -9,6 +9,8 @@ import datetime as dt
 import json
 import socket
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +22,7 @@ import yaml
 from agentid.api import v1alpha1
 from agentid.domain.shards import DEFAULT_LEASE, ElectionTimings
 from agentid.webhooks.configuration import webhook_configurations
+from tests.support import audit_log
 from tests.support.agents import agent_manifest, create_agent
 from tests.support.cluster_setup import reserved_port
 from tests.support.clusters import ClusterHandle
@@ -58,6 +61,14 @@ def _instance(role: str) -> str:
     return f"{role}-{uuid.uuid4().hex[:6]}"
 
 
+def _probe(port: int) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+            return int(response.status)
+    except (OSError, urllib.error.HTTPError):
+        return 0
+
+
 def _listening(port: int) -> bool:
     with socket.socket() as probe:
         probe.settimeout(0.5)
@@ -75,11 +86,17 @@ def test_one_leader_reconciles_and_the_follower_writes_nothing_but_serves_admiss
     assert cluster.local is not None
     serving = cluster.local.ca.serving("webhook", "127.0.0.1")
     ports: dict[str, int] = {}
+    health: dict[str, int] = {}
     since = dt.datetime.now(dt.UTC)
     for role in ("first", "second"):
         instance, port = _instance(role), reserved_port()
-        ports[instance] = port
-        webhook = [f"--webhook-port={port}", f"--webhook-cert={serving.cert}", f"--webhook-key={serving.key}"]
+        ports[instance], health[instance] = port, reserved_port()
+        webhook = [
+            f"--webhook-port={port}",
+            f"--webhook-cert={serving.cert}",
+            f"--webhook-key={serving.key}",
+            f"--liveness=http://127.0.0.1:{health[instance]}/healthz",
+        ]
         replicas[instance] = elected_operator(
             cluster.kubeconfig,
             namespaces=[namespace],
@@ -95,6 +112,8 @@ def test_one_leader_reconciles_and_the_follower_writes_nothing_but_serves_admiss
     label = f"agentid.dev/ha-{uuid.uuid4().hex[:6]}"
     kubernetes.client.CoreV1Api(cluster.admin()).patch_namespace(namespace, {"metadata": {"labels": {label: "on"}}})
     eventually(lambda: _listening(ports[follower]), timeout=60, what="the follower serves its webhook")
+    # Ready means serving, not leading: the follower's probe endpoint answers 200 (the chart's readinessProbe).
+    eventually(lambda: _probe(health[follower]) == 200, timeout=60, what="the follower is ready")
     configurations = webhook_configurations(
         base_url=f"https://127.0.0.1:{ports[follower]}",
         ca_bundle=cluster.local.ca.pem,
@@ -128,7 +147,17 @@ def test_one_leader_reconciles_and_the_follower_writes_nothing_but_serves_admiss
     by_instance = {
         instance: [w for ua, ws in writes.items() if f"({instance})" in ua for w in ws] for instance in replicas
     }
-    assert by_instance[follower] == []  # not one write: no objects, no status, no Events, no Lease
+    assert by_instance[follower] == []  # not one write: no objects, no status, no Events
+    assert cluster.local.audit_log is not None
+    follower_anywhere = [
+        (entry["verb"], entry.get("objectRef"), entry.get("responseStatus", {}).get("code"))
+        for entry in audit_log.entries(cluster.local.audit_log, since=since)
+        if f"({follower})" in str(entry.get("userAgent", ""))
+        and entry.get("verb") in audit_log.MUTATING
+        and not str(entry.get("objectRef", {}).get("resource", "")).endswith("reviews")  # asking, not writing
+        and entry.get("responseStatus", {}).get("code", 0) < 400  # a lost race for the Lease (409) changed nothing
+    ]
+    assert follower_anywhere == []  # nothing cluster-wide either: no Lease renewals, no AgentPolicy status
     assert {"create serviceaccounts/agent-0-agent", "create secrets/agent-0-agent-key"} <= set(by_instance[leader])
     assert set(writes) == {ua for ua in writes if f"({leader})" in ua}
     assert lease_holder(cluster, namespace) == leader
