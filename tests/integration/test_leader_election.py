@@ -139,9 +139,14 @@ def test_one_leader_reconciles_and_the_follower_writes_nothing_but_serves_admiss
         for agent in [*agents, create_agent(cluster, namespace, "after")]:
             agent.wait_ready(timeout=60)
         eventually(lambda: _ready(cluster, namespace, "fine"), timeout=60, what="the admitted agent is Ready")
+        # AgentPolicy status is the leader's too (the session operator, which does not watch this namespace,
+        # would report 0 agents for it).
+        policy = _policy(cluster, namespace)
+        eventually(lambda: _governed(cluster, policy) == 5, timeout=60, what="the leader reports the policy")
     finally:
         for configuration in configurations:
             cluster.kubectl("delete", configuration["kind"], configuration["metadata"]["name"], "--ignore-not-found")
+        cluster.kubectl("delete", f"{v1alpha1.POLICY_PLURAL}.{v1alpha1.GROUP}", f"ha-{namespace}", "--ignore-not-found")
 
     writes = operator_writes(cluster, namespace, since)
     by_instance = {
@@ -241,6 +246,27 @@ def _ready(cluster: ClusterHandle, namespace: str, name: str) -> bool:
     )
     conditions = {c["type"]: c for c in (body.get("status") or {}).get("conditions", [])}
     return conditions.get("Ready", {}).get("status") == "True"
+
+
+def _policy(cluster: ClusterHandle, namespace: str) -> str:
+    name = f"ha-{namespace}"
+    body = {
+        "apiVersion": v1alpha1.API_VERSION,
+        "kind": v1alpha1.POLICY_KIND,
+        "metadata": {"name": name},
+        "spec": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}},
+    }
+    kubernetes.client.CustomObjectsApi(cluster.admin()).create_cluster_custom_object(
+        v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.POLICY_PLURAL, body
+    )
+    return name
+
+
+def _governed(cluster: ClusterHandle, policy: str) -> int:
+    body = kubernetes.client.CustomObjectsApi(cluster.admin()).get_cluster_custom_object(
+        v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.POLICY_PLURAL, policy
+    )
+    return int((body.get("status") or {}).get("agents") or 0)
 
 
 def _agent_writer(cluster: ClusterHandle, namespace: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from agentid.domain.podidentity import InjectionSettings
 from agentid.domain.settings import OperatorSettings, Timings
-from agentid.domain.shards import ElectionTimings
+from agentid.domain.shards import ElectionSettings, ElectionTimings
 from agentid.handlers.runtime import OperatorConfig, WebhookConfig, run_operator
 
 # A long resync, so every prompt behaviour a test sees is proven by its event (a watch event, a policy or namespace
@@ -61,15 +62,20 @@ class OperatorThread:
         timings: Timings = TEST_TIMINGS,
         webhook: WebhookConfig | None = None,
         pod_identity: InjectionSettings | None = None,
+        election: ElectionSettings | None = None,
+        instance: str | None = None,
     ) -> None:
-        self.config = OperatorConfig(
+        config = OperatorConfig(
             kubeconfig=str(kubeconfig),
             namespaces=tuple(namespaces),
             all_namespaces=False,
             settings=OperatorSettings(timings=timings),
             webhook=webhook,
             pod_identity=pod_identity,
+            election=election,
         )
+        # ``instance`` names it in Leases and its User-Agent (default: POD_NAME or the host name)
+        self.config = dataclasses.replace(config, instance=instance) if instance else config
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._error: BaseException | None = None

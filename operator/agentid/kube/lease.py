@@ -71,6 +71,7 @@ class ShardElector:
         self.held: dict[int, _Held] = {}
         self._observed: dict[str, tuple[LeaseRecord, float]] = {}  # what each Lease said, and when that changed
         self._free_since: dict[int, float] = {}
+        self._handovers: dict[int, asyncio.Task[None]] = {}  # shards given back, waiting for their passes to end
         offset = int(hashlib.sha256(instance.encode()).hexdigest(), 16) % settings.shards
         self._order = [(offset + i) % settings.shards for i in range(settings.shards)]  # replicas start apart
 
@@ -106,6 +107,8 @@ class ShardElector:
         loads = self._loads(await self._membership(leases, now), leases, now)
         given_back = False
         for shard in self._order:
+            if shard in self._handovers:
+                continue  # being handed over: neither renewed nor taken back
             name = self.names[shard]
             lease = leases.get(name)
             record = LeaseRecord.from_spec(lease.get("spec")) if lease is not None else None
@@ -118,7 +121,8 @@ class ShardElector:
                     and not self._any_free(leases, now)
                 ):
                     given_back = True
-                    await self._release(shard, lease)
+                    self._lose(shard, "given back (load balance)")
+                    self._handovers[shard] = asyncio.create_task(self._hand_over(shard, lease))
                     loads[self.instance] = len(self.held)
                 else:
                     await self._write(shard, lease)
@@ -157,11 +161,13 @@ class ShardElector:
     async def release(self) -> None:
         """Hand every held shard over at once (graceful shutdown): empty holder, so followers need not wait."""
         for shard in sorted(self.held):
+            self._lose(shard, "released")
+            await self.before_release(shard)
             try:
-                lease = await self.client.get(LEASES, self.names[shard], self.settings.namespace)
-                await self._release(shard, lease)
-            except errors.ApiError as error:
-                self._lose(shard, f"could not release: {error}")
+                await self._empty(shard, await self.client.get(LEASES, self.names[shard], self.settings.namespace))
+            except errors.ApiError as error:  # it expires on its own
+                logger.warning("could not release Lease %s: %s", self.names[shard], error)
+        await asyncio.gather(*self._handovers.values(), return_exceptions=True)
         if self.member is not None:
             try:
                 await self.client.delete(LEASES, self.member, self.settings.namespace)
@@ -206,20 +212,26 @@ class ShardElector:
             logger.info("%s acquired Lease %s/%s (shard %d)", self.instance, self.settings.namespace, name, shard)
             self.on_acquired(shard)
 
-    async def _release(self, shard: int, lease: JsonObject | None) -> None:
-        self._lose(shard, "released")
-        await self.before_release(shard)
-        record = LeaseRecord.from_spec(lease.get("spec")) if lease is not None else None
-        if lease is None or record is None or record.holder != self.instance:
+    async def _hand_over(self, shard: int, lease: JsonObject | None) -> None:
+        """A shard given back: its passes here end first, then its Lease is emptied for the least loaded replica.
+        Outside the round, so a long pass delays no renewal of the other shards."""
+        try:
+            await self.before_release(shard)
+            await self._empty(shard, lease)
+        except errors.ApiError as error:  # it expires on its own
+            logger.warning("could not hand over Lease %s: %s", self.names[shard], error)
+        finally:
+            self._handovers.pop(shard, None)
+
+    async def _empty(self, shard: int, lease: JsonObject | None) -> None:
+        """Empty the holder (client-go's release), only if the Lease is still ours as read."""
+        if lease is None or LeaseRecord.from_spec(lease.get("spec")).holder != self.instance:
             return
         moment = self.clock()
-        spec = shards.lease_spec(
-            "", 1, moment, acquired=moment, transitions=int(lease["spec"].get("leaseTransitions") or 0)
+        transitions = int(lease["spec"].get("leaseTransitions") or 0)
+        await self._put(
+            self.names[shard], shards.lease_spec("", 1, moment, acquired=moment, transitions=transitions), lease
         )
-        try:
-            await self._put(self.names[shard], spec, lease)
-        except errors.ApiError as error:  # it expires on its own
-            logger.warning("could not release Lease %s: %s", self.names[shard], error)
 
     async def _put(self, name: str, spec: dict[str, Any], lease: JsonObject | None) -> JsonObject:
         labels = {shards.LEASE_SET_LABEL: self.settings.name}
