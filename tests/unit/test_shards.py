@@ -87,3 +87,24 @@ def test_election_settings_default_to_client_go_and_refuse_timings_that_let_two_
         ElectionSettings(namespace="n", shards=0)
     with pytest.raises(ElectionError, match="not a valid Kubernetes name"):
         ElectionSettings(namespace="n", name="Agentid_Operator")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--shards=3"], "--shards needs --leader-election (each shard is a Lease)"),
+        (["--leader-election", "--renew-deadline=20"], "must be longer than the renew deadline (20s)"),
+        (["--leader-election", "--shards=0"], "shards must be at least 1, not 0"),
+        (["--leader-election", "--leader-election-name=Op"], "lease name 'Op' is not a valid Kubernetes name"),
+    ],
+)
+def test_agentid_run_refuses_election_settings_with_one_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agentid.cli import main  # noqa: PLC0415 - the CLI, as a user runs it
+
+    assert main.main(["run", "--kubeconfig=/nonexistent", *argv]) == 2
+    error = capsys.readouterr().err
+    assert message in error
+    assert "Traceback" not in error
+    assert error.count("\n") == 1
