@@ -1,6 +1,6 @@
 """Leader election on ``coordination.k8s.io`` Leases, with client-go's semantics, for one or several shards.
 
-Run by the operator (``agentid.handlers.runtime``) when ``--leader-election`` is on. Every ``retry_period`` it lists
+Run by the operator (``agentid.handlers.runtime``) when ``--leader-election`` is on. Every ``retry_period`` it reads
 the election's Leases (one request), renews the ones it holds and tries to take free ones: a Lease is free when its
 holder is empty (released) or when it has not changed for its duration as observed on this process's clock (no
 clock-skew assumptions). Writes carry the resourceVersion read, so of two candidates only one wins (409 for the
@@ -44,7 +44,7 @@ async def _nothing(_: int) -> None:
 class _Held:
     acquired: dt.datetime
     transitions: int
-    renewed: float  # loop time of the last successful write
+    renewed: float  # loop time just before the last successful write
 
 
 class ShardElector:
@@ -87,6 +87,8 @@ class ShardElector:
                 await asyncio.wait_for(self.round(), timeout=max(min(budget, self._until_deadline()), 0.001))
             except (errors.ApiError, TimeoutError) as error:
                 logger.warning("lease round of %s failed: %s", self.instance, error or type(error).__name__)
+            except Exception:  # a bug must not end the loop: leadership would then outlive its Lease
+                logger.exception("lease round of %s failed", self.instance)
             self._give_up_unrenewed()
             pause = timings.retry_period * random.uniform(1.0, shards.JITTER)  # noqa: S311 - jitter, not crypto
             await asyncio.sleep(max(min(pause, self._until_deadline()), 0.001))
@@ -233,8 +235,11 @@ class ShardElector:
             self.names[shard], shards.lease_spec("", 1, moment, acquired=moment, transitions=transitions), lease
         )
 
-    async def _put(self, name: str, spec: dict[str, Any], lease: JsonObject | None) -> JsonObject:
-        labels = {shards.LEASE_SET_LABEL: self.settings.name}
+    async def _put(
+        self, name: str, spec: dict[str, Any], lease: JsonObject | None, *, member: bool = False
+    ) -> JsonObject:
+        """Create the Lease, or replace it as read (optimistic concurrency)."""
+        labels = {shards.LEASE_SET_LABEL: self.settings.name} | ({shards.MEMBER_LABEL: "true"} if member else {})
         if lease is None:
             body = {
                 "apiVersion": "coordination.k8s.io/v1",
@@ -268,24 +273,10 @@ class ShardElector:
             self.instance, self.settings.timings.lease_duration, moment, acquired=moment, transitions=0
         )
         if mine is not None:
-            mine = {**mine, "metadata": {**mine["metadata"], "labels": {shards.MEMBER_LABEL: "true"}}}
             spec["acquireTime"] = (mine.get("spec") or {}).get("acquireTime") or spec["acquireTime"]
         with contextlib.suppress(errors.Conflict):  # renewed next round
-            await self._put_member(spec, mine)
+            await self._put(self.member, spec, mine, member=True)
         return members
-
-    async def _put_member(self, spec: dict[str, Any], lease: JsonObject | None) -> None:
-        assert self.member is not None  # noqa: S101 - only with several shards
-        if lease is None:
-            labels = {shards.LEASE_SET_LABEL: self.settings.name, shards.MEMBER_LABEL: "true"}
-            body = {
-                "apiVersion": "coordination.k8s.io/v1",
-                "kind": "Lease",
-                "metadata": {"name": self.member, "labels": labels},
-            }
-            await self.client.create(LEASES, {**body, "spec": spec}, self.settings.namespace)
-            return
-        await self._put(self.member, spec, lease)
 
     def _any_free(self, leases: dict[str, JsonObject], now: float) -> bool:
         """A shard nobody holds: giving one back now would only add to what waits for a taker."""
