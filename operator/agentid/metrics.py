@@ -38,6 +38,9 @@ SSF_STREAMS = Gauge("agentid_ssf_streams", "Shared Signals streams held by this 
 SSF_SETS = Counter("agentid_ssf_sets_total", "Security Event Tokens signed for delivery", ["method"])
 SSF_DROPPED = Counter("agentid_ssf_sets_dropped_total", "Undelivered SETs dropped from a full stream log")
 ADMISSION_REVIEWS = Counter("agentid_admission_reviews_total", "Admission reviews of AgentIdentities", ["allowed"])
+SHARDS_HELD = Gauge(
+    "agentid_shard_held", "1 while this replica holds the shard's Lease (reconciles its agents)", ["shard"]
+)
 POD_INJECTIONS = Counter("agentid_pod_injections_total", "Pods labelled agentid.dev/agent, by outcome", ["outcome"])
 
 

@@ -101,14 +101,17 @@ def test_chart_crds_are_identical_to_the_generated_crds() -> None:
 @pytest.mark.parametrize(
     ("override", "complaint"),
     [
-        ("operator.replicas=2", "replicas"),
+        ("operator.replicas=0", "replicas"),
+        ("operator.leaderElection.renewDeadlineSeconds=20", "must be shorter than leaseDurationSeconds"),
+        ("operator.leaderElection.retryPeriodSeconds=9", "must be longer than 1.2 x retryPeriodSeconds"),
         ("grantableClusterRoles={cluster-admin}", "grantableClusterRoles"),
         ("tls.mode=none", "/tls/mode"),
         ("webhook.agentPolicyFailurePolicy=Maybe", "agentPolicyFailurePolicy"),
         ("securityContext.allowPrivilegeEscalation=true", "allowPrivilegeEscalation"),
         ("tokenService.issuer=http://insecure.example.com", "issuer"),
     ],
-    ids=["one-operator-replica-only", "cluster-admin-never-grantable", "unknown-tls-mode", "unknown-failure-policy",
+    ids=["at-least-one-operator-replica", "leader-stops-before-its-lease-expires", "renews-before-its-deadline",
+         "cluster-admin-never-grantable", "unknown-tls-mode", "unknown-failure-policy",
          "privilege-escalation-refused", "issuer-must-be-https"],
 )  # fmt: skip
 def test_values_schema_refuses(override: str, complaint: str) -> None:
@@ -139,12 +142,23 @@ def test_values_schema_refuses_wildcards_and_rbac_verbs_in_agent_permissions(
     assert "agentPermissions" in result.stderr
 
 
-def test_operator_runs_as_one_replica_with_recreate_and_restricted_pods() -> None:
-    for values in ([], ["full-values.yaml"], ["minimal-values.yaml"]):
+def test_operator_replicas_elect_a_leader_roll_without_downtime_and_run_restricted_pods() -> None:
+    for values, replicas in (([], 2), (["full-values.yaml"], 3), (["minimal-values.yaml"], 1)):
         docs = documents(render(*values))
         operator = next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-operator"))
-        assert operator["spec"]["replicas"] == 1
-        assert operator["spec"]["strategy"] == {"type": "Recreate"}
+        assert operator["spec"]["replicas"] == replicas
+        # Every replica serves admission: a rollout keeps one serving (no Recreate gap for the fail-closed webhook).
+        assert operator["spec"]["strategy"] == {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+        }
+        container = operator["spec"]["template"]["spec"]["containers"][0]
+        assert "--leader-election" in container["args"]
+        assert "--leader-election-name=agentid-operator" in container["args"]
+        assert {e["name"] for e in container["env"]} >= {"POD_NAME", "POD_NAMESPACE"}
+        assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"  # serving, not leadership
+        budgets = [b["metadata"]["name"] for b in by_kind(docs, "PodDisruptionBudget")]
+        assert ("agentid-operator" in budgets) == (replicas > 1)
         for deployment in by_kind(docs, "Deployment"):
             pod = deployment["spec"]["template"]["spec"]
             assert pod["securityContext"]["runAsNonRoot"] is True
@@ -157,6 +171,48 @@ def test_operator_runs_as_one_replica_with_recreate_and_restricted_pods() -> Non
                 assert {"requests", "limits"} <= set(container["resources"])
                 assert container["livenessProbe"]
                 assert container["readinessProbe"]
+
+
+def test_leader_election_timings_shards_and_lease_rights_in_the_release_namespace_only() -> None:
+    docs = documents(render())
+    args = named(docs, "Deployment", "agentid-operator")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert {"--shards=1", "--lease-duration=15", "--renew-deadline=10", "--retry-period=2"} <= set(args)
+    role = named(docs, "Role", "agentid-operator-leader-election")
+    assert role["metadata"]["namespace"] == RELEASE_NAMESPACE
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "verbs": ["get", "update"],
+            "resourceNames": ["agentid-operator"],
+        },
+    ]
+    assert named(docs, "RoleBinding", "agentid-operator-leader-election")["roleRef"]["name"] == role["metadata"]["name"]
+
+    sharded = documents(render("full-values.yaml"))
+    args = named(sharded, "Deployment", "agentid-operator")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert {"--shards=3", "--lease-duration=20", "--renew-deadline=15", "--retry-period=3"} <= set(args)
+    rules = named(sharded, "Role", "agentid-operator-leader-election")["rules"]
+    assert rules[1] == {
+        "apiGroups": ["coordination.k8s.io"],
+        "resources": ["leases"],
+        "verbs": ["get", "list", "update", "delete"],
+    }
+
+
+def test_replicas_spread_over_nodes_by_default_and_the_spread_can_be_replaced() -> None:
+    docs = documents(render())
+    for name, component in (("agentid-operator", "operator"), ("agentid-tokens", "token-service")):
+        pod = named(docs, "Deployment", name)["spec"]["template"]["spec"]
+        (spread,) = pod["topologySpreadConstraints"]
+        assert spread["topologyKey"] == "kubernetes.io/hostname"
+        assert spread["whenUnsatisfiable"] == "ScheduleAnyway"  # one node still runs every replica
+        assert spread["labelSelector"]["matchLabels"]["app.kubernetes.io/component"] == component
+    full = named(documents(render("full-values.yaml")), "Deployment", "agentid-operator")["spec"]["template"]["spec"]
+    assert [c["topologyKey"] for c in full["topologySpreadConstraints"]] == ["topology.kubernetes.io/zone"]
+    minimal = named(documents(render("minimal-values.yaml")), "Deployment", "agentid-operator")
+    assert "topologySpreadConstraints" not in minimal["spec"]["template"]["spec"]
 
 
 def test_operator_bind_is_limited_to_grantable_cluster_roles_and_nothing_escalates() -> None:

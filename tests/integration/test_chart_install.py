@@ -194,6 +194,19 @@ def test_token_service_may_only_review_tokens_read_agents_and_keep_its_own_keyri
     assert not can(cluster, user, "create", "leases.coordination.k8s.io", "-n", "default")
 
 
+def test_operator_replicas_may_elect_a_leader_in_the_release_namespace_only(
+    cluster: ClusterHandle, release: Release
+) -> None:
+    user, ns, lease = release.operator, release.namespace, f"leases.coordination.k8s.io/{release.fullname}-operator"
+    assert can(cluster, user, "create", "leases.coordination.k8s.io", "-n", ns)
+    assert can(cluster, user, "get", lease, "-n", ns)
+    assert can(cluster, user, "update", lease, "-n", ns)
+    assert not can(cluster, user, "update", "leases.coordination.k8s.io/kube-scheduler", "-n", ns)  # by name only
+    assert not can(cluster, user, "delete", lease, "-n", ns)
+    assert not can(cluster, user, "create", "leases.coordination.k8s.io", "-n", "kube-system")
+    assert not can(cluster, user, "update", "leases.coordination.k8s.io/kube-controller-manager", "-n", "kube-system")
+
+
 def test_namespaced_install_keeps_the_operator_out_of_other_namespaces(
     cluster: ClusterHandle, namespaced_release: tuple[Release, list[str]]
 ) -> None:
@@ -242,7 +255,8 @@ def chart_operator(
     process = ManagedProcess(
         "chart-operator",
         [sys.executable, "-m", "agentid", "run", f"--kubeconfig={kubeconfig}", f"--namespace={watched[0]}",
-         "--log-format=plain", "--resync-seconds=3600"],
+         "--log-format=plain", "--resync-seconds=3600", "--leader-election",
+         f"--leader-election-namespace={release.namespace}", f"--leader-election-name={release.fullname}-operator"],
         log_path=tmp_path / "operator.log",
     )  # fmt: skip
     yield watched[0]
@@ -250,6 +264,8 @@ def chart_operator(
     log = (tmp_path / "operator.log").read_text(errors="replace")
     assert "Not enough permissions" not in log, "Kopf met a 403 the chart's RBAC should allow"
     assert "could not post Event" not in log
+    assert "lease round" not in log, "leader election met an error the chart's RBAC should prevent"
+    assert f"acquired Lease {release.namespace}/{release.fullname}-operator" in log
 
 
 def test_the_operator_reconciles_with_exactly_the_charts_rights(cluster: ClusterHandle, chart_operator: str) -> None:

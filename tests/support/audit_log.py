@@ -34,3 +34,22 @@ def writes_by(
         and str(e.get("userAgent", "")).startswith(user_agent_prefixes)
         and (namespace is None or e.get("objectRef", {}).get("namespace") in (namespace, None))
     ]
+
+
+AGENT_OBJECTS = frozenset({"serviceaccounts", "secrets", "roles", "rolebindings", "agentidentities", "events"})
+
+
+def writers(
+    path: Path, *, since: dt.datetime, namespaces: set[str], resources: frozenset[str] = AGENT_OBJECTS
+) -> dict[str, dict[str, set[str]]]:
+    """namespace -> user agent -> 'verb resource/name' of the mutating requests to ``resources`` there: which
+    process wrote an agent's objects (replicas tell themselves apart by their User-Agent)."""
+    found: dict[str, dict[str, set[str]]] = {}
+    for e in entries(path, since=since):
+        ref = e.get("objectRef", {})
+        if e.get("verb") in MUTATING and ref.get("namespace") in namespaces and ref.get("resource") in resources:
+            by_agent = found.setdefault(ref["namespace"], {})
+            by_agent.setdefault(str(e.get("userAgent", "")), set()).add(
+                f"{e['verb']} {ref['resource']}/{ref.get('name')}"
+            )
+    return found

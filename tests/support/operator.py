@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from agentid.domain.podidentity import InjectionSettings
 from agentid.domain.settings import OperatorSettings, Timings
+from agentid.domain.shards import ElectionSettings, ElectionTimings
 from agentid.handlers.runtime import OperatorConfig, WebhookConfig, run_operator
 
 # A long resync, so every prompt behaviour a test sees is proven by its event (a watch event, a policy or namespace
@@ -60,15 +62,20 @@ class OperatorThread:
         timings: Timings = TEST_TIMINGS,
         webhook: WebhookConfig | None = None,
         pod_identity: InjectionSettings | None = None,
+        election: ElectionSettings | None = None,
+        instance: str | None = None,
     ) -> None:
-        self.config = OperatorConfig(
+        config = OperatorConfig(
             kubeconfig=str(kubeconfig),
             namespaces=tuple(namespaces),
             all_namespaces=False,
             settings=OperatorSettings(timings=timings),
             webhook=webhook,
             pod_identity=pod_identity,
+            election=election,
         )
+        # ``instance`` names it in Leases and its User-Agent (default: POD_NAME or the host name)
+        self.config = dataclasses.replace(config, instance=instance) if instance else config
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -99,10 +106,18 @@ class OperatorThread:
 
 
 class OperatorProcess:
-    """`agentid run` as a real process (killable at any moment, for crash-consistency tests)."""
+    """`agentid run` as a real process (killable at any moment, for crash-consistency tests). ``instance`` is its
+    POD_NAME: it names the process in Leases, Events and its User-Agent (the apiserver's audit log)."""
 
     def __init__(
-        self, kubeconfig: Path, *, namespaces: Sequence[str], log_path: Path, extra_args: Sequence[str] = ()
+        self,
+        kubeconfig: Path,
+        *,
+        namespaces: Sequence[str],
+        log_path: Path,
+        extra_args: Sequence[str] = (),
+        instance: str | None = None,
+        resync_seconds: float = 5,
     ) -> None:
         argv = [
             sys.executable,
@@ -110,18 +125,32 @@ class OperatorProcess:
             "agentid",
             "run",
             f"--kubeconfig={kubeconfig}",
-            "--resync-seconds=5",
+            f"--resync-seconds={resync_seconds:g}",
             "--key-overlap-seconds=2",
             *extra_args,
         ]
         argv += [f"--namespace={pattern}" for pattern in namespaces]
         self.log_path = log_path
+        self.instance = instance
         self._log = log_path.open("ab")
-        self.process = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        env = dict(os.environ, POD_NAME=instance) if instance else None
+        self.process = subprocess.Popen(
+            argv, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )
+
+    @property
+    def user_agent(self) -> str:
+        """How its requests appear in the audit log (``agentid-operator/<version> (<instance>)``)."""
+        return f"({self.instance})"
+
+    def terminate(self) -> None:
+        """SIGTERM, as the kubelet sends on a rollout or drain; returns at once (``stop`` waits)."""
+        self.process.send_signal(signal.SIGTERM)
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, no graceful shutdown — a crash."""
-        os.killpg(self.process.pid, signal.SIGKILL)
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(10)
         self._log.close()
 
@@ -137,3 +166,38 @@ class OperatorProcess:
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+# Short Lease timings for tests: a crashed holder's Lease is free after 3 s (the chart keeps client-go's 15/10/2).
+FAST_LEASES = ElectionTimings(lease_duration=3.0, renew_deadline=2.0, retry_period=0.5)
+
+
+def elected_operator(
+    kubeconfig: Path,
+    *,
+    namespaces: Sequence[str],
+    lease_namespace: str,
+    instance: str,
+    log_dir: Path,
+    shards: int = 1,
+    timings: ElectionTimings = FAST_LEASES,
+    extra_args: Sequence[str] = (),
+) -> OperatorProcess:
+    """One replica of an operator Deployment: `agentid run --leader-election` as its own process, with the test
+    resync (an hour: every pass a test sees was caused by an event or a Lease acquired)."""
+    return OperatorProcess(
+        kubeconfig,
+        namespaces=namespaces,
+        log_path=log_dir / f"{instance}.log",
+        instance=instance,
+        resync_seconds=TEST_TIMINGS.resync_interval.total_seconds(),
+        extra_args=[
+            "--leader-election",
+            f"--leader-election-namespace={lease_namespace}",
+            f"--shards={shards}",
+            f"--lease-duration={timings.lease_duration:g}",
+            f"--renew-deadline={timings.renew_deadline:g}",
+            f"--retry-period={timings.retry_period:g}",
+            *extra_args,
+        ],
+    )

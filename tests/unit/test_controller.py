@@ -184,3 +184,33 @@ async def test_references_map_to_exactly_the_affected_agents() -> None:
     assert taken() == []
     controller.policy(moved, None)
     assert taken() == [("sales", "triage")]
+
+
+async def test_with_leader_election_only_agents_of_held_shards_are_reconciled() -> None:
+    from agentid.domain.shards import shard_of  # noqa: PLC0415 - local to the one test about shards
+
+    namespaces = [f"team-{i}" for i in range(12)]
+    agents = {(ns, "bot"): _agent("bot", ns) for ns in namespaces}
+    controller, recorder, _ = _controller(agents)
+    controller.shards, controller.held = 3, set()
+    task = await _running(controller)
+    for key in agents:
+        controller.agent(key)
+    await _settle()
+    assert recorder.passes == []  # a follower starts no pass at all
+
+    controller.shard_acquired(1)  # every agent of the shard is queued from the view
+    await _settle()
+    in_one = sorted(ns for ns in namespaces if shard_of(ns, 3) == 1)
+    assert in_one
+    assert len(recorder.passes) == len(in_one)
+
+    controller.shard_lost(1)
+    recorder.passes.clear()
+    for key in agents:
+        controller.agent(key)
+    controller.queue.add(("team-0", "bot"))  # a timer set while the shard was held fires: no pass either
+    await _settle()
+    assert recorder.passes == []
+    assert not controller.holds(1)
+    await _stop(task)

@@ -126,3 +126,22 @@ app.kubernetes.io/component: {{ .component }}
 {{- required "tokenService.serviceAccount.name is required when tokenService.serviceAccount.create is false" .Values.tokenService.serviceAccount.name -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+Topology spread of a component's replicas: the user's list ([] for none), or by default over nodes, best effort
+(ScheduleAnyway: a one-node cluster still schedules every replica). Args: dict root, component, value.
+*/}}
+{{- define "agentid.topologySpread" -}}
+{{- if kindIs "invalid" .value }}
+topologySpreadConstraints:
+  - maxSkew: 1
+    topologyKey: kubernetes.io/hostname
+    whenUnsatisfiable: ScheduleAnyway
+    labelSelector:
+      matchLabels:
+        {{- include "agentid.selectorLabels" (dict "root" .root "component" .component) | nindent 8 }}
+{{- else if .value }}
+topologySpreadConstraints:
+  {{- toYaml .value | nindent 2 }}
+{{- end }}
+{{- end -}}

@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agentid.client import environment  # the Pod environment contract: standard library only
+from agentid.domain.shards import DEFAULT_LEASE
 from agentid.tokens.defaults import DEFAULT_NAMESPACE
 
 if TYPE_CHECKING:
     from agentid.domain.podidentity import InjectionSettings
+    from agentid.domain.shards import ElectionSettings
     from agentid.tokens.settings import TokenServiceSettings
 
 
@@ -38,6 +40,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     run.add_argument("--webhook-cert", default="/tls/tls.crt", help="webhook serving certificate (PEM)")
     run.add_argument("--webhook-key", default="/tls/tls.key", help="webhook serving key (PEM)")
     run.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+    election = run.add_argument_group(
+        "leader election (replicas: every one watches and admits, Lease holders reconcile)"
+    )
+    election.add_argument("--leader-election", action="store_true",
+                          help="reconcile only while holding a coordination.k8s.io Lease (chart: on)")  # fmt: skip
+    election.add_argument("--leader-election-namespace", metavar="NAMESPACE",
+                          help=f"the Leases' namespace (default: $POD_NAMESPACE or {DEFAULT_NAMESPACE})")  # fmt: skip
+    election.add_argument("--leader-election-name", default=DEFAULT_LEASE, metavar="NAME",
+                          help="the Lease's name (with --shards N: NAME-shard-0..N-1)")  # fmt: skip
+    election.add_argument("--shards", type=int, default=1, metavar="N",
+                          help="N shards by namespace hash, a Lease each (docs/sharding.md)")  # fmt: skip
+    election.add_argument("--lease-duration", type=float, default=15.0, metavar="SECONDS",
+                          help="how long others wait for a silent holder before taking its Lease")  # fmt: skip
+    election.add_argument("--renew-deadline", type=float, default=10.0, metavar="SECONDS",
+                          help="a holder that could not renew for this long stops reconciling")  # fmt: skip
+    election.add_argument("--retry-period", type=float, default=2.0, metavar="SECONDS",
+                          help="how often Leases are renewed and free ones tried")  # fmt: skip
     embedded = run.add_argument_group("embedded token service (instead of a separate `agentid serve`)")
     embedded.add_argument("--token-service-issuer", metavar="URL", help="serve agent tokens in this process as URL")
     embedded.add_argument("--token-service-port", type=int, default=8443)
@@ -76,6 +95,11 @@ def run_command(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"{problem} (--token-service-tls-cert/--token-service-tls-key)", file=sys.stderr)
         return 2
+    try:
+        election = _election_settings(args)
+    except ValueError as error:
+        print(error, file=sys.stderr)
+        return 2
     pod_identity = _pod_identity_settings(args)
     if pod_identity is not None and not args.webhook_port:
         print("--pod-token-issuer needs the webhook (--webhook-port)", file=sys.stderr)
@@ -101,9 +125,30 @@ def run_command(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         token_service=token_service,
         pod_identity=pod_identity,
+        election=election,
     )
     asyncio.run(run_operator(config))
     return 0
+
+
+def _election_settings(args: argparse.Namespace) -> ElectionSettings | None:
+    """Raises ValueError (``shards.ElectionError``) with a message for the command line."""
+    import os
+
+    from agentid.domain.shards import ElectionSettings, ElectionTimings
+
+    if not args.leader_election:
+        if args.shards != 1:
+            raise ValueError("--shards needs --leader-election (each shard is a Lease)")
+        return None
+    return ElectionSettings(
+        namespace=args.leader_election_namespace or os.environ.get("POD_NAMESPACE") or DEFAULT_NAMESPACE,
+        name=args.leader_election_name,
+        shards=args.shards,
+        timings=ElectionTimings(
+            lease_duration=args.lease_duration, renew_deadline=args.renew_deadline, retry_period=args.retry_period
+        ),
+    )
 
 
 def _token_service_settings(args: argparse.Namespace) -> TokenServiceSettings | None:

@@ -22,10 +22,12 @@ from agentid import metrics
 from agentid.domain import naming
 from agentid.domain.podidentity import InjectionSettings
 from agentid.domain.settings import OperatorSettings
+from agentid.domain.shards import ElectionSettings
 from agentid.handlers import registrations
 from agentid.handlers.state import Runtime
 from agentid.kube.client import KubeClient, load_configuration
 from agentid.kube.events import EventRecorder
+from agentid.kube.lease import ShardElector
 from agentid.reconcile.agents import AgentReconciler
 from agentid.reconcile.agentwatch import AgentWatch
 from agentid.reconcile.ceiling import OwnerCeiling
@@ -69,6 +71,7 @@ class OperatorConfig:
     token_service: TokenServiceSettings | None = None  # embed the token service in the operator process
     pod_identity: InjectionSettings | None = None  # inject agent identity into labelled Pods (needs the webhook)
     instance: str = field(default_factory=lambda: os.environ.get("POD_NAME") or socket.gethostname())
+    election: ElectionSettings | None = None  # None: this process reconciles every agent it watches
 
 
 def kopf_settings(config: OperatorConfig) -> kopf.OperatorSettings:
@@ -99,7 +102,9 @@ def kopf_settings(config: OperatorConfig) -> kopf.OperatorSettings:
 
 async def build_runtime(config: OperatorConfig) -> Runtime:
     configuration = await load_configuration(config.kubeconfig)
-    client = KubeClient(configuration, field_manager=naming.FIELD_MANAGER, max_in_flight=config.max_in_flight)
+    client = KubeClient(
+        configuration, field_manager=naming.FIELD_MANAGER, max_in_flight=config.max_in_flight, instance=config.instance
+    )
     timings = config.settings.timings
     view = ClusterView()
     ceiling = OwnerCeiling(client)
@@ -113,7 +118,12 @@ async def build_runtime(config: OperatorConfig) -> Runtime:
     namespaces = list(config.namespaces)
     watches = (len(KINDS) + 1) * max(1, len(namespaces)) + 6  # owned kinds and agents per scope; the references
     # Its own connection pool: long-lived watches must never take the connections the reconciler writes with.
-    watcher = KubeClient(copy.deepcopy(configuration), field_manager=naming.FIELD_MANAGER, max_in_flight=watches + 4)
+    watcher = KubeClient(
+        copy.deepcopy(configuration),
+        field_manager=naming.FIELD_MANAGER,
+        max_in_flight=watches + 4,
+        instance=config.instance,
+    )
     queue: WorkQueue[AgentKey] = WorkQueue(
         base_delay=timings.retry_initial.total_seconds(), max_delay=timings.retry_max.total_seconds()
     )
@@ -123,6 +133,8 @@ async def build_runtime(config: OperatorConfig) -> Runtime:
         queue=queue,
         on_rbac=ceiling.invalidate,
         workers=2 * config.max_in_flight,  # a pass waits on the API about half its time
+        shards=config.election.shards if config.election is not None else 1,
+        elected=config.election is not None,
     )
     agents = AgentWatch(
         watcher, on_change=controller.agent, namespaces=namespaces, all_namespaces=config.all_namespaces
@@ -161,11 +173,40 @@ async def build_runtime(config: OperatorConfig) -> Runtime:
             view=view,
             clock=reconciler.clock,
             interval=timings.policy_status_interval.total_seconds(),
+            active=lambda: controller.holds(0),
         ),
         controller=controller,
         agents=agents,
         owned=owned,
         references=references,
+        elector=_elector(config, configuration, controller),
+    )
+
+
+def _elector(config: OperatorConfig, configuration: Any, controller: Controller) -> ShardElector | None:
+    """The campaign for shard Leases, on its own small connection pool: a burst of passes holding every
+    connection of the reconciler's client must never delay a renewal past the renew deadline."""
+    if config.election is None:
+        return None
+
+    def acquired(shard: int) -> None:
+        metrics.SHARDS_HELD.labels(shard=str(shard)).set(1)
+        controller.shard_acquired(shard)
+
+    def lost(shard: int) -> None:
+        metrics.SHARDS_HELD.labels(shard=str(shard)).set(0)
+        controller.shard_lost(shard)
+
+    client = KubeClient(
+        copy.deepcopy(configuration), field_manager=naming.FIELD_MANAGER, max_in_flight=4, instance=config.instance
+    )
+    return ShardElector(
+        client,
+        config.election,
+        instance=config.instance,
+        on_acquired=acquired,
+        on_lost=lost,
+        before_release=controller.idle,
     )
 
 
@@ -184,7 +225,13 @@ async def run_operator(
         registrations.register_admission(registry)
         if config.pod_identity is not None:
             registrations.register_pod_identity(registry)
-    logging.getLogger(__name__).info("agentid operator starting (instance %s)", config.instance)
+    logging.getLogger(__name__).info(
+        "agentid operator starting (instance %s, %s)",
+        config.instance,
+        "leader election off"
+        if config.election is None
+        else f"leader election: {config.election.shards} shard(s), Leases in {config.election.namespace}",
+    )
     embedded = await _start_token_service(config)
     counter = asyncio.create_task(metrics.run_agent_counts(runtime.view.all_agents, interval=15), name="agent-counts")
     try:

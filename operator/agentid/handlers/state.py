@@ -12,6 +12,7 @@ import kopf
 from kubernetes.aio import client as aio_client
 
 from agentid.kube.client import KubeClient
+from agentid.kube.lease import ShardElector
 from agentid.reconcile.agents import AgentReconciler
 from agentid.reconcile.agentwatch import AgentWatch
 from agentid.reconcile.controller import Controller
@@ -37,18 +38,26 @@ class Runtime:
     owned: OwnedObjects
     references: References
     pods: PodAdmission | None = None  # Pod identity injection (set by build_runtime when configured)
+    elector: ShardElector | None = None  # leader election (every replica watches and admits; holders reconcile)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def start_background_tasks(self) -> None:
-        """The watches, the controller's workers (they wait for ``synced``) and the policy status loop."""
+        """The watches, the controller's workers (they wait for ``synced``), the policy status loop and, with
+        leader election, the campaign for shards (once synced: a replica takes work only when it can do it)."""
         for name, coroutine in (
             ("agents", self.agents.run()),
             ("owned-objects", self.owned.run()),
             ("references", self.references.run()),
             ("controller", self.controller.run(self.synced)),
             ("agentpolicy-status", self.policy_status.run()),
+            ("leases", self._campaign()),
         ):
             self._tasks.append(asyncio.create_task(coroutine, name=name))
+
+    async def _campaign(self) -> None:
+        if self.elector is not None:
+            await self.synced()
+            await self.elector.run()
 
     async def synced(self) -> None:
         """Every watch has listed everything once: the view a pass reads is complete."""
@@ -72,14 +81,19 @@ class Runtime:
 
     async def stop_background_tasks(self) -> None:
         """Watches, passes and timers stop before Kopf finishes stopping: it waits for every task started while
-        it ran, and re-raises what any of them raised meanwhile (a pass refused in a namespace being deleted)."""
+        it ran, and re-raises what any of them raised meanwhile (a pass refused in a namespace being deleted).
+        Leases are released last, once no pass of this replica runs any more: the next holder starts at once."""
         self.controller.queue.shut_down()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        if self.elector is not None:
+            await self.elector.release()
 
     async def close(self) -> None:
         await self.stop_background_tasks()
         await self.watcher.close()
         await self.client.close()
+        if self.elector is not None:
+            await self.elector.client.close()

@@ -90,12 +90,20 @@ def _resolve_environment_once(configuration: aio_client.Configuration) -> None:
 class KubeClient:
     """Plain-dict REST access to the API server. One per process; close it on shutdown."""
 
-    def __init__(self, configuration: aio_client.Configuration, *, field_manager: str, max_in_flight: int = 64) -> None:
+    def __init__(
+        self,
+        configuration: aio_client.Configuration,
+        *,
+        field_manager: str,
+        max_in_flight: int = 64,
+        instance: str | None = None,
+    ) -> None:
         configuration.connection_pool_maxsize = max_in_flight
         _resolve_environment_once(configuration)
         self.configuration = configuration
         self.api = aio_client.ApiClient(configuration)
-        self.api.user_agent = f"{field_manager}/{__version__}"  # names us in the apiserver's audit log
+        # Names us in the apiserver's audit log; the instance tells replicas of one Deployment apart.
+        self.api.user_agent = f"{field_manager}/{__version__}" + (f" ({instance})" if instance else "")
         self.field_manager = field_manager
         self._in_flight = asyncio.Semaphore(max_in_flight)
         self.requests: collections.Counter[str] = collections.Counter()
@@ -217,6 +225,16 @@ class KubeClient:
             body=patch,
             query={"fieldManager": self.field_manager},
             content_type=content_type,
+        )
+
+    async def replace(self, resource: Resource, body: JsonObject) -> JsonObject:
+        """PUT the whole object; with ``metadata.resourceVersion`` set, ``errors.Conflict`` if it changed since."""
+        metadata = body["metadata"]
+        return await self.request(
+            "PUT",
+            resource.path(metadata.get("namespace"), metadata["name"]),
+            body=body,
+            query={"fieldManager": self.field_manager},
         )
 
     async def delete(

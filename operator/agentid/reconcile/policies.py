@@ -69,17 +69,25 @@ def policy_status(
 
 class PolicyStatusWriter:
     def __init__(
-        self, *, client: KubeClient, view: ClusterView, clock: Callable[[], dt.datetime], interval: float = 10.0
+        self,
+        *,
+        client: KubeClient,
+        view: ClusterView,
+        clock: Callable[[], dt.datetime],
+        interval: float = 10.0,
+        active: Callable[[], bool] = lambda: True,
     ) -> None:
         self.client = client
         self.view = view
         self.clock = clock  # the reconciler's: both judge the same agents at the same moment
         self.interval = interval
+        self.active = active  # with leader election: only the holder of shard 0 writes policy status
 
     async def run(self) -> None:
         while True:
             try:
-                await self.write_once()
+                if self.active():
+                    await self.write_once()
             except errors.ApiError as error:
                 logger.warning("could not update AgentPolicy status: %s", error)
             await asyncio.sleep(self.interval)

@@ -124,6 +124,10 @@ class WorkQueue(Generic[K]):
     def __len__(self) -> int:
         return len(self._order)
 
+    def in_progress(self) -> frozenset[K]:
+        """Keys handed out and not yet done."""
+        return frozenset(self._processing)
+
     def scheduled(self, key: K) -> bool:
         return key in self._waiting
 

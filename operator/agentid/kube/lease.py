@@ -1,0 +1,319 @@
+"""Leader election on ``coordination.k8s.io`` Leases, with client-go's semantics, for one or several shards.
+
+Run by the operator (``agentid.handlers.runtime``) when ``--leader-election`` is on. Every ``retry_period`` it reads
+the election's Leases (one request), renews the ones it holds and tries to take free ones: a Lease is free when its
+holder is empty (released) or when it has not changed for its duration as observed on this process's clock (no
+clock-skew assumptions). Writes carry the resourceVersion read, so of two candidates only one wins (409 for the
+other). A holder that could not renew for ``renew_deadline`` stops leading (``on_lost``) before anyone may take the
+Lease (``lease_duration`` > ``renew_deadline``). ``release()`` (graceful shutdown) empties the holder, like
+client-go's ReleaseOnCancel, so a follower takes over on its next retry instead of after expiry.
+
+With several shards every replica also renews a membership Lease, so each knows the live replicas and how many
+shards each holds: free shards go to the least loaded, and a replica two above the least loaded gives one back per
+round, so a returning replica gets work again. A shard left free longer than a Lease duration is taken by anyone
+(liveness over balance).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from agentid.domain import shards
+from agentid.domain.shards import ElectionSettings, LeaseRecord
+from agentid.kube import errors
+from agentid.kube.client import JsonObject, KubeClient
+from agentid.kube.resources import LEASES
+
+logger = logging.getLogger(__name__)
+ShardCallback = Callable[[int], None]
+
+
+async def _nothing(_: int) -> None:
+    return None
+
+
+@dataclass
+class _Held:
+    acquired: dt.datetime
+    transitions: int
+    renewed: float  # loop time just before the last successful write
+
+
+class ShardElector:
+    def __init__(
+        self,
+        client: KubeClient,
+        settings: ElectionSettings,
+        *,
+        instance: str,
+        on_acquired: ShardCallback,
+        on_lost: ShardCallback,
+        before_release: Callable[[int], Awaitable[None]] = _nothing,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self.instance = instance
+        self.on_acquired = on_acquired
+        self.on_lost = on_lost
+        self.before_release = before_release  # e.g. let passes of the shard finish before another replica starts
+        self.clock = clock
+        self.names = settings.lease_names()
+        self.member = shards.member_lease_name(settings.name, instance) if settings.shards > 1 else None
+        self.held: dict[int, _Held] = {}
+        self._observed: dict[str, tuple[LeaseRecord, float]] = {}  # what each Lease said, and when that changed
+        self._free_since: dict[int, float] = {}
+        self._handovers: dict[int, asyncio.Task[None]] = {}  # shards given back, waiting for their passes to end
+        offset = int(hashlib.sha256(instance.encode()).hexdigest(), 16) % settings.shards
+        self._order = [(offset + i) % settings.shards for i in range(settings.shards)]  # replicas start apart
+
+    # -- the loop -------------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Campaign and renew until cancelled (then call ``release``). A round never outlasts the renew deadline of
+        a held shard: leadership ends on time even while the API server does not answer."""
+        timings = self.settings.timings
+        budget = max(timings.renew_deadline - timings.retry_period, timings.retry_period)
+        while True:
+            try:
+                await asyncio.wait_for(self.round(), timeout=max(min(budget, self._until_deadline()), 0.001))
+            except (errors.ApiError, TimeoutError) as error:
+                logger.warning("lease round of %s failed: %s", self.instance, error or type(error).__name__)
+            except Exception:  # a bug must not end the loop: leadership would then outlive its Lease
+                logger.exception("lease round of %s failed", self.instance)
+            self._give_up_unrenewed()
+            pause = timings.retry_period * random.uniform(1.0, shards.JITTER)  # noqa: S311 - jitter, not crypto
+            await asyncio.sleep(max(min(pause, self._until_deadline()), 0.001))
+
+    def _until_deadline(self) -> float:
+        """Seconds until the first held shard must be given up unless renewed (infinite when nothing is held)."""
+        if not self.held:
+            return float("inf")
+        return min(held.renewed for held in self.held.values()) + self.settings.timings.renew_deadline - self._now()
+
+    async def round(self) -> None:
+        """One look at the Leases: renew what is held, take what is free (if among the least loaded), give one
+        back when two above the least loaded."""
+        leases = await self._read()
+        now = self._now()
+        for name, listed in leases.items():
+            self._observe(name, LeaseRecord.from_spec(listed.get("spec")), now)
+        loads = self._loads(await self._membership(leases, now), leases, now)
+        given_back = False
+        for shard in self._order:
+            if shard in self._handovers:
+                continue  # being handed over: neither renewed nor taken back
+            name = self.names[shard]
+            lease = leases.get(name)
+            record = LeaseRecord.from_spec(lease.get("spec")) if lease is not None else None
+            if shard in self.held:
+                if record is None or record.holder != self.instance:
+                    self._lose(shard, f"now held by {record.holder or 'nobody'}" if record else "Lease deleted")
+                elif (
+                    shards.should_give_back(len(self.held), loads)
+                    and not given_back
+                    and not self._any_free(leases, now)
+                ):
+                    given_back = True
+                    self._lose(shard, "given back (load balance)")
+                    self._handovers[shard] = asyncio.create_task(self._hand_over(shard, lease))
+                    loads[self.instance] = len(self.held)
+                else:
+                    await self._write(shard, lease)
+                continue
+            if record is not None and record.holder == self.instance:
+                await self._write(shard, lease)  # ours from before (a round cut short, a quick restart)
+            elif record is None or record.free(self._observed[name][1], now):
+                free_since = self._free_since.setdefault(shard, now)
+                if shards.may_take(len(self.held), loads) or now - free_since >= self.settings.timings.lease_duration:
+                    await self._write(shard, lease)
+                    loads[self.instance] = len(self.held)
+            else:
+                self._free_since.pop(shard, None)
+
+    async def _read(self) -> dict[str, JsonObject]:
+        """The election's Leases by name: one GET for plain leader election (RBAC can name that one Lease), one
+        labelled LIST with shards (shard and membership Leases)."""
+        if self.settings.shards == 1:
+            lease = await self.client.get(LEASES, self.names[0], self.settings.namespace)
+            return {self.names[0]: lease} if lease is not None else {}
+        selector = f"{shards.LEASE_SET_LABEL}={self.settings.name}"
+        listed = await self.client.list(LEASES, self.settings.namespace, label_selector=selector)
+        return {str(lease["metadata"]["name"]): lease for lease in listed}
+
+    def _loads(self, members: set[str], leases: dict[str, JsonObject], now: float) -> dict[str, int]:
+        """Shards held per live replica (this one included, with what it knows it holds)."""
+        loads = dict.fromkeys(members, 0)
+        for name in self.names:
+            if name in leases and not self._free(name, now):
+                holder = self._observed[name][0].holder
+                if holder in loads and holder != self.instance:
+                    loads[holder] += 1
+        loads[self.instance] = len(self.held)
+        return loads
+
+    async def release(self) -> None:
+        """Hand every held shard over at once (graceful shutdown): empty holder, so followers need not wait."""
+        for shard in sorted(self.held):
+            self._lose(shard, "released")
+            await self.before_release(shard)
+            try:
+                await self._empty(shard, await self.client.get(LEASES, self.names[shard], self.settings.namespace))
+            except errors.ApiError as error:  # it expires on its own
+                logger.warning("could not release Lease %s: %s", self.names[shard], error)
+        await asyncio.gather(*self._handovers.values(), return_exceptions=True)
+        if self.member is not None:
+            try:
+                await self.client.delete(LEASES, self.member, self.settings.namespace)
+            except errors.ApiError as error:
+                logger.warning("could not delete membership Lease %s: %s", self.member, error)
+
+    def holds(self, shard: int) -> bool:
+        return shard in self.held
+
+    # -- steps ----------------------------------------------------------------------------------------------
+
+    async def _write(self, shard: int, lease: JsonObject | None) -> None:
+        """Acquire or renew ``shard``'s Lease; a 409 means another candidate won (or the Lease changed)."""
+        name = self.names[shard]
+        moment = self.clock()
+        held = self.held.get(shard)
+        record = LeaseRecord.from_spec(lease.get("spec")) if lease is not None else None
+        previous = int((lease or {}).get("spec", {}).get("leaseTransitions") or 0)
+        if held is None:
+            ours = record is not None and record.holder == self.instance
+            acquired = _parse_time((lease or {}).get("spec", {}).get("acquireTime")) if ours else None
+            held = _Held(acquired or moment, previous if ours or record is None else previous + 1, 0.0)
+        spec = shards.lease_spec(
+            self.instance,
+            self.settings.timings.lease_duration,
+            moment,
+            acquired=held.acquired,
+            transitions=held.transitions,
+        )
+        sent = self._now()  # the deadline runs from before the write: the server's renewTime is never earlier
+        try:
+            written = await self._put(name, spec, lease)
+        except errors.Conflict:
+            if shard in self.held:
+                self._lose(shard, "its Lease changed under us")
+            return
+        held.renewed = sent
+        self._observe(name, LeaseRecord.from_spec(written.get("spec")), self._now())
+        self._free_since.pop(shard, None)
+        if shard not in self.held:
+            self.held[shard] = held
+            logger.info("%s acquired Lease %s/%s (shard %d)", self.instance, self.settings.namespace, name, shard)
+            self.on_acquired(shard)
+
+    async def _hand_over(self, shard: int, lease: JsonObject | None) -> None:
+        """A shard given back: its passes here end first, then its Lease is emptied for the least loaded replica.
+        Outside the round, so a long pass delays no renewal of the other shards."""
+        try:
+            await self.before_release(shard)
+            await self._empty(shard, lease)
+        except errors.ApiError as error:  # it expires on its own
+            logger.warning("could not hand over Lease %s: %s", self.names[shard], error)
+        finally:
+            self._handovers.pop(shard, None)
+
+    async def _empty(self, shard: int, lease: JsonObject | None) -> None:
+        """Empty the holder (client-go's release), only if the Lease is still ours as read."""
+        if lease is None or LeaseRecord.from_spec(lease.get("spec")).holder != self.instance:
+            return
+        moment = self.clock()
+        transitions = int(lease["spec"].get("leaseTransitions") or 0)
+        await self._put(
+            self.names[shard], shards.lease_spec("", 1, moment, acquired=moment, transitions=transitions), lease
+        )
+
+    async def _put(
+        self, name: str, spec: dict[str, Any], lease: JsonObject | None, *, member: bool = False
+    ) -> JsonObject:
+        """Create the Lease, or replace it as read (optimistic concurrency)."""
+        labels = {shards.LEASE_SET_LABEL: self.settings.name} | ({shards.MEMBER_LABEL: "true"} if member else {})
+        if lease is None:
+            body = {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": name, "labels": labels},
+            }
+            return await self.client.create(LEASES, {**body, "spec": spec}, self.settings.namespace)
+        metadata = {
+            "name": name,
+            "namespace": self.settings.namespace,
+            "resourceVersion": lease["metadata"]["resourceVersion"],  # optimistic concurrency: 409 if it moved
+            "labels": {**(lease["metadata"].get("labels") or {}), **labels},
+        }
+        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata, "spec": spec}
+        return await self.client.replace(LEASES, body)
+
+    async def _membership(self, leases: dict[str, JsonObject], now: float) -> set[str]:
+        """Renew this replica's membership Lease; the live replicas (by instance)."""
+        if self.member is None:
+            return {self.instance}
+        members = {self.instance}
+        for name, lease in leases.items():
+            labels = lease["metadata"].get("labels") or {}
+            if name != self.member and labels.get(shards.MEMBER_LABEL) == "true":
+                record, observed = self._observed[name]
+                if not record.free(observed, now):
+                    members.add(record.holder)
+        mine = leases.get(self.member)
+        moment = self.clock()
+        spec = shards.lease_spec(
+            self.instance, self.settings.timings.lease_duration, moment, acquired=moment, transitions=0
+        )
+        if mine is not None:
+            spec["acquireTime"] = (mine.get("spec") or {}).get("acquireTime") or spec["acquireTime"]
+        with contextlib.suppress(errors.Conflict):  # renewed next round
+            await self._put(self.member, spec, mine, member=True)
+        return members
+
+    def _any_free(self, leases: dict[str, JsonObject], now: float) -> bool:
+        """A shard nobody holds: giving one back now would only add to what waits for a taker."""
+        return any(name not in leases or self._free(name, now) for name in self.names)
+
+    def _free(self, name: str, now: float) -> bool:
+        record, observed = self._observed[name]
+        return record.free(observed, now)
+
+    def _give_up_unrenewed(self) -> None:
+        now = self._now()
+        for shard, held in list(self.held.items()):
+            if now - held.renewed >= self.settings.timings.renew_deadline:
+                self._lose(shard, f"not renewed for {self.settings.timings.renew_deadline:g}s")
+
+    def _lose(self, shard: int, why: str) -> None:
+        if self.held.pop(shard, None) is None:
+            return
+        logger.info(
+            "%s lost Lease %s/%s (shard %d): %s", self.instance, self.settings.namespace, self.names[shard], shard, why
+        )
+        self.on_lost(shard)
+
+    def _observe(self, name: str, record: LeaseRecord, now: float) -> None:
+        seen = self._observed.get(name)
+        if seen is None or seen[0] != record:
+            self._observed[name] = (record, now)
+
+    @staticmethod
+    def _now() -> float:
+        return asyncio.get_running_loop().time()
+
+
+def _parse_time(value: object) -> dt.datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
