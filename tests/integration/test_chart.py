@@ -157,6 +157,8 @@ def test_operator_replicas_elect_a_leader_roll_without_downtime_and_run_restrict
         assert "--leader-election-name=agentid-operator" in container["args"]
         assert {e["name"] for e in container["env"]} >= {"POD_NAME", "POD_NAMESPACE"}
         assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"  # serving, not leadership
+        # A terminating replica keeps admitting while its endpoint is withdrawn, then releases its Leases.
+        assert container["lifecycle"]["preStop"] == {"sleep": {"seconds": 5}}
         budgets = [b["metadata"]["name"] for b in by_kind(docs, "PodDisruptionBudget")]
         assert ("agentid-operator" in budgets) == (replicas > 1)
         for deployment in by_kind(docs, "Deployment"):
