@@ -151,3 +151,27 @@ def test_the_crd_refuses_every_date_time_the_model_cannot_use_and_admits_the_res
         else:
             v1alpha1.AgentIdentity.from_body(stored)  # what was stored, the operator can parse
     assert wrong == []
+
+
+def test_where_no_webhook_guards_the_operator_uses_every_date_time_the_crd_admits(
+    cluster: ClusterHandle, unguarded_agent_namespace: str
+) -> None:
+    """What the schema admits reaches the operator unchecked by the webhook: 9 fractional digits and an offset at
+    the very end of the calendar are parsed and the agent becomes Ready (not InvalidSpec), while year 0 is refused
+    by the CRD before the operator sees it."""
+    custom = kubernetes.client.CustomObjectsApi(cluster.admin())
+    with pytest.raises(kubernetes.client.ApiException) as refused:
+        custom.create_namespaced_custom_object(
+            v1alpha1.GROUP,
+            v1alpha1.VERSION,
+            unguarded_agent_namespace,
+            v1alpha1.PLURAL,
+            agent_manifest("year-zero", unguarded_agent_namespace, expiresAt="0000-01-01T00:00:00Z"),
+        )
+    assert date_times.FORMAT in json.loads(refused.value.body)["message"]
+
+    far = "9999-12-31T23:59:59.999999999+01:00"
+    agent = create_agent(cluster, unguarded_agent_namespace, "far-future", expiresAt=far)
+    status = agent.wait_ready()
+    assert status["phase"] == "Active"
+    assert agent.body()["spec"]["expiresAt"] == far

@@ -99,8 +99,9 @@ def date_time(node: JsonObject) -> JsonObject:
     """A date-time string the models can parse: the one place every date-time field gets its rules.
 
     ``format: date-time`` goes: the apiserver's check for it admits year 0, offsets such as +99:99 and junk after
-    a second 'T', and its CEL typing turns lowercase 't'/'z' (valid RFC 3339, parsed by the models) into an
-    evaluation error. As a string, the value is checked by exactly the grammar and range the models apply."""
+    a second 'T'; and it makes the value a CEL timestamp, which hides the text the rules read (an offset of
+    +00:60 is already +01:00) and turns what Go cannot parse into evaluation errors instead of messages. As a
+    string, the value is checked by exactly the grammar, calendar and range the models apply."""
     rules = [*node.get("x-kubernetes-validations", []), *(dict(rule) for rule in timestamps.CEL_RULES)]
     kept = {key: value for key, value in node.items() if key != "format"}
     return {"type": "string", **kept, "maxLength": timestamps.MAX_LENGTH, "x-kubernetes-validations": rules}

@@ -5,7 +5,9 @@ character before the fraction and junk after a second 'T', none of which ``datet
 time at the ends of the calendar (``0001-01-01T00:30:00+01:00``) is an instant outside years 1-9999 in UTC,
 which ``astimezone`` cannot convert. So ``crdgen`` declares every date-time of the spec as a string with the
 CEL rules below, and ``Timestamp`` makes the models apply the same grammar, calendar and range with the same
-messages: what the apiserver stores, the operator can parse and use.
+messages: what the apiserver stores, the operator can parse and use. Lowercase 't' and 'z' (RFC 3339 allows
+them, pydantic parses them) are refused by both: no Go client of the object (metav1.Time, kubectl's Expires
+column, CEL's timestamp()) could read them.
 """
 
 from __future__ import annotations
@@ -17,16 +19,17 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator
 
-# RFC 3339 (lowercase t/z allowed, a '.' fraction of at most 9 digits as Go writes), years 0001-9999, offsets
+# RFC 3339 as Go's time.RFC3339 reads it, which every Kubernetes client does (metav1.Time, kubectl's date
+# columns, CEL's timestamp()): uppercase T and Z, a '.' fraction of at most 9 digits; years 0001-9999, offsets
 # below 24h. [.] and [0-9] rather than \. and \d: the same text is a valid RE2 pattern inside a CEL string.
 PATTERN = (
     r"^([0-9]{3}[1-9]|[0-9]{2}[1-9]0|[0-9][1-9]00|[1-9]000)-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
-    r"[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]([.][0-9]{1,9})?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+    r"T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]([.][0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
 )
 MAX_LENGTH = 64  # the pattern admits at most 35 characters; the bound keeps the apiserver's CEL cost estimate small
 FORMAT_MESSAGE = (
     "must be an RFC 3339 date-time with a time zone, such as 2027-01-01T00:00:00Z or 2027-01-01T09:30:00.5+02:00 "
-    "(years 0001-9999, no leap second, at most 9 fractional digits)"
+    "(uppercase T and Z, years 0001-9999, no leap second, at most 9 fractional digits)"
 )
 DAY_MESSAGE = "must be a day of the calendar (29 February only in leap years)"
 RANGE_MESSAGE = "must be from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z once converted to UTC"
