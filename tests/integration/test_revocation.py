@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
 
 import kubernetes
 import pytest
+import yaml
 
-from agentid.api import v1alpha1
+from agentid.api import crdgen, v1alpha1
 from agentid.domain import naming
 from tests.support.agents import Agent, agent_manifest, create_agent
 from tests.support.clusters import ClusterHandle, status_of
@@ -16,9 +20,44 @@ from tests.support.polling import eventually
 
 pytestmark = pytest.mark.cluster
 
+CRDS = Path(__file__).resolve().parents[2] / "crds"
+
 
 def _gone(read: object, *args: object) -> bool:
     return status_of(read, *args) == 404
+
+
+@contextlib.contextmanager
+def _schema_without_date_time_rules(cluster: ClusterHandle, namespace: str) -> Iterator[None]:
+    """The AgentIdentity CRD with spec.expiresAt a bare format: date-time (which admits year 0), as a release
+    without agentid.api.timestamps served it; this release's CRD is back, and in force, on exit."""
+    path = CRDS / crdgen.AGENT_IDENTITY.filename
+    crd = yaml.safe_load(path.read_text())
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    spec["properties"]["expiresAt"] = {"type": "string", "format": "date-time"}
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input_text=yaml.safe_dump(crd))
+    try:
+        yield
+    finally:
+        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+        custom = kubernetes.client.CustomObjectsApi(cluster.admin())
+        probe = agent_manifest("year-zero-probe", namespace, expiresAt="0000-01-01T00:00:00Z")
+
+        def refused() -> bool:
+            return (
+                status_of(
+                    custom.create_namespaced_custom_object,
+                    v1alpha1.GROUP,
+                    v1alpha1.VERSION,
+                    namespace,
+                    v1alpha1.PLURAL,
+                    probe,
+                    dry_run="All",
+                )
+                == 422
+            )
+
+        eventually(refused, what="this release's date-time rules in force again")
 
 
 def test_revoking_denies_at_once_then_removes_keys_and_identity_and_cannot_be_undone(
@@ -200,14 +239,22 @@ def test_an_agent_this_version_cannot_read_is_still_finalised(
     agent = Agent(cluster, namespace, "unreadable")
     agent.wait_ready()
     uid = agent.body()["metadata"]["uid"]
-    # Year 0 is a date-time to the apiserver's schema (format: date-time) but not to Python's datetime: the agent
-    # is stored and cannot be parsed, as one written under a newer schema would be.
-    try:
-        agent.patch_spec({"expiresAt": "0000-01-01T00:00:00Z"})
-    except kubernetes.client.ApiException as refused:  # an installed release's webhook may serve every namespace
-        if "denied the request" not in str(refused.body):
-            raise
-        pytest.skip("an admission webhook serves this namespace: the schema alone does not decide what is stored")
+    # Year 0 is a date-time to a bare format: date-time but not to Python's datetime: stored under a schema
+    # without this release's date-time rules (another version's), the agent cannot be parsed.
+    with _schema_without_date_time_rules(cluster, namespace):
+
+        def stored() -> bool:
+            try:
+                agent.patch_spec({"expiresAt": "0000-01-01T00:00:00Z"})
+            except kubernetes.client.ApiException as refused:
+                if "denied the request" in str(refused.body):  # an installed release's webhook may serve it
+                    pytest.skip("an admission webhook serves this namespace: the schema does not decide alone")
+                if refused.status != 422:
+                    raise
+                return False  # this release's schema is still in force
+            return True
+
+        eventually(stored, what="year 0 stored under the looser schema")
     eventually(lambda: agent.condition("Ready").get("reason") == "InvalidSpec", what="Ready=False InvalidSpec")
 
     _delete_agent(cluster, namespace, "unreadable")

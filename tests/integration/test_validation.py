@@ -10,6 +10,7 @@ import kubernetes
 import pytest
 
 from agentid.api import v1alpha1
+from tests.support import date_times
 from tests.support.agents import agent_manifest, create_agent
 from tests.support.clusters import ClusterHandle
 from tests.support.polling import eventually
@@ -125,3 +126,52 @@ def test_a_missing_cluster_role_gives_ready_false_and_recovers_once_it_exists(
         assert status["phase"] == "Active"
     finally:
         rbac.delete_cluster_role(role_name)
+
+
+def test_the_crd_refuses_every_date_time_the_model_cannot_use_and_admits_the_rest(
+    cluster: ClusterHandle, crds: None, namespace: str
+) -> None:
+    """No webhook serves ``namespace``: the verdicts are the schema's own, and match the model's for each case."""
+    custom = kubernetes.client.CustomObjectsApi(cluster.admin())
+    wrong = []
+    for number, case in enumerate(date_times.CASES):
+        manifest = agent_manifest(f"expiry-{number}", namespace, expiresAt=case.text)
+        try:
+            stored = custom.create_namespaced_custom_object(
+                v1alpha1.GROUP, v1alpha1.VERSION, namespace, v1alpha1.PLURAL, manifest
+            )
+        except kubernetes.client.ApiException as refused:
+            message = json.loads(refused.body)["message"]
+            expected = case.apiserver_message
+            if expected is None or expected not in message or "spec.expiresAt" not in message:
+                wrong.append(f"{case.text} ({case.why}) refused: {message}")
+            continue
+        if case.apiserver_message is not None:
+            wrong.append(f"{case.text} ({case.why}) admitted, expected a refusal with {case.apiserver_message!r}")
+        else:
+            v1alpha1.AgentIdentity.from_body(stored)  # what was stored, the operator can parse
+    assert wrong == []
+
+
+def test_where_no_webhook_guards_the_operator_uses_every_date_time_the_crd_admits(
+    cluster: ClusterHandle, unguarded_agent_namespace: str
+) -> None:
+    """What the schema admits reaches the operator unchecked by the webhook: 9 fractional digits and an offset at
+    the very end of the calendar are parsed and the agent becomes Ready (not InvalidSpec), while year 0 is refused
+    by the CRD before the operator sees it."""
+    custom = kubernetes.client.CustomObjectsApi(cluster.admin())
+    with pytest.raises(kubernetes.client.ApiException) as refused:
+        custom.create_namespaced_custom_object(
+            v1alpha1.GROUP,
+            v1alpha1.VERSION,
+            unguarded_agent_namespace,
+            v1alpha1.PLURAL,
+            agent_manifest("year-zero", unguarded_agent_namespace, expiresAt="0000-01-01T00:00:00Z"),
+        )
+    assert date_times.FORMAT in json.loads(refused.value.body)["message"]
+
+    far = "9999-12-31T23:59:59.999999999+01:00"
+    agent = create_agent(cluster, unguarded_agent_namespace, "far-future", expiresAt=far)
+    status = agent.wait_ready()
+    assert status["phase"] == "Active"
+    assert agent.body()["spec"]["expiresAt"] == far

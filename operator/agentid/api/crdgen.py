@@ -2,7 +2,8 @@
 
 pydantic's JSON Schema is not a Kubernetes structural schema: refs are inlined, ``anyOf [X, null]`` becomes X
 (the apiserver prunes nulls), titles and null defaults go, ``const`` becomes ``enum``. CEL rules written on the
-models (``x-kubernetes-validations``) pass through unchanged.
+models (``x-kubernetes-validations``) pass through unchanged. A ``format: date-time`` in the spec becomes a
+string with the rules of ``agentid.api.timestamps`` (the apiserver's date-time admits times Python cannot hold).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from agentid.api import v1alpha1
+from agentid.api import timestamps, v1alpha1
 
 JsonObject = dict[str, Any]
 _DROP_KEYS = {"title", "additionalProperties", "$defs"}
@@ -49,8 +50,12 @@ class CrdDefinition:
         return f"{self.group}_{self.plural}.yaml"
 
 
-def structural(schema: JsonObject, *, keep_defaults: bool) -> JsonObject:
-    """Turn ``model_json_schema()`` output into a structural schema the apiserver accepts."""
+def structural(schema: JsonObject, *, user_input: bool) -> JsonObject:
+    """Turn ``model_json_schema()`` output into a structural schema the apiserver accepts.
+
+    ``user_input`` (the spec) keeps defaults and gives date-times the rules the models apply. The status is
+    written by the operator from values it parsed; rules there would also need maxItems on its lists (keys,
+    conditions), or the apiserver's CEL cost estimate refuses the CRD."""
     definitions: JsonObject = schema.get("$defs", {})
 
     def resolve(node: JsonObject) -> JsonObject:
@@ -71,7 +76,7 @@ def structural(schema: JsonObject, *, keep_defaults: bool) -> JsonObject:
             if key in _DROP_KEYS and not (key == "additionalProperties" and isinstance(value, dict)):
                 continue
             if key == "default":
-                if keep_defaults and value not in (None, [], {}):
+                if user_input and value not in (None, [], {}):
                     out[key] = _prune_empty(value)
             elif key == "const":
                 out["enum"] = [value]
@@ -81,11 +86,25 @@ def structural(schema: JsonObject, *, keep_defaults: bool) -> JsonObject:
                 out[key] = convert(value)
             elif key != "type":
                 out[key] = value
-        if "enum" in out or out.get("format") == "date-time":
+        if "enum" in out:
             out = {"type": "string", **out}
+        if user_input and out.get("format") == "date-time":
+            out = date_time(out)
         return out
 
     return convert({k: v for k, v in schema.items() if k != "$defs"})
+
+
+def date_time(node: JsonObject) -> JsonObject:
+    """A date-time string the models can parse: the one place every date-time field gets its rules.
+
+    ``format: date-time`` goes: the apiserver's check for it admits year 0, offsets such as +99:99 and junk after
+    a second 'T'; and it makes the value a CEL timestamp, which hides the text the rules read (an offset of
+    +00:60 is already +01:00) and turns what Go cannot parse into evaluation errors instead of messages. As a
+    string, the value is checked by exactly the grammar, calendar and range the models apply."""
+    rules = [*node.get("x-kubernetes-validations", []), *(dict(rule) for rule in timestamps.CEL_RULES)]
+    kept = {key: value for key, value in node.items() if key != "format"}
+    return {"type": "string", **kept, "maxLength": timestamps.MAX_LENGTH, "x-kubernetes-validations": rules}
 
 
 # The standard texts of `kubectl explain` for the fields every object has (as in the built-in types).
@@ -107,11 +126,9 @@ def _prune_empty(value: Any) -> Any:
 
 
 def build(definition: CrdDefinition) -> JsonObject:
-    spec_schema = structural(
-        definition.spec_model.model_json_schema(by_alias=True, mode="validation"), keep_defaults=True
-    )
+    spec_schema = structural(definition.spec_model.model_json_schema(by_alias=True, mode="validation"), user_input=True)
     status_schema = structural(
-        definition.status_model.model_json_schema(by_alias=True, mode="serialization"), keep_defaults=False
+        definition.status_model.model_json_schema(by_alias=True, mode="serialization"), user_input=False
     )
     root: JsonObject = {
         "type": "object",

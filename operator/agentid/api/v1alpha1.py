@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from agentid.api.durations import DurationRange, parse
+from agentid.api.timestamps import Timestamp
 
 GROUP = "agentid.dev"
 VERSION = "v1alpha1"
@@ -251,7 +252,7 @@ class AgentIdentitySpec(ApiModel):
     """Key algorithm, key rotation, token lifetime and audiences."""
     delegation: Delegation = Delegation()
     """Which other agents may act on behalf of this one, and how deep."""
-    expires_at: dt.datetime | None = None
+    expires_at: Timestamp | None = None
     """Automatic revocation at this time (RFC 3339); terminal."""
     revoked: bool = False
     """true revokes the agent for good: bindings, keys and ServiceAccount are removed; cannot be undone."""
