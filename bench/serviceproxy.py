@@ -69,7 +69,11 @@ class ServiceProxy:
             self.refused += 1
             writer.close()
             return
-        await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
+        try:
+            await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
+        except asyncio.CancelledError:  # the proxy is closing: this connection ends with it
+            for end in (writer, upstream_writer):
+                end.close()
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
