@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agentid.domain.shards import ElectionTimings
 from bench import exchange, failover, footprint, guardrails, provisioning, report, revocation, sidecar, signals, tools
 from bench.environment import BenchCluster
 
@@ -117,7 +118,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     repeat=args.repeat,
                 )
             elif name == "p5":
-                result = await failover.run(cluster, agents=args.failover_agents, repeat=args.repeat)
+                result = await failover.run(
+                    cluster,
+                    agents=args.failover_agents,
+                    repeat=args.repeat,
+                    timings=ElectionTimings(lease_duration=3.0, renew_deadline=2.0, retry_period=0.5)
+                    if args.smoke
+                    else None,
+                )
             elif name == "p6":
                 result = await tools.run(cluster, requests=args.requests, repeat=args.repeat)
             elif name == "p7":

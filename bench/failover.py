@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import signal
 import time
@@ -82,7 +83,9 @@ async def _until_holder(client: KubeClient, lease_name: str, wanted: Any, within
     raise BenchError(f"no Lease holder as wanted within {within}s (last: {await _holder(client, lease_name)})")
 
 
-async def _round(cluster: BenchCluster, client: KubeClient, *, agents: int, stop: str) -> dict[str, Any]:
+async def _round(
+    cluster: BenchCluster, client: KubeClient, *, agents: int, stop: str, timings: shards.ElectionTimings
+) -> dict[str, Any]:
     namespace = unique(f"p5-{stop}")
     await create_namespace(client, namespace)
     serving = cluster.local.ca.serving(f"p5-webhook-{namespace}", "127.0.0.1")
@@ -97,6 +100,9 @@ async def _round(cluster: BenchCluster, client: KubeClient, *, agents: int, stop
                 "--leader-election",
                 f"--leader-election-namespace={TOKEN_NAMESPACE}",
                 f"--leader-election-name=p5-{namespace}",
+                f"--lease-duration={timings.lease_duration}",
+                f"--renew-deadline={timings.renew_deadline}",
+                f"--retry-period={timings.retry_period}",
                 f"--webhook-port={port}",
                 f"--webhook-cert={serving.cert}",
                 f"--webhook-key={serving.key}",
@@ -155,20 +161,31 @@ async def _round(cluster: BenchCluster, client: KubeClient, *, agents: int, stop
         "writes_refused_by_webhook": len(writes.refused),
         "writes_unanswered": len(writes.unanswered),
         "connections_refused_by_service": service.refused,
+        # the API server keeps its webhook connections open: how many went to the leader and to the other replica
+        "webhook_connections_to_leader": next(
+            e.connections for e, r in zip(endpoints, replicas, strict=True) if r is by_name[leader]
+        ),
+        "webhook_connections_to_successor": next(
+            e.connections for e, r in zip(endpoints, replicas, strict=True) if r is by_name[successor]
+        ),
     }
 
 
-async def run(cluster: BenchCluster, *, agents: int, repeat: int) -> dict[str, Any]:
+async def run(
+    cluster: BenchCluster, *, agents: int, repeat: int, timings: shards.ElectionTimings | None = None
+) -> dict[str, Any]:
+    """``timings``: the Lease timings of both replicas (default: the chart's, client-go's 15/10/2 s)."""
+    timings = timings or shards.ElectionTimings()
     client = await cluster.client()
     rounds: list[dict[str, Any]] = []
     try:
         for _ in range(repeat):
             for stop in STOPS:
-                rounds.append(await _round(cluster, client, agents=agents, stop=stop))
+                rounds.append(await _round(cluster, client, agents=agents, stop=stop, timings=timings))
     finally:
         await client.close()
     table = report.Table(
-        "P5 operator failover (leader stopped a third into a burst; 2 replicas, default Lease timings)",
+        f"P5 operator failover (leader stopped a third into a burst; 2 replicas, Lease {timings.lease_duration:g} s)",
         [
             "stop",
             "agents",
@@ -190,4 +207,4 @@ async def run(cluster: BenchCluster, *, agents: int, repeat: int) -> dict[str, A
             result["writes_unanswered"],
         )
     print(table.render(), flush=True)
-    return {"rounds": rounds, "create_interval_s": CREATE_INTERVAL}
+    return {"rounds": rounds, "create_interval_s": CREATE_INTERVAL, "lease_timings": dataclasses.asdict(timings)}

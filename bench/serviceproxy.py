@@ -22,6 +22,7 @@ class Endpoint:
     port: int
     alive: Callable[[], bool]  # the process behind it still runs (what the kubelet's relist sees)
     ready: bool = True
+    connections: int = 0  # connections sent its way (refused ones included)
 
 
 class ServiceProxy:
@@ -64,6 +65,7 @@ class ServiceProxy:
         try:
             if endpoint is None:
                 raise ConnectionRefusedError
+            endpoint.connections += 1
             upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", endpoint.port)
         except OSError:
             self.refused += 1
