@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import exchange, footprint, guardrails, provisioning, report, revocation, sidecar, signals, tools
+from agentid.domain.shards import ElectionTimings
+from bench import exchange, failover, footprint, guardrails, provisioning, report, revocation, sidecar, signals, tools
 from bench.environment import BenchCluster
 
-# P5 is kept for the failover benchmark of the high-availability work.
-BENCHMARKS = ("p1", "p2", "p2s", "p3", "p4", "p6", "p7", "p8")
+BENCHMARKS = ("p1", "p2", "p2s", "p3", "p4", "p5", "p6", "p7", "p8")
 
 
 def _sizes(text: str) -> list[int]:
@@ -28,7 +28,7 @@ def _sizes(text: str) -> list[int]:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    p.add_argument("benchmarks", nargs="*", metavar="{p1,p2,p2s,p3,p4,p6,p7,p8}", help="which to run (default: all)")
+    p.add_argument("benchmarks", nargs="*", metavar="{p1,p2,p2s,p3,p4,p5,p6,p7,p8}", help="which to run (default: all)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes: proves the suite runs, measures nothing")
     p.add_argument("--repeat", type=int, default=1, help="rounds per measurement (report median and spread)")
     p.add_argument("--results", type=Path, default=report.RESULTS, help="where JSON results go")
@@ -50,6 +50,8 @@ def parser() -> argparse.ArgumentParser:
     g4 = p.add_argument_group("P4 footprint")
     g4.add_argument("--scale", type=_sizes, default=[1000, 5000], help="agent counts to measure RSS at (1000,5000)")
     g4.add_argument("--resume-timeout", type=float, default=600.0, help="give up waiting for a resume after (600 s)")
+    g5 = p.add_argument_group("P5 failover")
+    g5.add_argument("--failover-agents", type=int, default=300, help="agents in the burst the leader dies in (300)")
     g6 = p.add_argument_group("P6 tool-side verification")
     g6.add_argument("--requests", type=int, default=20000, help="calls per measurement (20000)")
     g7 = p.add_argument_group("P7 token sidecar")
@@ -79,6 +81,7 @@ def smoke(args: argparse.Namespace) -> None:
     args.refresh_window = 3.0
     args.refresh_lifetime = 2
     args.rounds = 1
+    args.failover_agents = 9
     args.repeat = 1
 
 
@@ -113,6 +116,15 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     duration=args.duration,
                     agents=args.exchange_agents,
                     repeat=args.repeat,
+                )
+            elif name == "p5":
+                result = await failover.run(
+                    cluster,
+                    agents=args.failover_agents,
+                    repeat=args.repeat,
+                    timings=ElectionTimings(lease_duration=3.0, renew_deadline=2.0, retry_period=0.5)
+                    if args.smoke
+                    else None,
                 )
             elif name == "p6":
                 result = await tools.run(cluster, requests=args.requests, repeat=args.repeat)

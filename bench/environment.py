@@ -182,7 +182,13 @@ class OperatorProcess(Child):
     """``python -m agentid run`` scoped to the benchmark's namespaces, with liveness and metrics endpoints."""
 
     def __init__(
-        self, cluster: BenchCluster, namespaces: Sequence[str], *, label: str, extra_args: Sequence[str] = ()
+        self,
+        cluster: BenchCluster,
+        namespaces: Sequence[str],
+        *,
+        label: str,
+        extra_args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
     ) -> None:
         self.liveness_port = free_port()
         self.metrics_port = free_port()
@@ -199,7 +205,7 @@ class OperatorProcess(Child):
             *(f"--namespace={namespace}" for namespace in namespaces),
             *extra_args,
         ]
-        super().__init__(f"operator-{label}", argv, cluster.workdir / f"operator-{label}.log")
+        super().__init__(f"operator-{label}", argv, cluster.workdir / f"operator-{label}.log", env=env)
 
     def wait_live(self, timeout: float = 60.0) -> None:
         url = f"http://127.0.0.1:{self.liveness_port}/healthz"

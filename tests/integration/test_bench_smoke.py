@@ -40,7 +40,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     found = {path.name.split("-", 1)[0]: json.loads(path.read_text()) for path in folder.glob("*.json")}
-    assert sorted(found) == ["p1", "p2", "p2s", "p3", "p4", "p6", "p7", "p8"], run.stdout[-3000:]
+    assert sorted(found) == ["p1", "p2", "p2s", "p3", "p4", "p5", "p6", "p7", "p8"], run.stdout[-3000:]
     return found
 
 
@@ -120,3 +120,18 @@ def test_the_offline_verifier_refuses_with_the_receiver_and_not_without(results:
         assert without["refused_before_expiry"] == 0
     assert p2s["summary"]["f_cascade_inactive"]["n"] >= 1
     assert p2s["transmitter"]["sets_signed"] == p2s["transmitter"]["receivers"] * p2s["transmitter"]["events"]
+
+
+@pytest.mark.timeout(900)
+def test_a_lost_leader_is_replaced_and_every_agent_of_the_burst_becomes_ready(
+    results: dict[str, dict[str, Any]],
+) -> None:
+    rounds = results["p5"]["rounds"]
+    assert {measured["stop"] for measured in rounds} == {"kill", "term"}
+    for measured in rounds:
+        assert measured["successor"] != measured["leader"]
+        assert (
+            measured["writes_created"] + measured["writes_refused_by_webhook"] + measured["writes_unanswered"]
+            == (measured["agents"])
+        )
+        assert measured["all_ready_s"] is not None  # every created agent became Ready after the stop

@@ -214,3 +214,26 @@ async def test_with_leader_election_only_agents_of_held_shards_are_reconciled() 
     assert recorder.passes == []
     assert not controller.holds(1)
     await _stop(task)
+
+
+async def test_a_new_shard_holder_passes_agents_whose_status_is_behind_first() -> None:
+    reported = {("team", f"done-{i}"): _agent(f"done-{i}", "team") for i in range(5)}
+    for body in reported.values():
+        body["metadata"]["generation"] = 2
+        body["status"] = {"observedGeneration": 2}
+    behind = {("team", "changed"): _agent("changed", "team"), ("team", "new"): _agent("new", "team")}
+    behind[("team", "changed")]["metadata"]["generation"] = 3
+    behind[("team", "new")]["metadata"]["generation"] = 1  # never reconciled: no status yet
+    behind[("team", "changed")]["status"] = {"observedGeneration": 2}
+    controller, recorder, _ = _controller({**reported, **behind})
+    controller.shards, controller.held = 1, set()
+    controller._workers = 1  # one pass at a time: the order passes start in is the queue's
+    task = await _running(controller)
+    controller.shard_acquired(0)
+
+    async def all_passed() -> bool:
+        return len(recorder.passes) == 7
+
+    await eventually_async(all_passed)
+    assert {entry.split("@")[0] for entry in recorder.passes[:2]} == {"changed", "new"}
+    await _stop(task)

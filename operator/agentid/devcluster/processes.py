@@ -66,6 +66,10 @@ class ManagedProcess:
         except OSError:
             return ""
 
+    def signal(self, sig: signal.Signals) -> None:
+        """Send ``sig`` to the whole process group (a benchmark's kill -9, a drain's SIGTERM) without waiting."""
+        _signal_group(self.pid, sig)
+
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM the whole process group, then SIGKILL whatever is left after ``timeout``."""
         if self.popen.poll() is None:

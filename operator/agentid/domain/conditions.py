@@ -65,3 +65,11 @@ def set_in_status(
 
 def find(conditions: Sequence[Condition], type_: str) -> Condition | None:
     return next((condition for condition in conditions if condition.type == type_), None)
+
+
+def unreported(body: Mapping[str, Any]) -> bool:
+    """The status does not yet speak for the current spec (never reconciled, changed since) or the agent is being
+    deleted: what a new holder of its shard should pass first, before agents whose status is already current."""
+    metadata = body.get("metadata") or {}
+    status = body.get("status") or {}
+    return bool(metadata.get("deletionTimestamp")) or status.get("observedGeneration") != metadata.get("generation")

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from agentid.api.v1alpha1 import AgentPolicy
+from agentid.domain.conditions import unreported
 from agentid.domain.shards import shard_of
 from agentid.kube import errors
 from agentid.reconcile.view import AgentKey, ClusterView
@@ -66,11 +67,13 @@ class Controller:
         return self.held is None or shard in self.held
 
     def shard_acquired(self, shard: int) -> None:
-        """Every agent of the shard gets a pass (what changed while another replica held it, or nobody did)."""
+        """Every agent of the shard gets a pass (what changed while another replica held it, or nobody did), those
+        whose status does not answer their spec yet first: after a failover they are what users wait for."""
         if self.held is None:
             return
         self.held.add(shard)
-        self._add(key for key in map(_key, self.view.all_agents()) if shard_of(key[0], self.shards) == shard)
+        bodies = [body for body in self.view.all_agents() if shard_of(_key(body)[0], self.shards) == shard]
+        self._add(map(_key, sorted(bodies, key=lambda body: not unreported(body))))
 
     def shard_lost(self, shard: int) -> None:
         """No pass starts for the shard's agents any more; passes under way finish (``idle`` waits for them)."""
