@@ -175,7 +175,7 @@ helm upgrade --install "$RELEASE" charts/agentid-operator --namespace "$RELEASE_
   --set image.repository="${IMAGE%:*}" --set image.tag="${IMAGE##*:}" --set image.pullPolicy=Never \
   --set "watchNamespaces={$AGENTS_NAMESPACE}" \
   --set-json "webhook.namespaceSelector={\"matchLabels\":{\"kubernetes.io/metadata.name\":\"$AGENTS_NAMESPACE\"}}" \
-  --wait --timeout 5m
+  --wait --timeout 5m --hide-notes
 kubectl -n "$RELEASE_NAMESPACE" get pods -o wide
 
 # -- 4: smoke test ---------------------------------------------------------------------------------------------
