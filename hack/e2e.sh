@@ -29,7 +29,7 @@ while [ $# -gt 0 ]; do
     --cluster=*) CLUSTER="${1#*=}"; shift ;;
     --keep) KEEP=1; shift ;;
     --) shift; PYTEST_ARGS=("$@"); break ;;
-    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "e2e: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -45,9 +45,11 @@ E2E_DIR="${E2E_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/agentid/e2e}"
 # `agentid dev up` records its cluster in $XDG_STATE_HOME/agentid: a state folder of our own, so the stale-cluster
 # cleanup below only ever stops a cluster this script started (never a developer's own `agentid dev up`).
 DEV_STATE="$E2E_DIR/state"
+KUBECONFIG_FILE="$E2E_DIR/kubeconfig"
 
 STARTED=$SECONDS
 STEP="setup"
+OWN_CLUSTER=0  # set once this run starts creating its cluster: from then on, the exit tears it down
 step() {
   STEP="$1"
   printf '\n== [%s +%ss] %s\n' "$(date -u +%H:%M:%S)" "$((SECONDS - STARTED))" "$1"
@@ -57,18 +59,6 @@ if [ -z "$CLUSTER" ]; then
   if command -v kind >/dev/null && docker info >/dev/null 2>&1; then CLUSTER=kind; else CLUSTER=dev; fi
 fi
 case "$CLUSTER" in kind|dev|existing) ;; *) echo "e2e: --cluster must be kind, dev or existing" >&2; exit 2 ;; esac
-
-step "prerequisites ($CLUSTER cluster)"
-# `make test` has installed the venv already; a fresh runner gets it here.
-[ -x "$VENV/bin/pytest" ] || make --no-print-directory "$VENV/.installed" VENV="$VENV"
-# kubectl and helm next to the control plane (when built) come first, then the venv (kubectl-agentid, agentid).
-CONTROL_PLANE_BIN="$(hack/build-control-plane.sh --print-dir)"
-export PATH="$CONTROL_PLANE_BIN:$VENV/bin:$PATH"
-for tool in kubectl helm; do
-  command -v "$tool" >/dev/null || { echo "e2e: $tool not found on PATH" >&2; exit 1; }
-done
-mkdir -p "$E2E_DIR"
-KUBECONFIG_FILE="$E2E_DIR/kubeconfig"
 
 dev() { XDG_STATE_HOME="$DEV_STATE" "$VENV/bin/agentid" dev "$@"; }
 
@@ -87,9 +77,9 @@ diagnose() {
   kubectl -n "$RELEASE_NAMESPACE" get pods -o wide || true
   kubectl -n "$RELEASE_NAMESPACE" get events --sort-by=.lastTimestamp 2>/dev/null | tail -n 30 || true
   kubectl -n "$AGENTS_NAMESPACE" get agentidentities -o wide 2>/dev/null || true
-  for piece in operator tokens; do
-    echo "-- logs of the $piece ($RELEASE_NAMESPACE)"
-    kubectl -n "$RELEASE_NAMESPACE" logs "deployment/$RELEASE-$piece" --all-containers --tail=200 || true
+  for deployment in $(kubectl -n "$RELEASE_NAMESPACE" get deployments -o name 2>/dev/null); do
+    echo "-- logs of $deployment ($RELEASE_NAMESPACE)"
+    kubectl -n "$RELEASE_NAMESPACE" logs "$deployment" --all-containers --prefix --tail=200 || true
   done
   if [ "$CLUSTER" = dev ] && [ -f "$E2E_DIR/dev-up.log" ]; then
     echo "-- agentid dev up (last lines)"
@@ -101,9 +91,9 @@ on_exit() {
   local status=$?
   trap - EXIT
   [ "$status" -eq 0 ] || diagnose
-  if [ "$KEEP" = 1 ] || [ "$CLUSTER" = existing ]; then
-    echo "cluster left running: export KUBECONFIG=$KUBECONFIG_FILE"
-  else
+  if [ "$OWN_CLUSTER" = 1 ] && [ "$KEEP" = 1 ]; then
+    echo "cluster left running: export KUBECONFIG=$KUBECONFIG_FILE (hack/e2e.sh removes it at its next start)"
+  elif [ "$OWN_CLUSTER" = 1 ]; then
     step "tear down the $CLUSTER cluster"
     teardown || echo "e2e: teardown failed (the next run cleans up)" >&2
   fi
@@ -111,9 +101,22 @@ on_exit() {
   exit "$status"
 }
 
-# Ctrl-C or a TERM still tears the cluster down (the EXIT trap runs on exit).
+# Every exit says how it went (and on a failure, where and why); Ctrl-C or a TERM still tears the cluster down.
+trap on_exit EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+
+step "prerequisites ($CLUSTER cluster)"
+# `make test` has installed the venv already; a fresh runner gets it here.
+[ -x "$VENV/bin/pytest" ] || make --no-print-directory "$VENV/.installed" VENV="$VENV"
+# kubectl and helm next to the control plane (when built) come first, then the venv (kubectl-agentid, agentid).
+CONTROL_PLANE_BIN="$(hack/build-control-plane.sh --print-dir)"
+export PATH="$CONTROL_PLANE_BIN:$VENV/bin:$PATH"
+for tool in kubectl helm; do
+  command -v "$tool" >/dev/null || { echo "e2e: $tool not found on PATH" >&2; exit 1; }
+done
+mkdir -p "$E2E_DIR"
+rm -f "$KUBECONFIG_FILE"  # an earlier run's: the diagnosis below must not talk to a cluster that is gone
 
 # -- 1 + 2: the cluster and the image in it ---------------------------------------------------------------------
 
@@ -123,7 +126,7 @@ case "$CLUSTER" in
     for tool in docker kind; do command -v "$tool" >/dev/null || { echo "e2e: $tool not found" >&2; exit 1; }; done
     step "remove a stale kind cluster $KIND_CLUSTER"
     kind delete cluster --name "$KIND_CLUSTER"
-    trap on_exit EXIT
+    OWN_CLUSTER=1
     step "build the image $IMAGE (docker build)"
     docker build --tag "$IMAGE" .
     step "create the kind cluster $KIND_CLUSTER"
@@ -137,8 +140,8 @@ case "$CLUSTER" in
     [ -z "$reason" ] || { echo "e2e: no local node here: $reason" >&2; exit 1; }
     step "stop a stale dev cluster of an earlier run"
     dev down
-    rm -rf "$E2E_DIR/cluster" "$KUBECONFIG_FILE"
-    trap on_exit EXIT
+    rm -rf "$E2E_DIR/cluster"
+    OWN_CLUSTER=1
     step "start the embedded control plane and its node (agentid dev up --with-node)"
     mkdir -p "$DEV_STATE"
     XDG_STATE_HOME="$DEV_STATE" setsid "$VENV/bin/agentid" dev up --with-node --workdir "$E2E_DIR/cluster" \
@@ -162,7 +165,6 @@ case "$CLUSTER" in
     IMAGE="${IMAGE:?--cluster existing needs IMAGE=repository:tag, already loaded into or pullable by the cluster}"
     [ -n "${KUBECONFIG:-}" ] || { echo "e2e: --cluster existing needs KUBECONFIG" >&2; exit 1; }
     cp "$KUBECONFIG" "$KUBECONFIG_FILE"
-    trap on_exit EXIT
     ;;
 esac
 export KUBECONFIG="$KUBECONFIG_FILE"
