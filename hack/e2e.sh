@@ -65,7 +65,7 @@ dev() { XDG_STATE_HOME="$DEV_STATE" "$VENV/bin/agentid" dev "$@"; }
 teardown() {
   case "$CLUSTER" in
     kind) kind delete cluster --name "$KIND_CLUSTER" ;;
-    dev) dev down ;;
+    dev) dev down && if [ "${1:-1}" = 0 ]; then rm -rf "$E2E_DIR/cluster"; fi ;;  # its logs stay after a failure
   esac
 }
 
@@ -82,7 +82,7 @@ diagnose() {
     kubectl -n "$RELEASE_NAMESPACE" logs "$deployment" --all-containers --prefix --tail=200 || true
   done
   if [ "$CLUSTER" = dev ] && [ -f "$E2E_DIR/dev-up.log" ]; then
-    echo "-- agentid dev up (last lines)"
+    echo "-- agentid dev up (last lines; the control plane's logs stay in $E2E_DIR/cluster until the next run)"
     tail -n 30 "$E2E_DIR/dev-up.log" || true
   fi
 }
@@ -95,7 +95,7 @@ on_exit() {
     echo "cluster left running: export KUBECONFIG=$KUBECONFIG_FILE (hack/e2e.sh removes it at its next start)"
   elif [ "$OWN_CLUSTER" = 1 ]; then
     step "tear down the $CLUSTER cluster"
-    teardown || echo "e2e: teardown failed (the next run cleans up)" >&2
+    teardown "$status" || echo "e2e: teardown failed (the next run cleans up)" >&2
   fi
   printf '\n== e2e %s in %ss\n' "$([ "$status" -eq 0 ] && echo passed || echo FAILED)" "$((SECONDS - STARTED))"
   exit "$status"
