@@ -116,7 +116,14 @@ for tool in kubectl helm; do
   command -v "$tool" >/dev/null || { echo "e2e: $tool not found on PATH" >&2; exit 1; }
 done
 mkdir -p "$E2E_DIR"
-rm -f "$KUBECONFIG_FILE"  # an earlier run's: the diagnosis below must not talk to a cluster that is gone
+if [ "$CLUSTER" = existing ]; then
+  [ -n "${KUBECONFIG:-}" ] || { echo "e2e: --cluster existing needs KUBECONFIG" >&2; exit 1; }
+  # One file with the current context (KUBECONFIG may be a list, or this very file after a --keep run).
+  kubectl config view --raw --flatten --minify >"$KUBECONFIG_FILE.new"
+  mv "$KUBECONFIG_FILE.new" "$KUBECONFIG_FILE"
+else
+  rm -f "$KUBECONFIG_FILE"  # an earlier run's: the diagnosis below must not talk to a cluster that is gone
+fi
 
 # -- 1 + 2: the cluster and the image in it ---------------------------------------------------------------------
 
@@ -163,8 +170,6 @@ case "$CLUSTER" in
     ;;
   existing)
     IMAGE="${IMAGE:?--cluster existing needs IMAGE=repository:tag, already loaded into or pullable by the cluster}"
-    [ -n "${KUBECONFIG:-}" ] || { echo "e2e: --cluster existing needs KUBECONFIG" >&2; exit 1; }
-    cp "$KUBECONFIG" "$KUBECONFIG_FILE"
     ;;
 esac
 export KUBECONFIG="$KUBECONFIG_FILE"
