@@ -23,12 +23,13 @@ RELEASE_TOOLS := $(VENV)/tools/release
 DIST ?= dist
 
 .PHONY: test demo lint format crds crds-check control-plane node-prereqs node-assets image node checkov actionlint \
-	reference chart-readme release set-version unit integration e2e bench clean help
+	reference chart-readme release set-version unit integration e2e e2e-cluster bench clean help
 
 help:
 	@echo "make demo   - start the local control plane (and a node, as root) and run the agentid story on it"
 	@echo "make test   - everything from a fresh machine: venv, installs, control plane build, lint, tests"
-	@echo "make lint | crds | control-plane | node-assets | image | unit | integration | node | e2e | bench | release | clean"
+	@echo "make lint | crds | control-plane | node-assets | image | unit | integration | node | e2e | e2e-cluster | bench"
+	@echo "     release | clean"
 
 $(INSTALLED): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -139,8 +140,20 @@ e2e: $(INSTALLED) control-plane
 node: $(INSTALLED) control-plane node-assets
 	$(BIN)/pytest tests/node $(PYTEST_ARGS)
 
+# The e2e path of .github/workflows/e2e.yaml (hack/e2e.sh) on an embedded cluster with its node, where one can run
+# (root + node assets): the image built without Docker, the chart installed in Pods and smoke-tested, then the
+# tests marked existing_cluster against it (README "Tests": why that selection; E2E_PYTEST_ARGS=tests runs all).
+E2E_PYTEST_ARGS ?= -m existing_cluster tests
+e2e-cluster: $(INSTALLED) control-plane node-assets
+	@if [ -n "$$AGENTID_TEST_KUBECONFIG" ]; then \
+	  echo "e2e-cluster skipped: AGENTID_TEST_KUBECONFIG is set (the suite ran against that cluster already)"; \
+	elif reason="$$($(BIN)/python -c 'from agentid.devcluster.node import unavailable_reason as r; print(r() or "")')" \
+	  && [ -n "$$reason" ]; then echo "e2e-cluster skipped: no local node here ($$reason)"; \
+	else VENV=$(abspath $(VENV)) hack/e2e.sh --cluster dev -- $(E2E_PYTEST_ARGS); fi
+
 test: $(INSTALLED) control-plane node-assets $(CHECKOV) $(ACTIONLINT) lint
 	$(BIN)/pytest tests $(PYTEST_ARGS)
+	@$(MAKE) --no-print-directory e2e-cluster
 
 # In Pods on a local node where one can run (root); the in-process story (hack/demo.py) elsewhere.
 demo: $(INSTALLED) control-plane node-assets

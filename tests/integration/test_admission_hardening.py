@@ -26,7 +26,7 @@ from tests.support.clusters import ClusterHandle
 from tests.support.operator import OperatorThread
 from tests.support.polling import eventually
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.existing_cluster]
 RBAC_GROUP = "rbac.authorization.k8s.io"
 READER = "rita@example.com"  # may read configmaps and write agents in the test namespace, nothing else
 

@@ -322,6 +322,7 @@ def test_image_digest_wins_over_the_tag() -> None:
 # -- against the API server -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.existing_cluster
 @pytest.mark.parametrize(
     "values", [[], ["full-values.yaml"], ["minimal-values.yaml"]], ids=["default", "full", "minimal"]
 )

@@ -188,6 +188,7 @@ def test_alerts_and_dashboard_use_only_metric_names_the_code_exports() -> None:
 # -- against the API server -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.existing_cluster
 def test_the_adoption_render_passes_lint_and_a_server_side_dry_run(
     cluster: ClusterHandle, crds: None, tmp_path: Path
 ) -> None:

@@ -32,7 +32,7 @@ from tests.support.agents import CONFIGMAP_RULE, create_agent
 from tests.support.clusters import ClusterHandle
 from tests.support.polling import eventually
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.existing_cluster]
 WEBHOOK_LABEL = "agentid.dev/chart-test-webhook"
 
 

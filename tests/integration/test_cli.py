@@ -239,6 +239,7 @@ def test_crds_prints_what_the_cluster_accepts(cluster: ClusterHandle, crds: None
     assert applied.returncode == 0
 
 
+@pytest.mark.existing_cluster
 def test_kubectl_runs_it_as_a_plugin(cluster: ClusterHandle, agent_namespace: str) -> None:
     ready_agent(cluster, agent_namespace, "plugged")
     scripts = Path(sys.executable).parent  # where pip put the kubectl-agentid console script

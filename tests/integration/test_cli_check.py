@@ -189,6 +189,7 @@ def test_check_reports_deployments_whose_pods_are_not_ready_and_version_skew(bar
     assert ("token service Pods", "SKIP") in findings
 
 
+@pytest.mark.existing_cluster
 def test_check_of_a_whole_installation_passes_and_proves_apiserver_authentication(
     cluster: ClusterHandle,
     token_service: TokenServiceHandle,
@@ -222,6 +223,7 @@ def test_check_of_a_whole_installation_passes_and_proves_apiserver_authenticatio
     ], "the dry run stored nothing"
 
 
+@pytest.mark.existing_cluster
 def test_check_finds_the_chart_token_service_by_its_labels_and_says_when_it_does_not_answer(
     cluster: ClusterHandle, crds: None, namespace: str
 ) -> None:
@@ -243,4 +245,6 @@ def test_check_finds_the_chart_token_service_by_its_labels_and_says_when_it_does
     status, detail = found["token service"]
     assert status == "FAIL"
     assert detail.startswith("discovery does not answer: "), detail
+    # The proxy found the Service and had nowhere to send the request (a wrong proxy path is a 404 instead).
+    assert 'no endpoints available for service "agentid-tokens"' in detail, detail
     assert result.returncode == agents.EXIT_ERROR

@@ -15,7 +15,7 @@ from tests.support.clusters import ClusterHandle
 from tests.support.operator import OperatorThread
 from tests.support.polling import eventually
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.existing_cluster]
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 

@@ -14,7 +14,7 @@ from agentid.domain import reasons
 from tests.support.agents import create_agent
 from tests.support.clusters import ClusterHandle
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.existing_cluster]
 
 
 @pytest.mark.parametrize(

@@ -55,6 +55,7 @@ def test_supervised_agents_get_read_only_cluster_roles_only(
     assert agent.wait_phase("Active")["grantedClusterRoles"] == roles
 
 
+@pytest.mark.existing_cluster
 def test_cluster_roles_reaching_secrets_are_refused_by_the_built_in_baseline(
     cluster: ClusterHandle, agent_namespace: str, admission_webhook: None
 ) -> None:

@@ -23,7 +23,7 @@ from tests.support.tokens import (
     whoami,
 )
 
-pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("apiserver_trusts_issuer")]
+pytestmark = [pytest.mark.cluster, pytest.mark.existing_cluster, pytest.mark.usefixtures("apiserver_trusts_issuer")]
 
 SPEC: dict[str, Any] = {
     "supervision": {"mode": "Autonomous"},

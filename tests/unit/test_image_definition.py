@@ -45,3 +45,19 @@ def test_the_runtime_settings_match_the_dockerfile() -> None:
     assert env["PATH"].split(":")[0] == images.AGENTID_ENV["PATH"].split(":")[0] == "/opt/agentid/bin"
     for key in set(env) - {"PATH"}:
         assert env[key] == images.AGENTID_ENV[key]
+
+
+def test_the_image_key_ignores_what_the_build_itself_writes(tmp_path: Path) -> None:
+    # The wheel build rewrites operator/*.egg-info (its PKG-INFO holds the README): counting it made every change to
+    # the README or pyproject.toml build the image twice, once per key.
+    module = tmp_path / "operator" / "agentid" / "__init__.py"
+    module.parent.mkdir(parents=True)
+    module.write_text("")
+    for by_product in ("agentid_operator.egg-info/PKG-INFO", "agentid/__pycache__/__init__.cpython-311.pyc"):
+        (tmp_path / "operator" / by_product).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "operator" / by_product).write_text("built")
+    assert [p.relative_to(tmp_path) for p in images._source_files(tmp_path)] == [
+        Path("pyproject.toml"),
+        Path("README.md"),
+        Path("operator/agentid/__init__.py"),
+    ]

@@ -258,8 +258,8 @@ async def check_token_service(client: KubeClient, args: argparse.Namespace) -> t
             jwks = await _get_json(str(document.get("jwks_uri", "")), args.cacert)
             where, direct = issuer, True
         else:
-            proxy = await _service_proxy(client, args.operator_namespace)
-            if proxy is None:
+            found = await _service_proxy(client, args.operator_namespace)
+            if found is None:
                 return None, [
                     Finding(
                         Status.FAIL,
@@ -269,10 +269,11 @@ async def check_token_service(client: KubeClient, args: argparse.Namespace) -> t
                         "or --issuer)",
                     )
                 ]
+            service, proxy = found
             document = await client.request("GET", f"{proxy}/.well-known/openid-configuration")
             jwks_path = urllib.parse.urlsplit(str(document.get("jwks_uri", ""))).path
             jwks = await client.request("GET", f"{proxy}{jwks_path}")
-            where, direct = f"Service {proxy.split('/services/')[-1].split('/')[0]}", False
+            where, direct = f"Service {service}", False
     except (errors.ApiError, aiohttp.ClientError, TimeoutError, ValueError, OSError) as error:
         return None, [Finding(Status.FAIL, piece, f"discovery does not answer: {output.one_line(error)}")]
     issuer = str(document.get("issuer", ""))
@@ -285,7 +286,8 @@ async def check_token_service(client: KubeClient, args: argparse.Namespace) -> t
     return Discovery(issuer, document, direct), [Finding(Status.OK, piece, detail)]
 
 
-async def _service_proxy(client: KubeClient, namespace: str) -> str | None:
+async def _service_proxy(client: KubeClient, namespace: str) -> tuple[str, str] | None:
+    """The token Service's name and the apiserver's proxy path to its https port."""
     selector = f"app.kubernetes.io/part-of=agentid,app.kubernetes.io/component={TOKEN_SERVICE_COMPONENT}"
     services = await client.list(resources.SERVICES, namespace, label_selector=selector)
     for service in services:
@@ -293,7 +295,7 @@ async def _service_proxy(client: KubeClient, namespace: str) -> str | None:
         port = next((p for p in ports if p.get("name") == "https"), None)
         if port is not None:
             name = service["metadata"]["name"]
-            return f"{resources.SERVICES.path(namespace, name)}/https:{name}:{port['port']}/proxy"
+            return name, resources.service_proxy_path(namespace, name, port["port"])
     return None
 
 

@@ -182,9 +182,15 @@ def busybox_image() -> ImageArchive:
 
 
 def _source_files(root: Path) -> list[Path]:
-    """What goes into the agentid image: the package sources, its metadata and the image recipe."""
+    """What goes into the agentid image: the package sources, its metadata and the image recipe. Not the build's
+    by-products (``__pycache__``, the ``*.egg-info`` the wheel build rewrites): they would change the key after
+    each build and build the same image twice."""
     files = [root / "pyproject.toml", root / "README.md", *sorted((root / "hack" / "image").glob("*"))]
-    files += sorted(p for p in (root / "operator").rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    files += sorted(
+        p
+        for p in (root / "operator").rglob("*")
+        if p.is_file() and not any(part == "__pycache__" or part.endswith(".egg-info") for part in p.parts)
+    )
     return files
 
 

@@ -32,6 +32,12 @@ class Resource:
         return base
 
 
+def service_proxy_path(namespace: str, service: str, port: int | str, scheme: str = "https") -> str:
+    """The apiserver's proxy to a Service's port: ``.../services/<scheme>:<name>:<port>/proxy`` (the scheme and
+    port go into the name segment, in place of the bare name)."""
+    return f"{SERVICES.path(namespace)}/{quote(f'{scheme}:{service}:{port}', safe=':')}/proxy"
+
+
 SERVICE_ACCOUNTS = Resource("", "v1", "serviceaccounts", "ServiceAccount")
 SECRETS = Resource("", "v1", "secrets", "Secret")
 CONFIG_MAPS = Resource("", "v1", "configmaps", "ConfigMap")
