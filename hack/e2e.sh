@@ -3,8 +3,9 @@
 #   1. a cluster: kind (Docker) or the embedded control plane with its node (`agentid dev up --with-node`, root);
 #   2. the agentid image in it: `docker build` + `kind load`, or built without Docker (hack/build-image.py) and
 #      imported into the node;
-#   3. the chart installed, reconciling and admitting only e2e-agents (so it never competes with the operators the
-#      suite starts for its own namespaces);
+#   3. the chart installed, reconciling only e2e-agents (so it never competes with the operators the suite starts
+#      for its own namespaces) and admitting namespaces labelled agentid.dev/admission=enforced: e2e-agents and the
+#      suite's agent namespaces, whose admission tests thus run against the installed release's webhook;
 #   4. a smoke test: an AgentIdentity becomes Ready, `kubectl agentid check` passes;
 #   5. the suite against that cluster (AGENTID_TEST_KUBECONFIG), with the pytest arguments given (default: tests);
 #   6. the cluster torn down (a stale one from an earlier run is removed at the start).
@@ -39,6 +40,7 @@ KIND_CLUSTER="${KIND_CLUSTER:-agentid-e2e}"
 RELEASE="${RELEASE:-agentid}"
 RELEASE_NAMESPACE="${RELEASE_NAMESPACE:-agentid-system}"
 AGENTS_NAMESPACE="${AGENTS_NAMESPACE:-e2e-agents}"
+ADMISSION_LABEL="agentid.dev/admission=enforced"  # what tests/conftest.py labels the suite's agent namespaces with
 VENV="${VENV:-$REPO/.venv}"
 # Everything this script leaves between runs (the dev cluster's folder, its state file, the kubeconfig).
 E2E_DIR="${E2E_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/agentid/e2e}"
@@ -176,12 +178,13 @@ export KUBECONFIG="$KUBECONFIG_FILE"
 
 # -- 3: the chart ----------------------------------------------------------------------------------------------
 
-step "install the chart ($RELEASE in $RELEASE_NAMESPACE, watching and admitting only $AGENTS_NAMESPACE)"
+step "install the chart ($RELEASE in $RELEASE_NAMESPACE, watching $AGENTS_NAMESPACE, admitting $ADMISSION_LABEL)"
 kubectl create namespace "$AGENTS_NAMESPACE" --dry-run=client -o yaml | kubectl apply -f -
+kubectl label --overwrite namespace "$AGENTS_NAMESPACE" "$ADMISSION_LABEL"
 helm upgrade --install "$RELEASE" charts/agentid-operator --namespace "$RELEASE_NAMESPACE" --create-namespace \
   --set image.repository="${IMAGE%:*}" --set image.tag="${IMAGE##*:}" --set image.pullPolicy=Never \
   --set "watchNamespaces={$AGENTS_NAMESPACE}" \
-  --set-json "webhook.namespaceSelector={\"matchLabels\":{\"kubernetes.io/metadata.name\":\"$AGENTS_NAMESPACE\"}}" \
+  --set-json "webhook.namespaceSelector={\"matchLabels\":{\"${ADMISSION_LABEL%=*}\":\"${ADMISSION_LABEL#*=}\"}}" \
   --wait --timeout 5m --hide-notes
 kubectl -n "$RELEASE_NAMESPACE" get pods -o wide
 
