@@ -98,3 +98,97 @@ async def test_a_holder_that_cannot_renew_stops_leading_before_another_takes_ove
     taken_at = log.events[2][0]
     assert lost_at < taken_at  # never two leaders: the holder gave up before the follower started
     assert not holder.holds(0)
+
+
+# A follower that polls only every 30 s (Lease 60 s): whatever it does within a few seconds was not a poll.
+SLOW = ElectionTimings(lease_duration=60.0, renew_deadline=40.0, retry_period=30.0)
+
+
+class CountingElector(ShardElector):
+    """Counts its rounds, so a test can tell the round that took a Lease from the first one."""
+
+    rounds = 0
+
+    async def round(self) -> None:
+        await super().round()
+        self.rounds += 1
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _follower_after_its_first_round(
+    client: KubeClient, settings: ElectionSettings, log: Log
+) -> tuple[CountingElector, asyncio.Task[None]]:
+    acquired, lost = log.callbacks("follower")
+    follower = CountingElector(client, settings, instance="follower", on_acquired=acquired, on_lost=lost)
+    task = asyncio.create_task(follower.run())
+
+    async def ready() -> bool:
+        return follower.rounds == 1 and follower.synced.is_set()
+
+    await eventually_async(ready, timeout=10, what="the follower looked once and watches its Lease")
+    assert not follower.holds(0)
+    return follower, task
+
+
+async def test_a_released_lease_is_taken_on_the_watch_event_not_at_the_next_poll(
+    client: KubeClient, own_operator_namespace: str
+) -> None:
+    log = Log()
+    leader = _elector(
+        client, ElectionSettings(namespace=own_operator_namespace, name="released", timings=TIMINGS), "leader", log
+    )
+    leading = asyncio.create_task(leader.run())
+    follower_task: asyncio.Task[None] | None = None
+    try:
+        await eventually_async(lambda: _holds(leader), timeout=10, what="the leader takes the Lease")
+        settings = ElectionSettings(namespace=own_operator_namespace, name="released", timings=SLOW)
+        follower, follower_task = await _follower_after_its_first_round(client, settings, log)
+        await _stop(leading)
+        await leader.release()
+        # The follower's next poll is 30 s or more away: taking the Lease within 10 s was the watch's doing.
+        await eventually_async(lambda: _holds(follower), timeout=10, what="the follower takes the released Lease")
+        assert follower.rounds == 2  # its first look, then the one the release woke
+    finally:
+        await _stop(leading)
+        if follower_task is not None:
+            await _stop(follower_task)
+    assert [event[1:3] for event in log.events] == [
+        ("leader", "acquired"),
+        ("leader", "lost"),
+        ("follower", "acquired"),
+    ]
+
+
+async def test_after_a_crash_the_follower_takes_over_when_the_lease_expires_not_at_a_later_poll(
+    client: KubeClient, own_operator_namespace: str
+) -> None:
+    log = Log()
+    holder = _elector(
+        client, ElectionSettings(namespace=own_operator_namespace, name="crashed", timings=TIMINGS), "holder", log
+    )
+    holding = asyncio.create_task(holder.run())
+    follower_task: asyncio.Task[None] | None = None
+    try:
+        await eventually_async(lambda: _holds(holder), timeout=10, what="the holder takes the Lease")
+        settings = ElectionSettings(namespace=own_operator_namespace, name="crashed", timings=SLOW)
+        follower, follower_task = await _follower_after_its_first_round(client, settings, log)
+        await _stop(holding)  # a crash: no release, the 3 s Lease must expire
+        # The follower's next poll is 30 s or more away: it looked again exactly when the Lease expired.
+        await eventually_async(lambda: _holds(follower), timeout=15, what="the follower takes the expired Lease")
+        # One look after the first: the watch kept its observation of the holder's renewals current, so the Lease
+        # was free at the first expiry it woke for.
+        assert follower.rounds == 2
+    finally:
+        await _stop(holding)
+        if follower_task is not None:
+            await _stop(follower_task)
+    assert [event[1:3] for event in log.events] == [("holder", "acquired"), ("follower", "acquired")]
+
+
+async def _holds(elector: ShardElector) -> bool:
+    return elector.holds(0)
