@@ -14,6 +14,7 @@ import pytest
 from agentid.domain.shards import ElectionSettings, ElectionTimings
 from agentid.kube.client import KubeClient, load_configuration
 from agentid.kube.lease import ShardElector
+from agentid.kube.resources import LEASES
 from tests.support.clusters import ClusterHandle
 from tests.support.polling import eventually_async
 
@@ -139,18 +140,17 @@ async def test_a_released_lease_is_taken_on_the_watch_event_not_at_the_next_poll
     client: KubeClient, own_operator_namespace: str
 ) -> None:
     log = Log()
-    leader = _elector(
-        client, ElectionSettings(namespace=own_operator_namespace, name="released", timings=TIMINGS), "leader", log
-    )
+    settings = ElectionSettings(namespace=own_operator_namespace, name="released", timings=SLOW)
+    leader = _elector(client, settings, "leader", log)
     leading = asyncio.create_task(leader.run())
     follower_task: asyncio.Task[None] | None = None
     try:
         await eventually_async(lambda: _holds(leader), timeout=10, what="the leader takes the Lease")
-        settings = ElectionSettings(namespace=own_operator_namespace, name="released", timings=SLOW)
         follower, follower_task = await _follower_after_its_first_round(client, settings, log)
         await _stop(leading)
         await leader.release()
-        # The follower's next poll is 30 s or more away: taking the Lease within 10 s was the watch's doing.
+        # The follower's next poll is 30 s or more away and the leader's 60 s Lease would not expire before it:
+        # taking the Lease within 10 s was the watch's doing.
         await eventually_async(lambda: _holds(follower), timeout=10, what="the follower takes the released Lease")
         assert follower.rounds == 2  # its first look, then the one the release woke
     finally:
@@ -177,6 +177,7 @@ async def test_after_a_crash_the_follower_takes_over_when_the_lease_expires_not_
         await eventually_async(lambda: _holds(holder), timeout=10, what="the holder takes the Lease")
         settings = ElectionSettings(namespace=own_operator_namespace, name="crashed", timings=SLOW)
         follower, follower_task = await _follower_after_its_first_round(client, settings, log)
+        await _renewed_since(client, settings)  # after the follower's look: only the watch can have seen it
         await _stop(holding)  # a crash: no release, the 3 s Lease must expire
         # The follower's next poll is 30 s or more away: it looked again exactly when the Lease expired.
         await eventually_async(lambda: _holds(follower), timeout=15, what="the follower takes the expired Lease")
@@ -192,3 +193,16 @@ async def test_after_a_crash_the_follower_takes_over_when_the_lease_expires_not_
 
 async def _holds(elector: ShardElector) -> bool:
     return elector.holds(0)
+
+
+async def _renewed_since(client: KubeClient, settings: ElectionSettings) -> None:
+    """Wait for the holder to renew its Lease once more (a changed renewTime)."""
+    lease = await client.get(LEASES, settings.name, settings.namespace)
+    assert lease is not None
+    before = lease["spec"]["renewTime"]
+
+    async def renewed() -> bool:
+        lease = await client.get(LEASES, settings.name, settings.namespace)
+        return lease is not None and lease["spec"]["renewTime"] != before
+
+    await eventually_async(renewed, timeout=10, what="the holder renews its Lease")
