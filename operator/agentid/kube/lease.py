@@ -84,7 +84,7 @@ class ShardElector:
         self._looked = float("-inf")  # loop time of the last round's read: expiries before it were seen then
         self._wanted = False  # the watch saw a Lease to act on (released, deleted, a held one taken): look now
         self._changed = asyncio.Event()  # the watch observed something: the next look may move
-        self.synced = asyncio.Event()  # the watch has listed the Leases (set again after every re-list)
+        self.synced = asyncio.Event()  # the watch has listed the Leases (set by every list, cleared on a restart)
         offset = int(hashlib.sha256(instance.encode()).hexdigest(), 16) % settings.shards
         self._order = [(offset + i) % settings.shards for i in range(settings.shards)]  # replicas start apart
 
