@@ -146,6 +146,7 @@ class ShardElector:
         """One look at the Leases: renew what is held, take what is free (if among the least loaded), give one
         back when two above the least loaded."""
         self._wanted = False  # what the watch sees from here on asks for the next round
+        self._looked = self._now()  # also when the read fails: an expiry already due must not make the loop spin
         leases = await self._read()
         now = self._now()
         self._looked = now
@@ -202,8 +203,9 @@ class ShardElector:
                 events = informer(
                     self.client, LEASES, selector, project=unchanged, max_backoff=self.settings.timings.lease_duration
                 )
-                async for event in events:
-                    self._seen(event)
+                async with contextlib.aclosing(events):  # its connection goes back to the pool at once
+                    async for event in events:
+                        self._seen(event)
             except Exception:  # polling still elects; the watch comes back
                 logger.exception("watch of the Leases of %s failed; retrying in %.0fs", self.instance, pause)
             self.synced.clear()
