@@ -206,3 +206,45 @@ async def _renewed_since(client: KubeClient, settings: ElectionSettings) -> None
         return lease is not None and lease["spec"]["renewTime"] != before
 
     await eventually_async(renewed, timeout=10, what="the holder renews its Lease")
+
+
+async def test_an_elector_that_may_not_watch_its_lease_still_elects_by_polling(
+    client: KubeClient, cluster: ClusterHandle, own_operator_namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The watch only speeds elections up: refused (403), it retries with backoff while polling elects."""
+    user, name = "lease-elector-without-watch", "no-watch"
+    rights = f"""
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: {user}, namespace: {own_operator_namespace}}}
+rules:
+  - {{apiGroups: [coordination.k8s.io], resources: [leases], verbs: [create]}}
+  - {{apiGroups: [coordination.k8s.io], resources: [leases], verbs: [get, update], resourceNames: [{name}]}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: {user}, namespace: {own_operator_namespace}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: {user}}}
+subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: {user}}}]
+"""
+    cluster.kubectl("apply", "-f", "-", input_text=rights)
+    restricted = KubeClient(copy.deepcopy(client.configuration), field_manager="lease-test")
+    restricted.api.set_default_header("Impersonate-User", user)
+    settings = ElectionSettings(namespace=own_operator_namespace, name=name, timings=TIMINGS)
+    log = Log()
+    first, second = (_elector(restricted, settings, instance, log) for instance in ("first", "second"))
+    tasks = [asyncio.create_task(first.run())]
+    try:
+        await eventually_async(lambda: _holds(first), timeout=10, what="the first elector takes the Lease")
+        tasks.append(asyncio.create_task(second.run()))
+        await _stop(tasks[0])
+        await first.release()
+        await eventually_async(lambda: _holds(second), timeout=10, what="the second takes the released Lease")
+    finally:
+        for task in tasks:
+            await _stop(task)
+        await restricted.close()
+    assert not first.synced.is_set()  # neither ever listed its Lease
+    assert not second.synced.is_set()
+    assert "watch of leases broke (Forbidden)" in caplog.text
+    assert [event[1:3] for event in log.events] == [("first", "acquired"), ("first", "lost"), ("second", "acquired")]
