@@ -186,7 +186,7 @@ def test_leader_election_timings_shards_and_lease_rights_in_the_release_namespac
         {
             "apiGroups": ["coordination.k8s.io"],
             "resources": ["leases"],
-            "verbs": ["get", "update"],
+            "verbs": ["get", "list", "watch", "update"],
             "resourceNames": ["agentid-operator"],
         },
     ]
@@ -199,7 +199,7 @@ def test_leader_election_timings_shards_and_lease_rights_in_the_release_namespac
     assert rules[1] == {
         "apiGroups": ["coordination.k8s.io"],
         "resources": ["leases"],
-        "verbs": ["get", "list", "update", "delete"],
+        "verbs": ["get", "list", "watch", "update", "delete"],
     }
 
 

@@ -201,7 +201,9 @@ def test_operator_replicas_may_elect_a_leader_in_the_release_namespace_only(
     assert can(cluster, user, "create", "leases.coordination.k8s.io", "-n", ns)
     assert can(cluster, user, "get", lease, "-n", ns)
     assert can(cluster, user, "update", lease, "-n", ns)
+    assert can(cluster, user, "watch", lease, "-n", ns)  # watched by fieldSelector metadata.name=<lease>
     assert not can(cluster, user, "update", "leases.coordination.k8s.io/kube-scheduler", "-n", ns)  # by name only
+    assert not can(cluster, user, "watch", "leases.coordination.k8s.io", "-n", ns)
     assert not can(cluster, user, "delete", lease, "-n", ns)
     assert not can(cluster, user, "create", "leases.coordination.k8s.io", "-n", "kube-system")
     assert not can(cluster, user, "update", "leases.coordination.k8s.io/kube-controller-manager", "-n", "kube-system")
@@ -265,6 +267,7 @@ def chart_operator(
     assert "Not enough permissions" not in log, "Kopf met a 403 the chart's RBAC should allow"
     assert "could not post Event" not in log
     assert "lease round" not in log, "leader election met an error the chart's RBAC should prevent"
+    assert "watch of leases broke" not in log, "the elector's watch met an error the chart's RBAC should prevent"
     assert f"acquired Lease {release.namespace}/{release.fullname}-operator" in log
 
 

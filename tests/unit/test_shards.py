@@ -61,6 +61,21 @@ def test_a_lease_is_free_when_released_or_silent_for_its_duration_on_the_local_c
     assert LeaseRecord.from_spec(None).free(observed_at=100, now=100)
 
 
+def test_the_next_look_is_the_earliest_of_retry_renew_deadline_and_a_foreign_expiry() -> None:
+    held = LeaseRecord(holder="other", lease_duration=15.0, renew_time="t1")
+    assert held.expiry(100.0) == 115.0
+    # A follower that saw the holder renew at 100 tries the moment the Lease expires, not at its next tick.
+    assert shards.next_look(looked=101.0, retry_at=122.0, give_up_at=None, expiries=[held.expiry(100.0)]) == 115.0
+    assert shards.next_look(looked=101.0, retry_at=103.0, give_up_at=None, expiries=[115.0]) == 103.0
+    # A holder looks before its renew deadline passes.
+    assert shards.next_look(looked=101.0, retry_at=103.0, give_up_at=102.5, expiries=[115.0]) == 102.5
+    # An expiry already past at the last look was judged then: it must not make the loop spin.
+    assert shards.next_look(looked=116.0, retry_at=118.0, give_up_at=None, expiries=[115.0]) == 118.0
+    # One that passed during the round (after the look) is due at once.
+    assert shards.next_look(looked=114.0, retry_at=118.0, give_up_at=None, expiries=[115.0, 130.0]) == 115.0
+    assert shards.next_look(looked=0.0, retry_at=2.0, give_up_at=None, expiries=[]) == 2.0
+
+
 def test_the_lease_spec_a_holder_writes_and_a_release() -> None:
     now = dt.datetime(2026, 1, 2, 3, 4, 5, 600000, tzinfo=dt.UTC)
     spec = shards.lease_spec("pod-a", 2.5, now, acquired=now, transitions=4)

@@ -14,7 +14,7 @@ import datetime as dt
 import hashlib
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 DEFAULT_LEASE = "agentid-operator"
@@ -125,7 +125,22 @@ class LeaseRecord:
 
     def free(self, observed_at: float, now: float) -> bool:
         """Unheld (released), or not renewed for its duration since this process last saw it change."""
-        return not self.holder or now >= observed_at + self.lease_duration
+        return not self.holder or now >= self.expiry(observed_at)
+
+    def expiry(self, observed_at: float) -> float:
+        """When a held Lease becomes free unless it changes first (on this process's clock)."""
+        return observed_at + self.lease_duration
+
+
+def next_look(*, looked: float, retry_at: float, give_up_at: float | None, expiries: Iterable[float]) -> float:
+    """When the elector reads its Leases again: at the retry period (``retry_at``), before the renew deadline of a
+    held shard (``give_up_at``), or the moment an observed foreign Lease expires, so a follower tries exactly then
+    rather than at its next tick. Only expiries after the last look (``looked``) count: one already past was free
+    at that look, and waking for it again would spin."""
+    moments = [retry_at, *(expiry for expiry in expiries if expiry > looked)]
+    if give_up_at is not None:
+        moments.append(give_up_at)
+    return min(moments)
 
 
 def lease_spec(

@@ -185,7 +185,8 @@ async def build_runtime(config: OperatorConfig) -> Runtime:
 
 def _elector(config: OperatorConfig, configuration: Any, controller: Controller) -> ShardElector | None:
     """The campaign for shard Leases, on its own small connection pool: a burst of passes holding every
-    connection of the reconciler's client must never delay a renewal past the renew deadline."""
+    connection of the reconciler's client must never delay a renewal past the renew deadline. Five connections: the
+    elector's watch of its Leases holds one for good, its rounds and hand-overs need at most a few."""
     if config.election is None:
         return None
 
@@ -198,7 +199,7 @@ def _elector(config: OperatorConfig, configuration: Any, controller: Controller)
         controller.shard_lost(shard)
 
     client = KubeClient(
-        copy.deepcopy(configuration), field_manager=naming.FIELD_MANAGER, max_in_flight=4, instance=config.instance
+        copy.deepcopy(configuration), field_manager=naming.FIELD_MANAGER, max_in_flight=5, instance=config.instance
     )
     return ShardElector(
         client,

@@ -1,12 +1,19 @@
 """Leader election on ``coordination.k8s.io`` Leases, with client-go's semantics, for one or several shards.
 
-Run by the operator (``agentid.handlers.runtime``) when ``--leader-election`` is on. Every ``retry_period`` it reads
-the election's Leases (one request), renews the ones it holds and tries to take free ones: a Lease is free when its
+Run by the operator (``agentid.handlers.runtime``) when ``--leader-election`` is on. Each round reads the
+election's Leases (one request), renews the ones it holds and tries to take free ones: a Lease is free when its
 holder is empty (released) or when it has not changed for its duration as observed on this process's clock (no
 clock-skew assumptions). Writes carry the resourceVersion read, so of two candidates only one wins (409 for the
 other). A holder that could not renew for ``renew_deadline`` stops leading (``on_lost``) before anyone may take the
 Lease (``lease_duration`` > ``renew_deadline``). ``release()`` (graceful shutdown) empties the holder, like
-client-go's ReleaseOnCancel, so a follower takes over on its next retry instead of after expiry.
+client-go's ReleaseOnCancel.
+
+The elector also watches its Leases, so it observes each change when it happens (the observed time is then about
+the holder's renewal, not up to a retry period later) and looks again at once when a Lease is released or deleted.
+Rounds run every ``retry_period``, before the renew deadline of a held shard, at the moment an observed foreign
+Lease expires, and on such a wake-up: a crashed holder is replaced about a Lease duration after its last renewal,
+a released Lease within one watch event. The watch only speeds things up: while it is down (it restarts with
+backoff), polling every retry period elects as before.
 
 With several shards every replica also renews a membership Lease, so each knows the live replicas and how many
 shards each holds: free shards go to the least loaded, and a replica two above the least loaded gives one back per
@@ -31,6 +38,7 @@ from agentid.domain.shards import ElectionSettings, LeaseRecord
 from agentid.kube import errors
 from agentid.kube.client import JsonObject, KubeClient
 from agentid.kube.resources import LEASES
+from agentid.kube.watch import Changed, Listed, Selector, informer, unchanged
 
 logger = logging.getLogger(__name__)
 ShardCallback = Callable[[int], None]
@@ -72,6 +80,11 @@ class ShardElector:
         self._observed: dict[str, tuple[LeaseRecord, float]] = {}  # what each Lease said, and when that changed
         self._free_since: dict[int, float] = {}
         self._handovers: dict[int, asyncio.Task[None]] = {}  # shards given back, waiting for their passes to end
+        self._shard_of = {name: shard for shard, name in enumerate(self.names)}
+        self._looked = float("-inf")  # loop time of the last round's read: expiries before it were seen then
+        self._wanted = False  # the watch saw a Lease to act on (released, deleted, a held one taken): look now
+        self._changed = asyncio.Event()  # the watch observed something: the next look may move
+        self.synced = asyncio.Event()  # the watch has listed the Leases (set by every list, cleared on a restart)
         offset = int(hashlib.sha256(instance.encode()).hexdigest(), 16) % settings.shards
         self._order = [(offset + i) % settings.shards for i in range(settings.shards)]  # replicas start apart
 
@@ -82,16 +95,46 @@ class ShardElector:
         a held shard: leadership ends on time even while the API server does not answer."""
         timings = self.settings.timings
         budget = max(timings.renew_deadline - timings.retry_period, timings.retry_period)
-        while True:
-            try:
-                await asyncio.wait_for(self.round(), timeout=max(min(budget, self._until_deadline()), 0.001))
-            except (errors.ApiError, TimeoutError) as error:
-                logger.warning("lease round of %s failed: %s", self.instance, error or type(error).__name__)
-            except Exception:  # a bug must not end the loop: leadership would then outlive its Lease
-                logger.exception("lease round of %s failed", self.instance)
-            self._give_up_unrenewed()
-            pause = timings.retry_period * random.uniform(1.0, shards.JITTER)  # noqa: S311 - jitter, not crypto
-            await asyncio.sleep(max(min(pause, self._until_deadline()), 0.001))
+        watch = asyncio.create_task(self._watch(), name=f"lease-watch-{self.settings.name}")
+        try:
+            while True:
+                try:
+                    await asyncio.wait_for(self.round(), timeout=max(min(budget, self._until_deadline()), 0.001))
+                except (errors.ApiError, TimeoutError) as error:
+                    logger.warning("lease round of %s failed: %s", self.instance, error or type(error).__name__)
+                except Exception:  # a bug must not end the loop: leadership would then outlive its Lease
+                    logger.exception("lease round of %s failed", self.instance)
+                self._give_up_unrenewed()
+                await self._pause()
+        finally:
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
+
+    async def _pause(self) -> None:
+        """Sleep until the next look (``shards.next_look``) or a wake-up from the watch; what the watch observes
+        meanwhile moves the expiries, so the moment is recomputed after each observation."""
+        jitter = random.uniform(1.0, shards.JITTER)  # noqa: S311 - jitter, not crypto
+        retry_at = self._now() + self.settings.timings.retry_period * jitter
+        while not self._wanted:
+            now = self._now()
+            give_up_at = now + self._until_deadline() if self.held else None
+            at = shards.next_look(
+                looked=self._looked, retry_at=retry_at, give_up_at=give_up_at, expiries=self._foreign_expiries()
+            )
+            if at <= now:
+                return
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout=at - now)
+
+    def _foreign_expiries(self) -> list[float]:
+        """When each shard Lease observed held by another replica expires unless renewed."""
+        expiries = []
+        for name in self.names:
+            seen = self._observed.get(name)
+            if seen is not None and seen[0].holder and seen[0].holder != self.instance:
+                expiries.append(seen[0].expiry(seen[1]))
+        return expiries
 
     def _until_deadline(self) -> float:
         """Seconds until the first held shard must be given up unless renewed (infinite when nothing is held)."""
@@ -102,8 +145,11 @@ class ShardElector:
     async def round(self) -> None:
         """One look at the Leases: renew what is held, take what is free (if among the least loaded), give one
         back when two above the least loaded."""
+        self._wanted = False  # what the watch sees from here on asks for the next round
+        self._looked = self._now()  # also when the read fails: an expiry already due must not make the loop spin
         leases = await self._read()
         now = self._now()
+        self._looked = now
         for name, listed in leases.items():
             self._observe(name, LeaseRecord.from_spec(listed.get("spec")), now)
         loads = self._loads(await self._membership(leases, now), leases, now)
@@ -138,6 +184,62 @@ class ShardElector:
                     loads[self.instance] = len(self.held)
             else:
                 self._free_since.pop(shard, None)
+
+    # -- the watch ------------------------------------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        """Observe every change of the election's Leases as it happens. With one shard by name (a field selector,
+        so RBAC can still name that one Lease); with shards by the election's label. Never stops the elector:
+        the informer re-lists with backoff, and anything else restarts it after a pause."""
+        if self.settings.shards == 1:
+            selector = Selector(self.settings.namespace, field_selector=f"metadata.name={self.names[0]}")
+        else:
+            selector = Selector(
+                self.settings.namespace, label_selector=f"{shards.LEASE_SET_LABEL}={self.settings.name}"
+            )
+        pause = self.settings.timings.retry_period
+        while True:
+            try:
+                events = informer(
+                    self.client, LEASES, selector, project=unchanged, max_backoff=self.settings.timings.lease_duration
+                )
+                async with contextlib.aclosing(events):  # its connection goes back to the pool at once
+                    async for event in events:
+                        self._seen(event)
+            except Exception:  # polling still elects; the watch comes back
+                logger.exception("watch of the Leases of %s failed; retrying in %.0fs", self.instance, pause)
+            self.synced.clear()
+            await asyncio.sleep(pause)
+
+    def _seen(self, event: Listed[JsonObject] | Changed[JsonObject]) -> None:
+        now = self._now()
+        if isinstance(event, Listed):
+            listed = {str(lease["metadata"]["name"]): lease for lease in event.items}
+            for name, lease in listed.items():
+                self._note(name, LeaseRecord.from_spec(lease.get("spec")), now)
+            for name in self.names:
+                if name not in listed:
+                    self._note(name, None, now)
+            self.synced.set()
+        else:
+            name = str(event.object["metadata"]["name"])
+            deleted = event.type == "DELETED"
+            self._note(name, None if deleted else LeaseRecord.from_spec(event.object.get("spec")), now)
+        self._changed.set()
+
+    def _note(self, name: str, record: LeaseRecord | None, now: float) -> None:
+        """Observe one Lease as the watch saw it (``None``: gone), and ask for a round at once when there is
+        something to do: a shard Lease free for the taking, or a held one that is no longer ours."""
+        if record is not None:
+            self._observe(name, record, now)
+        shard = self._shard_of.get(name)
+        if shard is None or shard in self._handovers:
+            return
+        holder = record.holder if record is not None else ""
+        free = shard not in self.held and not holder
+        taken_from_us = shard in self.held and holder != self.instance
+        if free or taken_from_us:
+            self._wanted = True
 
     async def _read(self) -> dict[str, JsonObject]:
         """The election's Leases by name: one GET for plain leader election (RBAC can name that one Lease), one

@@ -14,7 +14,7 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -96,7 +96,7 @@ async def informer(
     *,
     project: Callable[[JsonObject], T],
     max_backoff: float = 5.0,
-) -> AsyncIterator[Listed[T] | Changed[T]]:
+) -> AsyncGenerator[Listed[T] | Changed[T]]:
     """Yield ``Listed`` then ``Changed`` events forever (cancel the consumer to stop)."""
     selector = selector or Selector()
     backoff = 0.1
