@@ -15,11 +15,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import exchange, footprint, guardrails, provisioning, report, revocation, sidecar, signals, tools
+from bench import (
+    exchange,
+    failover_tokens,
+    footprint,
+    guardrails,
+    provisioning,
+    report,
+    revocation,
+    sidecar,
+    signals,
+    tools,
+)
 from bench.environment import BenchCluster
 
-# P5 is kept for the failover benchmark of the high-availability work.
-BENCHMARKS = ("p1", "p2", "p2s", "p3", "p4", "p6", "p7", "p8")
+BENCHMARKS = ("p1", "p2", "p2s", "p3", "p4", "p5", "p6", "p7", "p8")
 
 
 def _sizes(text: str) -> list[int]:
@@ -28,7 +38,7 @@ def _sizes(text: str) -> list[int]:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    p.add_argument("benchmarks", nargs="*", metavar="{p1,p2,p2s,p3,p4,p6,p7,p8}", help="which to run (default: all)")
+    p.add_argument("benchmarks", nargs="*", metavar="{p1,p2,p2s,p3,p4,p5,p6,p7,p8}", help="which to run (default: all)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes: proves the suite runs, measures nothing")
     p.add_argument("--repeat", type=int, default=1, help="rounds per measurement (report median and spread)")
     p.add_argument("--results", type=Path, default=report.RESULTS, help="where JSON results go")
@@ -50,6 +60,9 @@ def parser() -> argparse.ArgumentParser:
     g4 = p.add_argument_group("P4 footprint")
     g4.add_argument("--scale", type=_sizes, default=[1000, 5000], help="agent counts to measure RSS at (1000,5000)")
     g4.add_argument("--resume-timeout", type=float, default=600.0, help="give up waiting for a resume after (600 s)")
+    g5 = p.add_argument_group("P5 failover (token service: a replica killed; 1 vs 2 replicas)")
+    g5.add_argument("--failover-clients", type=int, default=32, help="clients exchanging back to back (32)")
+    g5.add_argument("--failover-duration", type=float, default=10.0, help="seconds of load per measurement (10)")
     g6 = p.add_argument_group("P6 tool-side verification")
     g6.add_argument("--requests", type=int, default=20000, help="calls per measurement (20000)")
     g7 = p.add_argument_group("P7 token sidecar")
@@ -73,6 +86,8 @@ def smoke(args: argparse.Namespace) -> None:
     args.duration = 0.5
     args.exchange_agents = 3
     args.scale = [5, 10]
+    args.failover_clients = 4
+    args.failover_duration = 2.0
     args.requests = 50
     args.sidecars = 1
     args.sidecar_rounds = 1
@@ -111,6 +126,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     cluster,
                     levels=args.levels,
                     duration=args.duration,
+                    agents=args.exchange_agents,
+                    repeat=args.repeat,
+                )
+            elif name == "p5":
+                result = await failover_tokens.run(
+                    cluster,
+                    clients=args.failover_clients,
+                    duration=args.failover_duration,
                     agents=args.exchange_agents,
                     repeat=args.repeat,
                 )

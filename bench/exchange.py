@@ -93,7 +93,7 @@ class Load:
         return time.perf_counter() - started
 
 
-def _form(subject_token: str) -> bytes:
+def exchange_form(subject_token: str) -> bytes:
     return urlencode(
         {
             "grant_type": claims.GRANT_TOKEN_EXCHANGE,
@@ -122,15 +122,15 @@ async def _measure_service(
             async with aiohttp.ClientSession(connector=connector) as session:
                 load = Load(f"{service.endpoint.issuer}/token", bodies, session)
                 # Until the service's agent watch has every agent (and, warm, its cache every token).
-                await _until_all_succeed(load)
+                await until_all_succeed(load)
                 for concurrency in levels:
                     if cache == "warm":
-                        await _until_all_succeed(load)
+                        await until_all_succeed(load)
                     load.latencies, load.errors = [], {}
-                    service_before, bench_before = service.cpu_seconds(), _cpu(bench)
+                    service_before, bench_before = service.cpu_seconds(), process_cpu_seconds(bench)
                     elapsed = await load.run(concurrency, duration)
                     service_cpu = (service.cpu_seconds() - service_before) / elapsed
-                    client_cpu = (_cpu(bench) - bench_before) / elapsed
+                    client_cpu = (process_cpu_seconds(bench) - bench_before) / elapsed
                     ok = len(load.latencies) - sum(load.errors.values())
                     rows.append(
                         {
@@ -148,7 +148,7 @@ async def _measure_service(
     return rows
 
 
-async def _until_all_succeed(load: Load, within: float = 60.0) -> None:
+async def until_all_succeed(load: Load, within: float = 60.0) -> None:
     deadline = time.monotonic() + within
     for body in load.bodies:
         while True:
@@ -161,7 +161,7 @@ async def _until_all_succeed(load: Load, within: float = 60.0) -> None:
             await asyncio.sleep(0.05)
 
 
-def _cpu(process: psutil.Process) -> float:
+def process_cpu_seconds(process: psutil.Process) -> float:
     times = process.cpu_times()
     return float(times.user + times.system)
 
@@ -209,7 +209,7 @@ async def run(
         await client.close()
     assert body is not None
     agent = AgentIdentity.from_body(body)
-    bodies = [_form(token) for token in tokens]
+    bodies = [exchange_form(token) for token in tokens]
 
     rows: list[dict[str, Any]] = []
     baselines = []

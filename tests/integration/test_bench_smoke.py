@@ -40,7 +40,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     found = {path.name.split("-", 1)[0]: json.loads(path.read_text()) for path in folder.glob("*.json")}
-    assert sorted(found) == ["p1", "p2", "p2s", "p3", "p4", "p6", "p7", "p8"], run.stdout[-3000:]
+    assert sorted(found) == ["p1", "p2", "p2s", "p3", "p4", "p5", "p6", "p7", "p8"], run.stdout[-3000:]
     return found
 
 
@@ -69,6 +69,20 @@ def test_token_exchange_is_measured_warm_and_cold_without_refusals(results: dict
     assert {row["cache"] for row in p3["rows"]} == {"warm", "cold"}
     assert all(row["errors"] == {} and row["n"] > 0 for row in p3["rows"])
     assert all(baseline["tokens_per_second"] > 0 for baseline in p3["baseline"])
+
+
+@pytest.mark.timeout(900)
+def test_a_killed_token_service_replica_costs_only_the_exchanges_on_its_connections(
+    results: dict[str, dict[str, Any]],
+) -> None:
+    p5 = results["p5"]
+    for killed in p5["failover"]:
+        assert killed["backends_dropped"] == 1  # the killed replica's endpoint went away
+        assert killed["succeeded_after_kill"] > 0  # the survivor took over
+        # Each keep-alive connection to the killed replica can fail at most the one request it carried.
+        assert killed["failed"] <= killed["connections_to_killed_replica"], killed["errors"]
+    assert sorted(row["replicas"] for row in p5["scale"]) == sorted([1, 2] * p5["repeat"])
+    assert all(row["failed"] == 0 and row["n"] > 0 for row in p5["scale"])
 
 
 @pytest.mark.timeout(900)
