@@ -13,8 +13,9 @@ kept: failures are split into those in flight at the kill and those started afte
 
 (d) scale: ``clients`` clients against 1 replica (pinned to CPU 0, load generator and control plane on the other
 cores), then against 2 replicas pinned to CPU 0 and CPU 1, the clients split evenly between their addresses
-(client ``i`` to replica ``i mod 2``, one keep-alive connection each; no proxy in the path). On a machine with two cores the second replica shares its core with the load generator:
-its CPU share is reported with each replica's, and so is the throughput per CPU-second the replicas used.
+(client ``i`` to replica ``i mod 2``, one keep-alive connection each; no proxy in the path). On a machine with two
+cores the second replica shares its core with the load generator: its CPU share is reported with each replica's,
+and so is the throughput per CPU-second the replicas used.
 """
 
 from __future__ import annotations
