@@ -31,6 +31,7 @@ _THUMBPRINT_MEMBERS = {"EC": ("crv", "kty", "x", "y"), "OKP": ("crv", "kty", "x"
 # JWS "alg" for each key algorithm (Ed25519 keys sign with EdDSA, RFC 8037).
 JWS_ALGORITHM = {KeyAlgorithm.ED25519: "EdDSA", KeyAlgorithm.ES256: "ES256", KeyAlgorithm.RS256: "RS256"}
 _SIGNERS: dict[str, Algorithm] = {name: get_default_algorithms()[name] for name in JWS_ALGORITHM.values()}
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))  # json.dumps with any option builds an encoder per call
 
 
 class KeyMaterialError(ValueError):
@@ -66,7 +67,7 @@ def sign_jwt(key: SigningKey, payload: Mapping[str, Any], *, typ: str) -> str:
     """The compact JWS ``jwt.encode(payload, key, algorithm, headers={"kid", "typ"})`` makes, byte for byte (sorted
     compact header, compact payload, pyjwt's signer for the key's algorithm), without what a token service pays per
     token for nothing: the same header serialised again, the claims it has just built checked again."""
-    body = _segment(json.dumps(payload, separators=(",", ":")).encode())
+    body = _segment(_COMPACT_JSON.encode(payload).encode())
     signing_input = _header_segment(key.jws_algorithm, key.key_id, typ) + b"." + body
     signature = _SIGNERS[key.jws_algorithm].sign(signing_input, key.private_key)
     return (signing_input + b"." + _segment(signature)).decode()
