@@ -16,7 +16,19 @@ from pathlib import Path
 from typing import Any
 
 from agentid.domain.shards import ElectionTimings
-from bench import exchange, failover, footprint, guardrails, provisioning, report, revocation, sidecar, signals, tools
+from bench import (
+    exchange,
+    failover,
+    failover_tokens,
+    footprint,
+    guardrails,
+    provisioning,
+    report,
+    revocation,
+    sidecar,
+    signals,
+    tools,
+)
 from bench.environment import BenchCluster
 
 BENCHMARKS = ("p1", "p2", "p2s", "p3", "p4", "p5", "p6", "p7", "p8")
@@ -50,8 +62,10 @@ def parser() -> argparse.ArgumentParser:
     g4 = p.add_argument_group("P4 footprint")
     g4.add_argument("--scale", type=_sizes, default=[1000, 5000], help="agent counts to measure RSS at (1000,5000)")
     g4.add_argument("--resume-timeout", type=float, default=600.0, help="give up waiting for a resume after (600 s)")
-    g5 = p.add_argument_group("P5 failover")
+    g5 = p.add_argument_group("P5 failover (the operator's leader, then a token-service replica, killed)")
     g5.add_argument("--failover-agents", type=int, default=300, help="agents in the burst the leader dies in (300)")
+    g5.add_argument("--failover-clients", type=int, default=32, help="clients exchanging back to back (32)")
+    g5.add_argument("--failover-duration", type=float, default=10.0, help="seconds of load per measurement (10)")
     g6 = p.add_argument_group("P6 tool-side verification")
     g6.add_argument("--requests", type=int, default=20000, help="calls per measurement (20000)")
     g7 = p.add_argument_group("P7 token sidecar")
@@ -75,6 +89,8 @@ def smoke(args: argparse.Namespace) -> None:
     args.duration = 0.5
     args.exchange_agents = 3
     args.scale = [5, 10]
+    args.failover_clients = 4
+    args.failover_duration = 2.0
     args.requests = 50
     args.sidecars = 1
     args.sidecar_rounds = 1
@@ -118,7 +134,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     repeat=args.repeat,
                 )
             elif name == "p5":
-                result = await failover.run(
+                operator_part = await failover.run(
                     cluster,
                     agents=args.failover_agents,
                     repeat=args.repeat,
@@ -126,6 +142,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     if args.smoke
                     else None,
                 )
+                tokens_part = await failover_tokens.run(
+                    cluster,
+                    clients=args.failover_clients,
+                    duration=args.failover_duration,
+                    agents=args.exchange_agents,
+                    repeat=args.repeat,
+                )
+                result = {"operator": operator_part, "tokens": tokens_part}
             elif name == "p6":
                 result = await tools.run(cluster, requests=args.requests, repeat=args.repeat)
             elif name == "p7":

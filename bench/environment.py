@@ -236,7 +236,10 @@ class OperatorProcess(Child):
 
 
 class TokenServiceProcess(Child):
-    """``TokenService`` in its own process (``bench.tokenservice``), optionally pinned to CPUs."""
+    """``TokenService`` in its own process (``bench.tokenservice``), optionally pinned to CPUs.
+
+    Every replica serves the cluster's one issuer (same keys, shared state through the apiserver); a second one
+    listens on its own ``port`` (the issuer's by default)."""
 
     def __init__(
         self,
@@ -245,11 +248,13 @@ class TokenServiceProcess(Child):
         label: str,
         review_cache_seconds: float = 10.0,
         cpus: Iterable[int] | None = None,
+        port: int | None = None,
     ) -> None:
         self.endpoint = cluster.endpoint
+        self.port = port if port is not None else self.endpoint.port
         settings = {
             "issuer": self.endpoint.issuer,
-            "port": self.endpoint.port,
+            "port": self.port,
             "cert": self.endpoint.cert,
             "key": self.endpoint.key,
             "namespace": TOKEN_NAMESPACE,
@@ -259,8 +264,13 @@ class TokenServiceProcess(Child):
         argv = [sys.executable, "-m", "bench.tokenservice", json.dumps(settings)]
         super().__init__(f"tokens-{label}", argv, cluster.workdir / f"tokens-{label}.log", cpus=cpus)
 
+    @property
+    def url(self) -> str:
+        """Where this replica answers (the issuer's host, this replica's port)."""
+        return f"https://127.0.0.1:{self.port}"
+
     def wait_ready(self, context: ssl.SSLContext, timeout: float = 60.0) -> None:
-        url = f"{self.endpoint.issuer}/readyz"
+        url = f"{self.url}/readyz"
 
         def ready() -> bool:
             try:
@@ -270,6 +280,10 @@ class TokenServiceProcess(Child):
                 return False
 
         wait_for(ready, timeout=timeout, what="token service ready", process=self)
+
+    def kill(self) -> None:
+        """SIGKILL, as when a Pod's container is killed: no shutdown, no goodbye to clients (``stop`` reaps it)."""
+        self.popen.kill()
 
 
 def wait_for(check: Any, *, timeout: float, what: str, process: Child | None = None, interval: float = 0.05) -> None:

@@ -93,7 +93,7 @@ class Load:
         return time.perf_counter() - started
 
 
-def _form(subject_token: str) -> bytes:
+def exchange_form(subject_token: str) -> bytes:
     return urlencode(
         {
             "grant_type": claims.GRANT_TOKEN_EXCHANGE,
@@ -122,21 +122,23 @@ async def _measure_service(
             async with aiohttp.ClientSession(connector=connector) as session:
                 load = Load(f"{service.endpoint.issuer}/token", bodies, session)
                 # Until the service's agent watch has every agent (and, warm, its cache every token).
-                await _until_all_succeed(load)
+                await until_all_succeed(load)
                 for concurrency in levels:
                     if cache == "warm":
-                        await _until_all_succeed(load)
+                        await until_all_succeed(load)
                     load.latencies, load.errors = [], {}
-                    service_before, bench_before = service.cpu_seconds(), _cpu(bench)
+                    service_before, bench_before = service.cpu_seconds(), process_cpu_seconds(bench)
                     elapsed = await load.run(concurrency, duration)
                     service_cpu = (service.cpu_seconds() - service_before) / elapsed
-                    client_cpu = (_cpu(bench) - bench_before) / elapsed
+                    client_cpu = (process_cpu_seconds(bench) - bench_before) / elapsed
                     ok = len(load.latencies) - sum(load.errors.values())
                     rows.append(
                         {
                             "cache": cache,
                             "concurrency": concurrency,
                             "tokens_per_second": round(ok / elapsed, 1),
+                            # per core: what the service's CPU yields, whatever else the machine runs
+                            "tokens_per_cpu_second": round(ok / elapsed / service_cpu, 1) if service_cpu else None,
                             **report.latency_summary(load.latencies),
                             "errors": dict(load.errors),
                             "service_cpu_percent": round(100 * service_cpu, 1),
@@ -148,7 +150,7 @@ async def _measure_service(
     return rows
 
 
-async def _until_all_succeed(load: Load, within: float = 60.0) -> None:
+async def until_all_succeed(load: Load, within: float = 60.0) -> None:
     deadline = time.monotonic() + within
     for body in load.bodies:
         while True:
@@ -161,7 +163,7 @@ async def _until_all_succeed(load: Load, within: float = 60.0) -> None:
             await asyncio.sleep(0.05)
 
 
-def _cpu(process: psutil.Process) -> float:
+def process_cpu_seconds(process: psutil.Process) -> float:
     times = process.cpu_times()
     return float(times.user + times.system)
 
@@ -209,7 +211,7 @@ async def run(
         await client.close()
     assert body is not None
     agent = AgentIdentity.from_body(body)
-    bodies = [_form(token) for token in tokens]
+    bodies = [exchange_form(token) for token in tokens]
 
     rows: list[dict[str, Any]] = []
     baselines = []
@@ -221,7 +223,18 @@ async def run(
 
     table = report.Table(
         "P3 token exchange (service pinned to one core)",
-        ["cache", "conc", "round", "tokens/s", "p50 ms", "p99 ms", "errors", "service CPU %", "client CPU %"],
+        [
+            "cache",
+            "conc",
+            "round",
+            "tokens/s",
+            "per CPU-s",
+            "p50 ms",
+            "p99 ms",
+            "errors",
+            "service CPU %",
+            "client CPU %",
+        ],
     )
     for row in rows:
         table.add(
@@ -229,6 +242,7 @@ async def run(
             row["concurrency"],
             row["round"],
             row["tokens_per_second"],
+            row["tokens_per_cpu_second"],
             row["p50_ms"],
             row["p99_ms"],
             sum(row["errors"].values()),
@@ -241,6 +255,7 @@ async def run(
             1,
             baseline["round"],
             baseline["tokens_per_second"],
+            "-",
             baseline["p50_ms"],
             baseline["p99_ms"],
             0,

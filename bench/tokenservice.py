@@ -2,7 +2,8 @@
 
 Started by ``bench.environment.TokenServiceProcess``. It runs exactly ``TokenService`` (what ``agentid serve`` runs)
 with the settings the benchmark needs that the CLI does not expose (the TokenReview cache lifetime: 0 makes every
-exchange a cold one), and the same logging: INFO access log and one audit line per exchange. Stops on SIGTERM.
+exchange a cold one), and the same logging: INFO access log and one audit line per exchange, lean records (as
+``agentid serve``). Stops on SIGTERM.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from agentid import audit
 from agentid.kube.client import KubeClient
-from agentid.tokens.service import FIELD_MANAGER, TokenService
+from agentid.tokens.service import FIELD_MANAGER, TokenService, lean_log_records
 from agentid.tokens.settings import TLS, TokenServiceSettings
 
 
@@ -46,4 +47,5 @@ async def main(raw: str) -> None:
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
     audit.configure(None)
+    lean_log_records()
     asyncio.run(main(sys.argv[1]))

@@ -14,6 +14,7 @@ from typing import Any
 
 LOGGER_NAME = "agentid.audit"
 _logger = logging.getLogger(LOGGER_NAME)
+_ENCODER = json.JSONEncoder(default=str)  # one for every record (json.dumps with an option builds one per call)
 
 ALLOWED_FIELDS = frozenset(
     {
@@ -31,7 +32,7 @@ def record(action: str, **fields: Any) -> dict[str, Any]:
         raise ValueError(f"audit fields not allowed (could carry secrets): {sorted(unknown)}")
     entry = {"time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"), "audit": action}
     entry.update({key: value for key, value in fields.items() if value is not None})
-    _logger.info(json.dumps(entry, sort_keys=False, default=str))
+    _logger.info(_ENCODER.encode(entry))
     return entry
 
 

@@ -28,8 +28,10 @@ def bounded_bodies(max_bytes: int, read_timeout: float = DEFAULT_READ_TIMEOUT) -
         if announced is not None and announced > max_bytes:
             raise web.HTTPRequestEntityTooLarge(max_size=max_bytes, actual_size=announced)
         if request.body_exists:
+            # A small body usually came with the headers: no timer to arm and cancel for it (per request, it shows).
+            deadline = None if request.content.is_eof() else read_timeout
             try:
-                async with asyncio.timeout(read_timeout):
+                async with asyncio.timeout(deadline):
                     await request.read()  # aiohttp keeps it: the handler's own read() returns it at once
             except TimeoutError:
                 raise web.HTTPRequestTimeout(text="the request body did not arrive in time") from None

@@ -72,6 +72,20 @@ def test_token_exchange_is_measured_warm_and_cold_without_refusals(results: dict
 
 
 @pytest.mark.timeout(900)
+def test_a_killed_token_service_replica_costs_only_the_exchanges_on_its_connections(
+    results: dict[str, dict[str, Any]],
+) -> None:
+    p5 = results["p5"]["tokens"]
+    for killed in p5["failover"]:
+        assert killed["backends_dropped"] == 1  # the killed replica's endpoint went away
+        assert killed["succeeded_after_kill"] > 0  # the survivor took over
+        # Each keep-alive connection to the killed replica can fail at most the one request it carried.
+        assert killed["failed"] <= killed["connections_to_killed_replica"], killed["errors"]
+    assert sorted(row["replicas"] for row in p5["scale"]) == sorted([1, 2] * p5["repeat"])
+    assert all(row["failed"] == 0 and row["n"] > 0 for row in p5["scale"])
+
+
+@pytest.mark.timeout(900)
 def test_a_restarted_operator_resumes_every_agent_without_writing(results: dict[str, dict[str, Any]]) -> None:
     for measured in results["p4"]["rounds"]:
         assert [point["agents"] for point in measured["points"]] == [0, *sorted(results["p4"]["scale"])]
@@ -126,7 +140,7 @@ def test_the_offline_verifier_refuses_with_the_receiver_and_not_without(results:
 def test_a_lost_leader_is_replaced_and_every_agent_of_the_burst_becomes_ready(
     results: dict[str, dict[str, Any]],
 ) -> None:
-    rounds = results["p5"]["rounds"]
+    rounds = results["p5"]["operator"]["rounds"]
     assert {measured["stop"] for measured in rounds} == {"kill", "term"}
     for measured in rounds:
         assert measured["successor"] != measured["leader"]

@@ -130,3 +130,47 @@ def test_the_authentication_configuration_maps_agent_claims_to_a_kubernetes_user
     assert mappings["username"]["expression"] == "'agent:' + claims.agent.namespace + ':' + claims.agent.name"
     assert mappings["groups"]["expression"] == "['agentid:agents', 'agentid:uid:' + claims.agent.uid]"
     assert {extra["key"] for extra in mappings["extra"]} >= {"agentid.dev/owner", "agentid.dev/supervision"}
+
+
+@pytest.mark.parametrize("algorithm", [KeyAlgorithm.ED25519, KeyAlgorithm.RS256])
+def test_issued_tokens_are_what_pyjwt_would_sign_byte_for_byte(algorithm: KeyAlgorithm) -> None:
+    key = keys.generate(algorithm)  # deterministic signatures: the whole token must be the same
+    payload = {**claims(), "agent": {"namespace": "a", "name": "b", "attributes": {"é": "ü"}}, "aud": ["x", "y"]}
+    expected = jwt.encode(
+        payload, key.private_key, algorithm=key.jws_algorithm, headers={"kid": key.key_id, "typ": "at+jwt"}
+    )
+    assert keys.sign_jwt(key, payload, typ="at+jwt") == expected
+
+
+def test_issued_es256_tokens_verify_and_carry_pyjwts_header() -> None:
+    token = keys.sign_jwt(KEY, claims(), typ="JWT")
+    assert token.split(".")[0] == sign(claims(), typ="JWT").split(".")[0]
+    assert check(token, audience=["https://mcp.example"])["jti"] == "j"
+
+
+UNREADABLE = {
+    "header not JSON": lambda: "bm90LWpzb24." + sign(claims()).split(".", 1)[1],
+    "header a JSON list": lambda: unsigned([], claims()),  # type: ignore[arg-type]
+    "payload a JSON string": lambda: unsigned({"alg": "ES256"}, "claims"),  # type: ignore[arg-type]
+    "payload not UTF-8": lambda: sign(claims()).split(".")[0] + ".__8." + sign(claims()).split(".")[2],
+    "payload of impossible length": lambda: sign(claims()).split(".")[0] + ".abcde." + sign(claims()).split(".")[2],
+    "signature of impossible length": lambda: sign(claims()).rsplit(".", 1)[0] + ".abcde",
+    "two parts": lambda: sign(claims()).rsplit(".", 1)[0],
+}
+
+
+@pytest.mark.parametrize("make", UNREADABLE.values(), ids=UNREADABLE.keys())
+def test_unreadable_tokens_are_refused_before_routing_as_pyjwt_refuses_them(make: Any) -> None:
+    token = make()
+    with pytest.raises(jwt.DecodeError):
+        jwt.decode(token, options={"verify_signature": False})
+    with pytest.raises(Refused) as raised:
+        verification.unverified_claims(token, MAX)
+    assert raised.value.reason is Reason.INVALID_TOKEN
+
+
+def test_the_unverified_payload_is_the_one_pyjwt_reads() -> None:
+    token = sign(claims(iss="https://sa.example"))
+    expected = jwt.decode(token, options={"verify_signature": False})
+    assert verification.unverified_claims(token, MAX) == expected
+    assert verification.header_of(token, MAX) == jwt.get_unverified_header(token)

@@ -7,6 +7,7 @@ the same grammar with CEL's ``duration()`` so the two never disagree.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -23,8 +24,10 @@ _PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ns|us|ms|s|m|h)")
 _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
+@functools.lru_cache(maxsize=1024)
 def parse(text: str) -> dt.timedelta:
-    """Parse a Go duration string; raises ValueError with the offending text."""
+    """Parse a Go duration string; raises ValueError with the offending text. Cached: every token exchange reads
+    its agent's tokenTTL, and a fleet spells only a handful of durations."""
     if not re.fullmatch(PATTERN, text):
         raise ValueError(f"invalid duration {text!r}: {FORMAT_MESSAGE}")
     seconds = sum(float(number) * _UNIT_SECONDS[unit] for number, unit in _PART.findall(text))

@@ -157,6 +157,7 @@ def serve_command(args: argparse.Namespace) -> int:
 
     from agentid import audit, metrics
     from agentid.tokens import authnconfig
+    from agentid.tokens.service import lean_log_records
 
     settings = serve_settings(args)
     if args.print_authentication_config:
@@ -172,6 +173,7 @@ def serve_command(args: argparse.Namespace) -> int:
     # Kopf's log configuration, as `agentid run` uses it: the operator and the token service log one schema.
     kopf.configure(debug=args.verbose, verbose=True, log_format=kopf.LogFormat[args.log_format.upper()])
     audit.configure(args.audit_log)
+    lean_log_records()
     if args.metrics_port is not None:
         metrics.serve(args.metrics_port)
     return int(asyncio.run(_serve_until_signal(settings, args.kubeconfig)))

@@ -21,11 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import jwt
-
 from agentid import audit, metrics
 from agentid.api.v1alpha1 import AgentIdentity
-from agentid.domain import claims
+from agentid.domain import claims, keys
 from agentid.domain import clock as wall_clock
 from agentid.domain.claims import Actor, Error, Reason, Refused
 from agentid.tokens import verification
@@ -37,6 +35,7 @@ from agentid.tokens.reviews import ServiceAccountReviewer
 from agentid.tokens.settings import TokenServiceSettings
 
 SPIFFE_PREFIX = "spiffe://"
+_GRANTED = metrics.TOKEN_EXCHANGES.labels(outcome="granted", error="")  # looked up once, not per token
 
 
 class KindOfToken:
@@ -122,7 +121,7 @@ class Exchanger:
                 client=client,
             )
             raise
-        metrics.TOKEN_EXCHANGES.labels(outcome="granted", error="").inc()
+        _GRANTED.inc()
         agent_claim = issued.claims["agent"]
         audit.record(
             "token.exchange.granted",
@@ -202,9 +201,7 @@ class Exchanger:
         if lineage:
             payload[claims.ANCESTORS] = claims.ancestors(lineage)
         typ = verification.TYP_ACCESS_TOKEN if access_token_profile else verification.TYP_JWT
-        token = jwt.encode(
-            payload, signing.private_key, algorithm=signing.jws_algorithm, headers={"kid": signing.key_id, "typ": typ}
-        )
+        token = keys.sign_jwt(signing, payload, typ=typ)
         return Issued(
             token=token,
             claims=payload,

@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import aiohttp
-import jwt
 
 from agentid import metrics
 from agentid.api.v1alpha1 import AgentIdentity
@@ -164,9 +163,7 @@ class Transmitter:
         """A SET (RFC 8417 §2.3: ``typ: secevent+jwt``) signed with the issuer's current key."""
         key = self._keyring.signing_key()
         self.sent += 1
-        return jwt.encode(
-            payload, key.private_key, algorithm=key.jws_algorithm, headers={"kid": key.key_id, "typ": signals.SET_TYPE}
-        )
+        return keys.sign_jwt(key, payload, typ=signals.SET_TYPE)
 
     def _forget_old_revocations(self, now: dt.datetime) -> None:
         """A revocation matters until every token it voids has expired (tokens live at most 24 h)."""

@@ -9,7 +9,9 @@ Failures raise one ``claims.invalid_token()`` refusal: the presenter learns noth
 
 from __future__ import annotations
 
+import base64
 import collections
+import json
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -47,10 +49,7 @@ def header_of(token: str, max_bytes: int) -> dict[str, Any]:
     """The JOSE header, refused if oversized, malformed, or asking for anything but a known key by ID."""
     if not looks_like_jwt(token, max_bytes):
         raise claims.invalid_token()
-    try:
-        header = jwt.get_unverified_header(token)
-    except (jwt.PyJWTError, ValueError, TypeError, RecursionError):  # deeply nested JSON too
-        raise claims.invalid_token() from None
+    header = _json_segment(token.partition(".")[0])
     if FORBIDDEN_HEADERS & set(header):
         raise claims.invalid_token()
     kid, alg, typ = header.get("kid"), header.get("alg"), header.get("typ")
@@ -65,13 +64,26 @@ def unverified_claims(token: str, max_bytes: int) -> dict[str, Any]:
     """The payload, unverified: only to route a token to the right verifier, never to decide anything."""
     if not looks_like_jwt(token, max_bytes):
         raise claims.invalid_token()
+    header, payload, signature = token.split(".")
+    _json_segment(header)
     try:
-        payload = jwt.decode(token, options={"verify_signature": False})
-    except (jwt.PyJWTError, ValueError, TypeError, RecursionError):  # deeply nested JSON too
+        base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+    except ValueError:
         raise claims.invalid_token() from None
-    if not isinstance(payload, dict):
+    return _json_segment(payload)
+
+
+def _json_segment(segment: str) -> dict[str, Any]:
+    """One base64url JSON object of a compact JWS, read directly. ``looks_like_jwt`` has vouched for the alphabet;
+    pyjwt would decode and scan the whole token, per character in Python, to read one part (a tenth of an exchange's
+    CPU, profiled), and it checks everything again when it verifies a signature."""
+    try:
+        value = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (ValueError, TypeError, RecursionError):  # bad padding, UTF-8 or JSON; deeply nested JSON too
+        raise claims.invalid_token() from None
+    if not isinstance(value, dict):
         raise claims.invalid_token()
-    return payload
+    return value
 
 
 def verify(
