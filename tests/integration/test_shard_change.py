@@ -1,7 +1,8 @@
 """Changing the shard count (a rolling update from --shards 1 to 3, or back) never lets both generations lead: the
 base Lease governs the election for every N (``agentid.domain.shards.waits_for``). A replica of a new N takes and
 writes nothing while a replica of the old N holds it, and campaigns as soon as that one is gone; the last replica
-of a sharded generation to go releases it, one of several leaves it to the others."""
+of a sharded generation to go releases it, one of several leaves it to the others; and a sharded replica starts
+no shard unless it renewed the base Lease after taking it (a replica of another N may win it in between)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import datetime as dt
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import kubernetes
 import pytest
@@ -236,3 +238,49 @@ async def test_a_single_leader_waits_until_the_last_sharded_replica_is_gone(
     assert all(who == c for who, _, _ in log.events[started:])
     assert log.leading(a) == set()
     assert log.leading(b) == set()
+
+
+class RacedElector(ShardElector):
+    """Takes its shard Leases, then lets a rival run one round before it renews the base Lease: the moment a
+    replica of another shard count can win the base Lease that this one read as free."""
+
+    rival: ShardElector | None = None
+
+    async def _campaign(self, leases: dict[str, Any], now: float) -> None:
+        await super()._campaign(leases, now)
+        assert self.rival is not None
+        await self.rival.round()
+
+
+async def test_shards_taken_while_another_generation_wins_the_base_lease_are_never_started(
+    cluster: ClusterHandle, own_operator_namespace: str, clients: Callable[[str], KubeClient]
+) -> None:
+    """A sharded replica reconciles a shard only after it renewed the base Lease (its ticket): when a replica of
+    N = 1 takes the base Lease between its read and that write, the shards it just wrote are dropped unstarted."""
+    name = f"reshard-{uuid.uuid4().hex[:6]}"
+    log = Log()
+    suffix = uuid.uuid4().hex[:4]
+    sharded_name, single_name = f"sharded-{suffix}", f"single-{suffix}"
+    single = log.elector(
+        clients(single_name),
+        ElectionSettings(namespace=own_operator_namespace, name=name, timings=FAST_LEASES),
+        single_name,
+    )
+    sharded = RacedElector(
+        clients(sharded_name),
+        ElectionSettings(namespace=own_operator_namespace, name=name, shards=3, timings=FAST_LEASES),
+        instance=sharded_name,
+        on_acquired=lambda shard: log.events.append((sharded_name, "acquired", shard)),
+        on_lost=lambda shard: log.events.append((sharded_name, "lost", shard)),
+        on_wait=log.waits.setdefault(sharded_name, []).append,
+    )
+    sharded.rival = single
+    await sharded.round()
+    assert single.holds(0)  # the rival won the base Lease
+    assert [event for event in log.events if event[0] == sharded_name] == []  # no shard was ever started
+    assert not any(sharded.holds(shard) for shard in range(3))
+    sharded.rival = single  # its next look: it waits for the N = 1 leader (and so never gets to the rival)
+    await sharded.round()
+    assert log.waits[sharded_name] == [1]
+    assert log.events == [(single_name, "acquired", 0)]
+    await single.release()

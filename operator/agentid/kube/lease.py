@@ -244,18 +244,15 @@ class ShardElector:
         """With shards, after the shard Leases: renew the base Lease (the ticket), then start reconciling the shards
         taken this round. Without a ticket nothing is reconciled: a replica of another shard count may hold the base
         Lease once it is free or expired, so every shard stops before that can happen."""
-        starting, self._starting = self._starting, []
         if self.held:
-            await self._renew_base(base, sent)
+            await self._renew_base(base, sent)  # if this fails, the shards taken stay unstarted (_starting)
         if self._now() >= self._ticket:
-            self._starting = starting  # _lose drops them without on_lost: they never started
             for shard in sorted(self.held):
-                self._lose(shard, "the base Lease could not be renewed")
-            self._starting = []
+                self._lose(shard, "the base Lease could not be renewed")  # unstarted ones without on_lost
             return
+        starting, self._starting = self._starting, []
         for shard in starting:
-            if shard in self.held:
-                self.on_acquired(shard)
+            self.on_acquired(shard)
 
     async def _renew_base(self, base: JsonObject | None, sent: float) -> None:
         """Write the base Lease as read (optimistic concurrency). Written: the ticket runs for the renew deadline
