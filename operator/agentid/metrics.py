@@ -41,6 +41,10 @@ ADMISSION_REVIEWS = Counter("agentid_admission_reviews_total", "Admission review
 SHARDS_HELD = Gauge(
     "agentid_shard_held", "1 while this replica holds the shard's Lease (reconciles its agents)", ["shard"]
 )
+ELECTION_WAITING = Gauge(
+    "agentid_election_waiting_for_shards",
+    "The shard count of the replicas of another --shards this replica waits for before it campaigns (0: none)",
+)
 POD_INJECTIONS = Counter("agentid_pod_injections_total", "Pods labelled agentid.dev/agent, by outcome", ["outcome"])
 
 

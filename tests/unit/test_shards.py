@@ -123,3 +123,27 @@ def test_agentid_run_refuses_election_settings_with_one_line(
     assert message in error
     assert "Traceback" not in error
     assert error.count("\n") == 1
+
+
+def test_a_replica_waits_while_the_base_lease_is_held_by_replicas_of_another_shard_count() -> None:
+    def base(holder: str, count: str | None) -> LeaseRecord:
+        annotations = {shards.SHARDS_ANNOTATION: count} if count is not None else None
+        return LeaseRecord.from_spec({"holderIdentity": holder, "leaseDurationSeconds": 15}, annotations)
+
+    # The old leader (N = 1) holds it: a replica of N = 3 waits for it; one of N = 1 is simply a follower.
+    assert shards.waits_for(base("old-0", "1"), observed_at=100.0, now=110.0, shards=3) == 1
+    assert shards.waits_for(base("old-0", "1"), observed_at=100.0, now=110.0, shards=1) is None
+    # Written before the guard (no annotation): that was the one leader Lease of N = 1.
+    assert base("old-0", None).shards == 1
+    assert shards.waits_for(base("old-0", None), observed_at=100.0, now=110.0, shards=3) == 1
+    # Symmetric: replicas of N = 3 hold it, a replica of N = 1 (or 4) waits for them.
+    assert shards.waits_for(base("new-1", "3"), observed_at=100.0, now=110.0, shards=1) == 3
+    assert shards.waits_for(base("new-1", "3"), observed_at=100.0, now=110.0, shards=4) == 3
+    assert shards.waits_for(base("new-1", "3"), observed_at=100.0, now=110.0, shards=3) is None
+    # Released, expired on this clock, or never written: the other generation is gone.
+    assert shards.waits_for(base("", "1"), observed_at=100.0, now=100.0, shards=3) is None
+    assert shards.waits_for(base("old-0", "1"), observed_at=100.0, now=115.0, shards=3) is None
+    assert shards.waits_for(None, observed_at=0.0, now=0.0, shards=3) is None
+    # An unreadable annotation is the leader Lease of old, never a reason to lead beside it.
+    assert base("x", "three").shards == 1
+    assert base("x", "0").shards == 1

@@ -21,6 +21,7 @@ DEFAULT_LEASE = "agentid-operator"
 JITTER = 1.2  # client-go's JitterFactor: the retry period is stretched by up to 20 %
 LEASE_SET_LABEL = "agentid.dev/lease-set"  # every Lease of one election carries its base name
 MEMBER_LABEL = "agentid.dev/lease-member"  # "true" on membership Leases
+SHARDS_ANNOTATION = "agentid.dev/shards"  # on every Lease: the shard count of the replica that wrote it
 
 
 class ElectionError(ValueError):
@@ -112,15 +113,17 @@ class LeaseRecord:
     holder: str
     lease_duration: float
     renew_time: str  # compared for change only: expiry is judged on the local clock, as client-go does
+    shards: int = 1  # the shard count of its writer (SHARDS_ANNOTATION; none, as older versions wrote: 1)
 
     @classmethod
-    def from_spec(cls, spec: dict[str, object] | None) -> LeaseRecord:
+    def from_spec(cls, spec: dict[str, object] | None, annotations: dict[str, object] | None = None) -> LeaseRecord:
         spec = spec or {}
         duration = spec.get("leaseDurationSeconds")
         return cls(
             holder=str(spec.get("holderIdentity") or ""),
             lease_duration=float(duration) if isinstance(duration, int | float) else 0.0,
             renew_time=str(spec.get("renewTime") or ""),
+            shards=_shard_count((annotations or {}).get(SHARDS_ANNOTATION)),
         )
 
     def free(self, observed_at: float, now: float) -> bool:
@@ -130,6 +133,28 @@ class LeaseRecord:
     def expiry(self, observed_at: float) -> float:
         """When a held Lease becomes free unless it changes first (on this process's clock)."""
         return observed_at + self.lease_duration
+
+
+def _shard_count(value: object) -> int:
+    """The shard count an annotation states; anything unreadable counts as 1 (what every unannotated Lease, written
+    before the guard, was: the one leader Lease)."""
+    try:
+        count = int(str(value))
+    except ValueError:
+        return 1
+    return max(count, 1)
+
+
+def waits_for(base: LeaseRecord | None, observed_at: float, now: float, shards: int) -> int | None:
+    """The shard count of another generation of replicas still leading, which a replica configured with ``shards``
+    must wait for (``None``: it may campaign). The base Lease ``<name>`` governs every shard count: with one shard
+    it is the leader Lease, with N its holder is a replica of N holding shards. While it is held (not released,
+    renewed within its duration as observed on this clock) by a replica of another shard count, that generation may
+    be reconciling: its shards map namespaces differently and its Leases have other names, so taking any shard now
+    could put two replicas on one agent (a rolling update that changes N)."""
+    if base is None or base.free(observed_at, now) or base.shards == shards:
+        return None
+    return base.shards
 
 
 def next_look(*, looked: float, retry_at: float, give_up_at: float | None, expiries: Iterable[float]) -> float:

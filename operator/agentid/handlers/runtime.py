@@ -208,6 +208,7 @@ def _elector(config: OperatorConfig, configuration: Any, controller: Controller)
         on_acquired=acquired,
         on_lost=lost,
         before_release=controller.idle,
+        on_wait=metrics.ELECTION_WAITING.set,
     )
 
 

@@ -19,6 +19,14 @@ With several shards every replica also renews a membership Lease, so each knows 
 shards each holds: free shards go to the least loaded, and a replica two above the least loaded gives one back per
 round, so a returning replica gets work again. A shard left free longer than a Lease duration is taken by anyone
 (liveness over balance).
+
+Replicas of different shard counts (a rolling update that changes N) never lead at once: the base Lease ``<name>``
+governs the election for every N (``shards.waits_for``). With one shard it is the leader Lease; with N the replicas
+holding shards renew it in every round and a replica reconciles the shards it took only once that write succeeded
+(its "ticket", valid for the renew deadline from the write, like a shard's). Every Lease is annotated with the
+writer's N; while the base Lease is held by a replica of another N, a replica takes, renews and writes nothing
+(it still serves admission) until that Lease is released or expires. The last replica of a generation to go empties
+it, so the next generation starts at once.
 """
 
 from __future__ import annotations
@@ -65,6 +73,7 @@ class ShardElector:
         on_acquired: ShardCallback,
         on_lost: ShardCallback,
         before_release: Callable[[int], Awaitable[None]] = _nothing,
+        on_wait: Callable[[int], None] = lambda _: None,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
         self.client = client
@@ -73,7 +82,9 @@ class ShardElector:
         self.on_acquired = on_acquired
         self.on_lost = on_lost
         self.before_release = before_release  # e.g. let passes of the shard finish before another replica starts
+        self.on_wait = on_wait  # the shard count of another generation this replica waits for (0: none)
         self.clock = clock
+        self.base = settings.name  # governs the election for every shard count (shards.waits_for)
         self.names = settings.lease_names()
         self.member = shards.member_lease_name(settings.name, instance) if settings.shards > 1 else None
         self.held: dict[int, _Held] = {}
@@ -81,6 +92,9 @@ class ShardElector:
         self._free_since: dict[int, float] = {}
         self._handovers: dict[int, asyncio.Task[None]] = {}  # shards given back, waiting for their passes to end
         self._shard_of = {name: shard for shard, name in enumerate(self.names)}
+        self._ticket = float("-inf")  # with shards: loop time until which the base Lease is ours to lead under
+        self._starting: list[int] = []  # with shards: taken, not reconciled until the base Lease is renewed
+        self._waiting: int | None = None  # the shard count of the generation still leading, while there is one
         self._looked = float("-inf")  # loop time of the last round's read: expiries before it were seen then
         self._wanted = False  # the watch saw a Lease to act on (released, deleted, a held one taken): look now
         self._changed = asyncio.Event()  # the watch observed something: the next look may move
@@ -134,24 +148,38 @@ class ShardElector:
             seen = self._observed.get(name)
             if seen is not None and seen[0].holder and seen[0].holder != self.instance:
                 expiries.append(seen[0].expiry(seen[1]))
+        base = self._observed.get(self.base)
+        if base is not None and base[0].holder and base[0].shards != self.settings.shards:
+            expiries.append(base[0].expiry(base[1]))  # the generation waited for: campaign the moment it expires
         return expiries
 
     def _until_deadline(self) -> float:
         """Seconds until the first held shard must be given up unless renewed (infinite when nothing is held)."""
         if not self.held:
             return float("inf")
-        return min(held.renewed for held in self.held.values()) + self.settings.timings.renew_deadline - self._now()
+        deadline = min(held.renewed for held in self.held.values()) + self.settings.timings.renew_deadline
+        if self.settings.shards > 1:
+            deadline = min(deadline, self._ticket)
+        return deadline - self._now()
 
     async def round(self) -> None:
         """One look at the Leases: renew what is held, take what is free (if among the least loaded), give one
         back when two above the least loaded."""
         self._wanted = False  # what the watch sees from here on asks for the next round
-        self._looked = self._now()  # also when the read fails: an expiry already due must not make the loop spin
+        self._looked = sent = self._now()  # also when the read fails: an expiry already due must not spin the loop
         leases = await self._read()
         now = self._now()
         self._looked = now
         for name, listed in leases.items():
-            self._observe(name, LeaseRecord.from_spec(listed.get("spec")), now)
+            self._observe(name, _record(listed), now)
+        if self._wait(now):
+            return  # another generation leads: nothing is written, not even membership
+        await self._campaign(leases, now)
+        if self.settings.shards > 1:
+            await self._govern(leases.get(self.base), sent)
+
+    async def _campaign(self, leases: dict[str, JsonObject], now: float) -> None:
+        """The shard Leases, as read at ``now``: renew, take, give back."""
         loads = self._loads(await self._membership(leases, now), leases, now)
         given_back = False
         for shard in self._order:
@@ -159,7 +187,7 @@ class ShardElector:
                 continue  # being handed over: neither renewed nor taken back
             name = self.names[shard]
             lease = leases.get(name)
-            record = LeaseRecord.from_spec(lease.get("spec")) if lease is not None else None
+            record = _record(lease) if lease is not None else None
             if shard in self.held:
                 if record is None or record.holder != self.instance:
                     self._lose(shard, f"now held by {record.holder or 'nobody'}" if record else "Lease deleted")
@@ -184,6 +212,80 @@ class ShardElector:
                     loads[self.instance] = len(self.held)
             else:
                 self._free_since.pop(shard, None)
+
+    def _wait(self, now: float) -> bool:
+        """Whether replicas of another shard count still lead (the base Lease, ``shards.waits_for``): then this one
+        gives up what it holds and takes nothing. Logged once when it starts and once when it ends."""
+        seen = self._observed.get(self.base)
+        other = shards.waits_for(seen[0], seen[1], now, self.settings.shards) if seen is not None else None
+        if other != self._waiting:
+            if other is not None:
+                logger.warning(
+                    "%s (shards=%d) waits for the replicas of shards=%d to go: Lease %s/%s is held by %s; admission "
+                    "is served meanwhile, reconciling starts once that Lease is released or expires",
+                    self.instance,
+                    self.settings.shards,
+                    other,
+                    self.settings.namespace,
+                    self.base,
+                    seen[0].holder if seen is not None else "",
+                )
+            else:
+                logger.info("%s: the replicas of shards=%s are gone, campaigning", self.instance, self._waiting)
+            self._waiting = other
+            self.on_wait(other or 0)
+        if other is None:
+            return False
+        for shard in sorted(self.held):
+            self._lose(shard, f"replicas of shards={other} lead")
+        return True
+
+    async def _govern(self, base: JsonObject | None, sent: float) -> None:
+        """With shards, after the shard Leases: renew the base Lease (the ticket), then start reconciling the shards
+        taken this round. Without a ticket nothing is reconciled: a replica of another shard count may hold the base
+        Lease once it is free or expired, so every shard stops before that can happen."""
+        if self.held:
+            await self._renew_base(base, sent)  # if this fails, the shards taken stay unstarted (_starting)
+        if self._now() >= self._ticket:
+            for shard in sorted(self.held):
+                self._lose(shard, "the base Lease could not be renewed")  # unstarted ones without on_lost
+            return
+        starting, self._starting = self._starting, []
+        for shard in starting:
+            self.on_acquired(shard)
+
+    async def _renew_base(self, base: JsonObject | None, sent: float) -> None:
+        """Write the base Lease as read (optimistic concurrency). Written: the ticket runs for the renew deadline
+        from before the write. A 409 means it changed after our read (``sent``): if it is still held by a replica
+        of our shard count, nobody of another could have taken it since, so the ticket runs from ``sent``."""
+        record = _record(base) if base is not None else None
+        now = self._now()
+        continued = record is not None and record.shards == self.settings.shards and not self._free(self.base, now)
+        spec_of = (base or {}).get("spec") or {}
+        moment = self.clock()
+        transitions = int(spec_of.get("leaseTransitions") or 0)
+        acquired = _parse_time(spec_of.get("acquireTime")) if continued else None
+        spec = shards.lease_spec(
+            self.instance,
+            self.settings.timings.lease_duration,
+            moment,
+            acquired=acquired or moment,
+            transitions=transitions if continued or base is None else transitions + 1,
+        )
+        written_at = self._now()
+        deadline = self.settings.timings.renew_deadline
+        try:
+            written = await self._put(self.base, spec, base)
+        except errors.Conflict:
+            current = await self.client.get(LEASES, self.base, self.settings.namespace)
+            if current is not None:
+                record = _record(current)
+                self._observe(self.base, record, self._now())
+                if record.holder and record.shards == self.settings.shards:
+                    self._ticket = max(self._ticket, sent + deadline)
+            return
+        self._ticket = written_at + deadline
+        self._observe(self.base, _record(written), self._now())
 
     # -- the watch ------------------------------------------------------------------------------------------
 
@@ -216,15 +318,15 @@ class ShardElector:
         if isinstance(event, Listed):
             listed = {str(lease["metadata"]["name"]): lease for lease in event.items}
             for name, lease in listed.items():
-                self._note(name, LeaseRecord.from_spec(lease.get("spec")), now)
-            for name in self.names:
+                self._note(name, _record(lease), now)
+            for name in {*self.names, self.base}:
                 if name not in listed:
                     self._note(name, None, now)
             self.synced.set()
         else:
             name = str(event.object["metadata"]["name"])
             deleted = event.type == "DELETED"
-            self._note(name, None if deleted else LeaseRecord.from_spec(event.object.get("spec")), now)
+            self._note(name, None if deleted else _record(event.object), now)
         self._changed.set()
 
     def _note(self, name: str, record: LeaseRecord | None, now: float) -> None:
@@ -232,6 +334,11 @@ class ShardElector:
         something to do: a shard Lease free for the taking, or a held one that is no longer ours."""
         if record is not None:
             self._observe(name, record, now)
+        if name == self.base and self.settings.shards > 1:
+            released = record is None or not record.holder  # a waiting replica may start; a holder must renew it
+            if released or (record is not None and record.shards != self.settings.shards and self.held):
+                self._wanted = True  # ... or stop at once, when another generation holds it
+            return
         shard = self._shard_of.get(name)
         if shard is None or shard in self._handovers:
             return
@@ -272,6 +379,11 @@ class ShardElector:
             except errors.ApiError as error:  # it expires on its own
                 logger.warning("could not release Lease %s: %s", self.names[shard], error)
         await asyncio.gather(*self._handovers.values(), return_exceptions=True)
+        if self.settings.shards > 1:
+            try:
+                await self._release_base()
+            except errors.ApiError as error:  # it expires on its own
+                logger.warning("could not release Lease %s: %s", self.base, error)
         if self.member is not None:
             try:
                 await self.client.delete(LEASES, self.member, self.settings.namespace)
@@ -279,7 +391,29 @@ class ShardElector:
                 logger.warning("could not delete membership Lease %s: %s", self.member, error)
 
     def holds(self, shard: int) -> bool:
-        return shard in self.held
+        """Leads ``shard`` (its Lease held and, with shards, started under the base Lease)."""
+        return shard in self.held and shard not in self._starting
+
+    async def _release_base(self) -> None:
+        """The last replica of its generation to go empties the base Lease, so replicas of another shard count start
+        at once. While another replica still holds a shard Lease it is left alone: that replica keeps it renewed (or
+        it expires). Written as read: a replica that took a shard since renewed it, and the release fails (409)."""
+        leases = await self._read()
+        now = self._now()
+        for name, lease in leases.items():
+            self._observe(name, _record(lease), now)
+        base = leases.get(self.base)
+        if base is None:
+            return
+        record = self._observed[self.base][0]
+        if not record.holder or record.shards != self.settings.shards:
+            return
+        if any(name in leases and not self._free(name, now) for name in self.names):
+            return
+        moment = self.clock()
+        transitions = int((base.get("spec") or {}).get("leaseTransitions") or 0)
+        with contextlib.suppress(errors.Conflict):
+            await self._put(self.base, shards.lease_spec("", 1, moment, acquired=moment, transitions=transitions), base)
 
     # -- steps ----------------------------------------------------------------------------------------------
 
@@ -288,7 +422,7 @@ class ShardElector:
         name = self.names[shard]
         moment = self.clock()
         held = self.held.get(shard)
-        record = LeaseRecord.from_spec(lease.get("spec")) if lease is not None else None
+        record = _record(lease) if lease is not None else None
         previous = int((lease or {}).get("spec", {}).get("leaseTransitions") or 0)
         if held is None:
             ours = record is not None and record.holder == self.instance
@@ -309,12 +443,15 @@ class ShardElector:
                 self._lose(shard, "its Lease changed under us")
             return
         held.renewed = sent
-        self._observe(name, LeaseRecord.from_spec(written.get("spec")), self._now())
+        self._observe(name, _record(written), self._now())
         self._free_since.pop(shard, None)
         if shard not in self.held:
             self.held[shard] = held
             logger.info("%s acquired Lease %s/%s (shard %d)", self.instance, self.settings.namespace, name, shard)
-            self.on_acquired(shard)
+            if self.settings.shards > 1:
+                self._starting.append(shard)  # reconciled once the base Lease is renewed (_govern)
+            else:
+                self.on_acquired(shard)
 
     async def _hand_over(self, shard: int, lease: JsonObject | None) -> None:
         """A shard given back: its passes here end first, then its Lease is emptied for the least loaded replica.
@@ -329,7 +466,7 @@ class ShardElector:
 
     async def _empty(self, shard: int, lease: JsonObject | None) -> None:
         """Empty the holder (client-go's release), only if the Lease is still ours as read."""
-        if lease is None or LeaseRecord.from_spec(lease.get("spec")).holder != self.instance:
+        if lease is None or _record(lease).holder != self.instance:
             return
         moment = self.clock()
         transitions = int(lease["spec"].get("leaseTransitions") or 0)
@@ -342,11 +479,12 @@ class ShardElector:
     ) -> JsonObject:
         """Create the Lease, or replace it as read (optimistic concurrency)."""
         labels = {shards.LEASE_SET_LABEL: self.settings.name} | ({shards.MEMBER_LABEL: "true"} if member else {})
+        annotations = {shards.SHARDS_ANNOTATION: str(self.settings.shards)}  # which generation wrote it
         if lease is None:
             body = {
                 "apiVersion": "coordination.k8s.io/v1",
                 "kind": "Lease",
-                "metadata": {"name": name, "labels": labels},
+                "metadata": {"name": name, "labels": labels, "annotations": annotations},
             }
             return await self.client.create(LEASES, {**body, "spec": spec}, self.settings.namespace)
         metadata = {
@@ -354,6 +492,7 @@ class ShardElector:
             "namespace": self.settings.namespace,
             "resourceVersion": lease["metadata"]["resourceVersion"],  # optimistic concurrency: 409 if it moved
             "labels": {**(lease["metadata"].get("labels") or {}), **labels},
+            "annotations": {**(lease["metadata"].get("annotations") or {}), **annotations},
         }
         body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata, "spec": spec}
         return await self.client.replace(LEASES, body)
@@ -393,6 +532,9 @@ class ShardElector:
         for shard, held in list(self.held.items()):
             if now - held.renewed >= self.settings.timings.renew_deadline:
                 self._lose(shard, f"not renewed for {self.settings.timings.renew_deadline:g}s")
+        if self.settings.shards > 1 and now >= self._ticket:
+            for shard in sorted(self.held):
+                self._lose(shard, f"base Lease {self.base} not renewed for {self.settings.timings.renew_deadline:g}s")
 
     def _lose(self, shard: int, why: str) -> None:
         if self.held.pop(shard, None) is None:
@@ -400,7 +542,10 @@ class ShardElector:
         logger.info(
             "%s lost Lease %s/%s (shard %d): %s", self.instance, self.settings.namespace, self.names[shard], shard, why
         )
-        self.on_lost(shard)
+        if shard in self._starting:
+            self._starting.remove(shard)  # never started: nothing to stop
+        else:
+            self.on_lost(shard)
 
     def _observe(self, name: str, record: LeaseRecord, now: float) -> None:
         seen = self._observed.get(name)
@@ -410,6 +555,11 @@ class ShardElector:
     @staticmethod
     def _now() -> float:
         return asyncio.get_running_loop().time()
+
+
+def _record(lease: JsonObject) -> LeaseRecord:
+    """What a Lease as read says, with the shard count of its writer."""
+    return LeaseRecord.from_spec(lease.get("spec"), (lease.get("metadata") or {}).get("annotations"))
 
 
 def _parse_time(value: object) -> dt.datetime | None:
