@@ -151,8 +151,9 @@ e2e-cluster: $(INSTALLED) control-plane node-assets
 	  && [ -n "$$reason" ]; then echo "e2e-cluster skipped: no local node here ($$reason)"; \
 	else VENV=$(abspath $(VENV)) hack/e2e.sh --cluster dev -- $(E2E_PYTEST_ARGS); fi
 
+# --durations: where the run's minutes go, in every CI log (the budget is ~20 minutes warm).
 test: $(INSTALLED) control-plane node-assets $(CHECKOV) $(ACTIONLINT) lint
-	$(BIN)/pytest tests $(PYTEST_ARGS)
+	$(BIN)/pytest tests --durations=25 $(PYTEST_ARGS)
 	@$(MAKE) --no-print-directory e2e-cluster
 
 # In Pods on a local node where one can run (root); the in-process story (hack/demo.py) elsewhere.
