@@ -16,7 +16,7 @@ from typing import Any
 import pydantic
 
 from agentid.api.v1alpha1 import AgentIdentity, Condition
-from agentid.domain import claims, reasons
+from agentid.domain import claims, clock, reasons
 from agentid.domain.claims import Refused
 
 NONE = "-"
@@ -49,19 +49,6 @@ def human_duration(delta: dt.timedelta) -> str:
         if seconds < limit:
             return f"{major}{unit}" + (f"{minor[0]}{minor[1]}" if minor and minor[0] else "")
     return f"{years}y"  # unreachable: the last scale has no limit
-
-
-def parse_time(value: Any) -> dt.datetime | None:
-    """An RFC 3339 timestamp from the API (``Z`` or offset), as an aware datetime; None if absent or garbled."""
-    if isinstance(value, dt.datetime):
-        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
 def timestamp(moment: dt.datetime | None) -> str:
@@ -134,7 +121,7 @@ def ready_cell(agent: AgentIdentity) -> str:
 
 def agent_row(body: Mapping[str, Any], now: dt.datetime) -> AgentRow:
     metadata = body.get("metadata") or {}
-    created = parse_time(metadata.get("creationTimestamp"))
+    created = clock.parse(metadata.get("creationTimestamp"))
     age = human_duration(now - created) if created else NONE
     namespace, name = str(metadata.get("namespace", "")), str(metadata.get("name", ""))
     agent = parse_agent(body)
@@ -308,7 +295,7 @@ def event_time(event: Mapping[str, Any]) -> dt.datetime | None:
         event.get("deprecatedFirstTimestamp"),
         (event.get("metadata") or {}).get("creationTimestamp"),
     ):
-        moment = parse_time(value)
+        moment = clock.parse(value)
         if moment is not None:
             return moment
     return None

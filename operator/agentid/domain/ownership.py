@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentid.api.v1alpha1 import AgentIdentity
-from agentid.domain import naming, reasons
+from agentid.domain import clock, naming, reasons
 from agentid.domain.supervision import Access, Withheld
 
 # Creation times come from the apiservers' clocks, to the second; HA apiservers may disagree by a little.
@@ -33,14 +33,14 @@ class Owner:
     @classmethod
     def of(cls, body: Mapping[str, Any]) -> Owner:
         metadata = body.get("metadata") or {}
-        return cls(str(metadata.get("uid") or ""), _time(metadata.get("creationTimestamp")))
+        return cls(str(metadata.get("uid") or ""), clock.parse(metadata.get("creationTimestamp")))
 
 
 def owns(owner: Owner, body: Mapping[str, Any]) -> bool:
     """Whether ``body`` is this agent's to change or delete."""
     metadata = body.get("metadata") or {}
     controllers = [ref.get("uid") for ref in metadata.get("ownerReferences") or [] if ref.get("controller") is True]
-    return owned_by(owner, controllers[0] if controllers else None, _time(metadata.get("creationTimestamp")))
+    return owned_by(owner, controllers[0] if controllers else None, clock.parse(metadata.get("creationTimestamp")))
 
 
 def owned_by(owner: Owner, controller_uid: object, created: dt.datetime | None) -> bool:
@@ -72,14 +72,3 @@ def withhold(access: Access, held: Iterable[ObjectName]) -> Access:
         problem=True,
     )
     return Access(withheld=(conflict, *access.withheld))
-
-
-def _time(value: object) -> dt.datetime | None:
-    if isinstance(value, dt.datetime):
-        return value
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None

@@ -41,7 +41,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from agentid.domain import shards
+from agentid.domain import clock, shards
 from agentid.domain.shards import ElectionSettings, LeaseRecord
 from agentid.kube import errors
 from agentid.kube.client import JsonObject, KubeClient
@@ -264,7 +264,7 @@ class ShardElector:
         spec_of = (base or {}).get("spec") or {}
         moment = self.clock()
         transitions = int(spec_of.get("leaseTransitions") or 0)
-        acquired = _parse_time(spec_of.get("acquireTime")) if continued else None
+        acquired = clock.parse(spec_of.get("acquireTime")) if continued else None
         spec = shards.lease_spec(
             self.instance,
             self.settings.timings.lease_duration,
@@ -426,7 +426,7 @@ class ShardElector:
         previous = int((lease or {}).get("spec", {}).get("leaseTransitions") or 0)
         if held is None:
             ours = record is not None and record.holder == self.instance
-            acquired = _parse_time((lease or {}).get("spec", {}).get("acquireTime")) if ours else None
+            acquired = clock.parse((lease or {}).get("spec", {}).get("acquireTime")) if ours else None
             held = _Held(acquired or moment, previous if ours or record is None else previous + 1, 0.0)
         spec = shards.lease_spec(
             self.instance,
@@ -560,12 +560,3 @@ class ShardElector:
 def _record(lease: JsonObject) -> LeaseRecord:
     """What a Lease as read says, with the shard count of its writer."""
     return LeaseRecord.from_spec(lease.get("spec"), (lease.get("metadata") or {}).get("annotations"))
-
-
-def _parse_time(value: object) -> dt.datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
