@@ -33,9 +33,12 @@ class RecordingReviewer:
         self.users = users
         self.reviewed: list[str] = []
 
-    async def review(self, token: str) -> ServiceAccountUser | None:
+    async def review(self, token: str, *, routed: bool = False) -> ServiceAccountUser | None:
         self.reviewed.append(token)
         return self.users.get(token)
+
+    def recall(self, token: str) -> ServiceAccountUser | None:
+        return None  # no cache: every exchange routes and reviews
 
 
 def _agent(**spec: Any) -> dict[str, Any]:

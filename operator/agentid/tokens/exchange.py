@@ -31,7 +31,7 @@ from agentid.tokens.accounts import AccountCache
 from agentid.tokens.agents import AgentCache, published_keys
 from agentid.tokens.keyring import IssuerKeyring
 from agentid.tokens.replay import SharedReplayGuard
-from agentid.tokens.reviews import ServiceAccountReviewer
+from agentid.tokens.reviews import ServiceAccountReviewer, ServiceAccountUser
 from agentid.tokens.settings import TokenServiceSettings
 
 SPIFFE_PREFIX = "spiffe://"
@@ -240,6 +240,9 @@ class Exchanger:
 
     async def _authenticate(self, token: str, *, what: str) -> Presented:
         """Route by the (unverified) issuer to the one verifier that may vouch for the token, then verify fully."""
+        user = self._reviewer.recall(token)  # routed here before, judged by the apiserver within the review TTL
+        if user is not None:
+            return self._service_account_agent(user, what=what)
         max_bytes = self._settings.limits.max_token_bytes
         issuer = verification.unverified_claims(token, max_bytes).get("iss")
         if issuer == self._settings.issuer:
@@ -249,9 +252,12 @@ class Exchanger:
         return await self._authenticate_service_account(token, what=what)
 
     async def _authenticate_service_account(self, token: str, *, what: str) -> Presented:
-        user = await self._reviewer.review(token)
+        user = await self._reviewer.review(token, routed=True)
         if user is None:
             raise claims.invalid_token(what)
+        return self._service_account_agent(user, what=what)
+
+    def _service_account_agent(self, user: ServiceAccountUser, *, what: str) -> Presented:
         # The ServiceAccount itself says whose it is (its controller, by UID); status is never asked.
         account = self._accounts.by_uid(user.uid)
         if account is None and (departed := self._accounts.departed(user.uid)) is not None:
