@@ -1,18 +1,32 @@
 """The token endpoint's HTTP shaping, pure parts: the RFC 8693 response body is what ``json_response`` would
 have written (the service builds it without a JSON encoder per token), and request forms are read as
-``parse_qsl`` reads them (the same pairs, the same refusals)."""
+``parse_qsl`` reads them (the same pairs, the same refusals), and the access log leaves out only the requests
+whose audit record is their line."""
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from urllib.parse import parse_qsl
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 
 from agentid.api.v1alpha1 import KeyAlgorithm
 from agentid.domain import claims, keys
-from agentid.tokens.app import KNOWN_VALUES, MAX_FIELDS, parse_form, token_response
+from agentid.tokens.app import (
+    CHALLENGE,
+    KNOWN_VALUES,
+    MAX_FIELDS,
+    NO_STORE,
+    AccessLogger,
+    AuditedResponse,
+    oauth_error,
+    parse_form,
+    token_response,
+)
 from agentid.tokens.exchange import Issued
 
 
@@ -75,3 +89,27 @@ def _outcome(parse: Callable[[], list[tuple[str, str]]]) -> list[tuple[str, str]
 def test_every_known_urn_decodes_to_itself() -> None:
     for encoded, urn in KNOWN_VALUES.items():
         assert parse_form(f"grant_type={encoded}") == [("grant_type", urn)] == parse_qsl(f"grant_type={encoded}")
+
+
+def test_the_access_log_has_every_request_but_one_the_exchange_audited(caplog: pytest.LogCaptureFixture) -> None:
+    access = AccessLogger(logging.getLogger("agentid.tokens.access"), "")
+    request = make_mocked_request("POST", "/token?secret=x")
+    with caplog.at_level(logging.INFO, logger="agentid.tokens.access"):
+        access.log(request, AuditedResponse(status=200), 0.002)  # granted or refused by the exchange: audited
+        access.log(request, oauth_error(400, "invalid_request", "x", "reason", audited=True), 0.002)
+        access.log(request, oauth_error(400, "invalid_request", "grant_type is required"), 0.001)
+    assert [record.getMessage() for record in caplog.records] == ["POST /token 400 1.0ms"]  # no query string
+
+
+@pytest.mark.parametrize("status", [400, 401])
+@pytest.mark.parametrize("audited", [False, True])
+def test_an_error_is_what_json_response_made(status: int, audited: bool) -> None:
+    ours = oauth_error(status, "invalid_grant", "the agent is suspended", "AgentSuspended", audited=audited)
+    body = {"error": "invalid_grant", "error_description": "the agent is suspended", "reason": "AgentSuspended"}
+    headers = {**NO_STORE, "WWW-Authenticate": CHALLENGE} if status == 401 else NO_STORE
+    theirs = web.json_response(body, status=status, headers=headers)
+    assert (ours.status, ours.body, list(ours.headers.items())) == (
+        theirs.status,
+        theirs.body,
+        list(theirs.headers.items()),
+    )
