@@ -123,6 +123,18 @@ async def test_the_agents_own_service_account_token_gets_an_agent_token() -> Non
     assert header["typ"] == "JWT"
 
 
+async def test_the_agent_claim_follows_every_change_of_the_agent() -> None:
+    exchanger, _ = _exchanger(_agent(attributes={"team": "red"}), {SA_TOKEN: OWN})
+    first = await exchanger.exchange(_request(SA_TOKEN, audiences=(MCP,)))
+    assert first.claims["agent"] == claims.agent_claim(exchanger._agents.get("team", "triage"))  # type: ignore[arg-type]
+    assert (await exchanger.exchange(_request(SA_TOKEN, audiences=(MCP,)))).claims["agent"] == first.claims["agent"]
+    exchanger._agents.upsert(_agent(attributes={"team": "blue"}, supervision={"mode": "Supervised"}))
+    later = await exchanger.exchange(_request(SA_TOKEN, audiences=(MCP,)))
+    assert later.claims["agent"]["attributes"] == {"team": "blue"}
+    assert later.claims["agent"]["supervision"] == "Supervised"
+    assert first.claims["agent"]["attributes"] == {"team": "red"}  # an issued token's claims never change
+
+
 @pytest.mark.parametrize(
     "user",
     [

@@ -101,6 +101,9 @@ class Exchanger:
         self._reviewer = reviewer
         self._replay = replay
         self._clock = clock
+        # The agent claim per agent object (by UID, for that same object only): it is a function of the object alone.
+        self._described: dict[str, tuple[AgentIdentity, dict[str, Any]]] = {}
+        agents.subscribe(self._forget_described)
 
     async def exchange(self, request: ExchangeRequest, *, client: str | None = None) -> Issued:
         """Issue a token or raise ``Refused``; both outcomes leave one audit record."""
@@ -197,6 +200,7 @@ class Exchanger:
             jti=str(uuid.uuid4()),
             act=act,
             access_token_profile=access_token_profile,
+            described=self._agent_claim(subject.agent),
         )
         if lineage:
             payload[claims.ANCESTORS] = claims.ancestors(lineage)
@@ -208,6 +212,20 @@ class Exchanger:
             expires_in=int(lifetime.total_seconds()),
             issued_token_type=request.requested_token_type or claims.TOKEN_TYPE_ACCESS_TOKEN,
         )
+
+    def _agent_claim(self, agent: AgentIdentity) -> dict[str, Any]:
+        uid = str(agent.metadata.uid)
+        known = self._described.get(uid)
+        if known is not None and known[0] is agent:
+            return known[1]
+        described = claims.agent_claim(agent)
+        self._described[uid] = (agent, described)
+        return described
+
+    def _forget_described(self, old: AgentIdentity | None, new: AgentIdentity | None) -> None:
+        """AgentCache listener: a changed or deleted agent's claim is made again from its new object (or never)."""
+        if old is not None:
+            self._described.pop(str(old.metadata.uid), None)
 
     # -- who is presenting? -----------------------------------------------------------------------------------
 
