@@ -33,9 +33,12 @@ class RecordingReviewer:
         self.users = users
         self.reviewed: list[str] = []
 
-    async def review(self, token: str) -> ServiceAccountUser | None:
+    async def review(self, token: str, *, routed: bool = False) -> ServiceAccountUser | None:
         self.reviewed.append(token)
         return self.users.get(token)
+
+    def recall(self, token: str) -> ServiceAccountUser | None:
+        return None  # no cache: every exchange routes and reviews
 
 
 def _agent(**spec: Any) -> dict[str, Any]:
@@ -118,6 +121,18 @@ async def test_the_agents_own_service_account_token_gets_an_agent_token() -> Non
     assert claims.audiences_of(issued.claims) == [MCP]
     header = jwt.get_unverified_header(issued.token)
     assert header["typ"] == "JWT"
+
+
+async def test_the_agent_claim_follows_every_change_of_the_agent() -> None:
+    exchanger, _ = _exchanger(_agent(attributes={"team": "red"}), {SA_TOKEN: OWN})
+    first = await exchanger.exchange(_request(SA_TOKEN, audiences=(MCP,)))
+    assert first.claims["agent"] == claims.agent_claim(exchanger._agents.get("team", "triage"))  # type: ignore[arg-type]
+    assert (await exchanger.exchange(_request(SA_TOKEN, audiences=(MCP,)))).claims["agent"] == first.claims["agent"]
+    exchanger._agents.upsert(_agent(attributes={"team": "blue"}, supervision={"mode": "Supervised"}))
+    later = await exchanger.exchange(_request(SA_TOKEN, audiences=(MCP,)))
+    assert later.claims["agent"]["attributes"] == {"team": "blue"}
+    assert later.claims["agent"]["supervision"] == "Supervised"
+    assert first.claims["agent"]["attributes"] == {"team": "red"}  # an issued token's claims never change
 
 
 @pytest.mark.parametrize(

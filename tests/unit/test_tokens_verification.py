@@ -12,6 +12,7 @@ from typing import Any
 import jwt
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from jwt.algorithms import get_default_algorithms
 
 from agentid.api.v1alpha1 import KeyAlgorithm
 from agentid.domain import keys
@@ -146,6 +147,17 @@ def test_issued_es256_tokens_verify_and_carry_pyjwts_header() -> None:
     token = keys.sign_jwt(KEY, claims(), typ="JWT")
     assert token.split(".")[0] == sign(claims(), typ="JWT").split(".")[0]
     assert check(token, audience=["https://mcp.example"])["jti"] == "j"
+
+
+def test_es256_signatures_are_raw_r_and_s_of_32_bytes_each_as_pyjwt_verifies_them() -> None:
+    verifier = get_default_algorithms()["ES256"]
+    public = KEY.private_key.public_key()
+    for jti in range(300):  # about two in three hundred have an R or S below 2**248: padded, never shortened
+        token = keys.sign_jwt(KEY, {**claims(), "jti": str(jti)}, typ="JWT")
+        signing_input, _, signature = token.rpartition(".")
+        raw = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+        assert len(raw) == 64
+        assert verifier.verify(signing_input.encode(), public, raw)
 
 
 UNREADABLE = {

@@ -360,10 +360,13 @@ def build_claims(
     jti: str,
     act: Mapping[str, Any] | None = None,
     access_token_profile: bool = False,
+    described: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The claims of an agent token (api.md "Agent tokens"). ``aud`` is a string when there is one audience.
 
-    With ``access_token_profile`` the RFC 9068 ``client_id`` claim is added: the agent is the OAuth client."""
+    With ``access_token_profile`` the RFC 9068 ``client_id`` claim is added: the agent is the OAuth client.
+    ``described``: ``agent_claim(agent)`` made earlier for this very object (an issuer keeps one per agent object;
+    tokens then share it, and nothing changes a claim once built)."""
     if not agent.status.agent_id:
         raise Refused(Error.INVALID_GRANT, Reason.NOT_PROVISIONED, _STATE_MESSAGES[Reason.NOT_PROVISIONED])
     iat = int(issued_at.timestamp())
@@ -375,7 +378,7 @@ def build_claims(
         "iat": iat,
         "nbf": iat,
         "jti": jti,
-        "agent": agent_claim(agent),
+        "agent": agent_claim(agent) if described is None else described,
     }
     if access_token_profile:
         claims["client_id"] = agent.status.agent_id

@@ -15,8 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from jwt.algorithms import Algorithm, ECAlgorithm, OKPAlgorithm, RSAAlgorithm, get_default_algorithms
 
 from agentid.api.v1alpha1 import KeyAlgorithm
@@ -32,6 +33,8 @@ _THUMBPRINT_MEMBERS = {"EC": ("crv", "kty", "x", "y"), "OKP": ("crv", "kty", "x"
 JWS_ALGORITHM = {KeyAlgorithm.ED25519: "EdDSA", KeyAlgorithm.ES256: "ES256", KeyAlgorithm.RS256: "RS256"}
 _SIGNERS: dict[str, Algorithm] = {name: get_default_algorithms()[name] for name in JWS_ALGORITHM.values()}
 _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))  # json.dumps with any option builds an encoder per call
+_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())  # pyjwt builds both per signature
+_P256_BYTES = 32
 
 
 class KeyMaterialError(ValueError):
@@ -66,10 +69,15 @@ class SigningKey:
 def sign_jwt(key: SigningKey, payload: Mapping[str, Any], *, typ: str) -> str:
     """The compact JWS ``jwt.encode(payload, key, algorithm, headers={"kid", "typ"})`` makes, byte for byte (sorted
     compact header, compact payload, pyjwt's signer for the key's algorithm), without what a token service pays per
-    token for nothing: the same header serialised again, the claims it has just built checked again."""
+    token for nothing: the same header serialised again, the claims it has just built checked again, and for ES256
+    (ECDSA signatures are randomised, so equal as pyjwt verifies them) the ECDSA and SHA-256 objects built per token."""
     body = _segment(_COMPACT_JSON.encode(payload).encode())
     signing_input = _header_segment(key.jws_algorithm, key.key_id, typ) + b"." + body
-    signature = _SIGNERS[key.jws_algorithm].sign(signing_input, key.private_key)
+    private = key.private_key
+    if isinstance(private, ec.EllipticCurvePrivateKey) and key.algorithm is KeyAlgorithm.ES256:
+        signature = _es256_signature(private.sign(signing_input, _ECDSA_SHA256))
+    else:
+        signature = _SIGNERS[key.jws_algorithm].sign(signing_input, private)
     return (signing_input + b"." + _segment(signature)).decode()
 
 
@@ -77,6 +85,12 @@ def sign_jwt(key: SigningKey, payload: Mapping[str, Any], *, typ: str) -> str:
 def _header_segment(algorithm: str, key_id: str, typ: str) -> bytes:
     header = {"alg": algorithm, "kid": key_id, "typ": typ}
     return _segment(json.dumps(header, separators=(",", ":"), sort_keys=True).encode())
+
+
+def _es256_signature(der: bytes) -> bytes:
+    """RFC 7518 §3.4: R and S as two 32-byte big-endian integers (what pyjwt's ``der_to_raw_signature`` makes)."""
+    r, s = decode_dss_signature(der)
+    return r.to_bytes(_P256_BYTES, "big") + s.to_bytes(_P256_BYTES, "big")
 
 
 def _segment(data: bytes) -> bytes:

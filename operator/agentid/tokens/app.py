@@ -3,30 +3,33 @@
 Called by ``tokens.service`` (which owns the runner, TLS and background tasks). Handlers parse and bound the
 request, call one domain object (``Exchanger``, ``Introspector``) and shape the RFC 6749 / 7662 response. Bad
 input is always a 4xx: bodies are size-capped, form fields counted, UTF-8 checked, duplicates refused. The access
-log records method, path (never the query string) and status: tokens are never logged.
+log records method, path (never the query string) and status: tokens are never logged. A token request the
+exchange decided on is recorded once, by its audit line (granted or refused, with the client's address), not
+also by the access log.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import quote_plus, unquote
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from agentid import httpbounds
-from agentid.domain import keys
+from agentid.domain import claims, keys
 from agentid.domain.claims import Error, Refused
 from agentid.kube import errors
 from agentid.tokens import metadata
 from agentid.tokens.accounts import AccountCache
 from agentid.tokens.agents import AgentCache, published_keys
 from agentid.tokens.clients import AmbiguousClient, IntrospectionClients
-from agentid.tokens.exchange import Exchanger, ExchangeRequest
+from agentid.tokens.exchange import Exchanger, ExchangeRequest, Issued
 from agentid.tokens.introspection import INACTIVE, Introspector
 from agentid.tokens.keyring import IssuerKeyring
 from agentid.tokens.settings import TokenServiceSettings
@@ -35,7 +38,19 @@ logger = logging.getLogger(__name__)
 FORM = "application/x-www-form-urlencoded"
 MULTI_VALUED = frozenset({"audience", "resource"})  # RFC 8693 §2.1: may repeat; everything else appears once
 MAX_FIELDS = 48
+# The URNs every request carries, as clients' form encoders write them (urlencode, quote_plus): decoded once.
+KNOWN_VALUES = {
+    quote_plus(urn): urn
+    for urn in (
+        claims.GRANT_TOKEN_EXCHANGE,
+        claims.GRANT_JWT_BEARER,
+        claims.CLIENT_ASSERTION_TYPE,
+        claims.TOKEN_TYPE_JWT,
+        claims.TOKEN_TYPE_ACCESS_TOKEN,
+    )
+}
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+TOKEN_RESPONSE_HEADERS = {**NO_STORE, "Content-Type": "application/json; charset=utf-8"}  # as json_response
 JWKS_CACHE = {"Cache-Control": "public, max-age=60"}
 CHALLENGE = 'Bearer realm="agentid"'  # RFC 6749 §5.2: a 401 invalid_client names the scheme to use
 NO_INTERACTIVE_LOGIN = (
@@ -54,9 +69,14 @@ class BadRequest(Exception):
 
 
 class AccessLogger(AbstractAccessLogger):
-    """Method, path without query, status, duration: enough to operate, nothing a token could hide in."""
+    """Method, path without query, status, duration: enough to operate, nothing a token could hide in.
+
+    Every request gets one line, except a token request the exchange decided on: its audit record is that line
+    (a second record of the same request was a twentieth of an exchange's CPU, profiled)."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        if isinstance(response, AuditedResponse):
+            return
         self.logger.info("%s %s %s %.1fms", request.method, request.path, response.status, time * 1000)
 
     @property
@@ -64,14 +84,21 @@ class AccessLogger(AbstractAccessLogger):
         return self.logger.isEnabledFor(logging.INFO)
 
 
-def oauth_error(status: int, error: str, description: str, reason: str | None = None) -> web.Response:
+class AuditedResponse(web.Response):
+    """The answer to a token request the exchange decided on: its audit record names the request already."""
+
+
+def oauth_error(
+    status: int, error: str, description: str, reason: str | None = None, *, audited: bool = False
+) -> web.Response:
     """RFC 6749 §5.2 (401 carries ``WWW-Authenticate``); ``reason`` (an extension member) is agentid's stable name
     for why a token was refused, so agents can tell a suspension from a revocation without parsing the description."""
     body = {"error": error, "error_description": description}
     if reason is not None:
         body["reason"] = reason
     headers = {**NO_STORE, "WWW-Authenticate": CHALLENGE} if status == 401 else NO_STORE
-    return web.json_response(body, status=status, headers=headers)
+    kind = AuditedResponse if audited else web.Response
+    return kind(text=json.dumps(body), status=status, headers=headers, content_type="application/json")
 
 
 @web.middleware
@@ -166,17 +193,12 @@ class Routes:
             return oauth_error(400, Error.INVALID_REQUEST.value, error.description)
         except Refused as refusal:
             status = 401 if refusal.error is Error.INVALID_CLIENT else 400  # RFC 6749 §5.2
-            return oauth_error(status, refusal.error.value, refusal.description, refusal.reason.value)
+            # Exchanger.exchange audits every refusal it raises.
+            return oauth_error(status, refusal.error.value, refusal.description, refusal.reason.value, audited=True)
         except errors.ApiError as error:
             logger.warning("token exchange could not reach the apiserver: %s %s", error.status, error.reason)
             return oauth_error(503, "temporarily_unavailable", "the apiserver could not review the token")
-        body = {
-            "access_token": issued.token,
-            "issued_token_type": issued.issued_token_type,
-            "token_type": "Bearer",
-            "expires_in": issued.expires_in,
-        }
-        return web.json_response(body, headers=NO_STORE)
+        return AuditedResponse(body=token_response(issued), headers=TOKEN_RESPONSE_HEADERS)
 
     async def authorize(self, request: web.Request) -> web.Response:
         """RFC 6749 §4.1.2.1 without a trusted redirect URI: the error goes to the user agent, never redirected."""
@@ -217,7 +239,7 @@ async def _form(request: web.Request) -> dict[str, list[str]]:
         raise BadRequest(f"the body must be {FORM}")
     body = await request.read()  # bounded by client_max_size (413 above it)
     try:
-        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=MAX_FIELDS, errors="strict")
+        pairs = parse_form(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         raise BadRequest("the body is not a valid form") from None
     form: dict[str, list[str]] = {}
@@ -227,6 +249,29 @@ async def _form(request: web.Request) -> dict[str, list[str]]:
         if len(values) > 1 and name not in MULTI_VALUED:
             raise BadRequest(f"parameter {name[:40]!r} appears more than once")
     return form
+
+
+def parse_form(text: str) -> list[tuple[str, str]]:
+    """``parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_FIELDS, errors="strict")``, the same pairs and
+    the same ``ValueError`` / ``UnicodeDecodeError``, without percent-decoding what has nothing to decode (the
+    kilobyte of a token, every request) or the grant and token type URNs each request repeats."""
+    if not text:
+        return []
+    if text.count("&") + 1 > MAX_FIELDS:
+        raise ValueError("Max number of fields exceeded")
+    pairs = []
+    for field in text.split("&"):
+        if field:
+            name, _, value = field.partition("=")
+            pairs.append((_unquote(name), _unquote(value)))
+    return pairs
+
+
+def _unquote(text: str) -> str:
+    if "%" not in text and "+" not in text:
+        return text
+    known = KNOWN_VALUES.get(text)
+    return known if known is not None else unquote(text.replace("+", " "), errors="strict")
 
 
 def _single(form: dict[str, list[str]], name: str) -> str | None:
@@ -266,6 +311,27 @@ def _lifetime(value: str | None) -> dt.timedelta | None:
     if not value.isdigit() or len(value) > 9 or int(value) < 1:
         raise BadRequest("expires_in must be a positive number of seconds")
     return dt.timedelta(seconds=int(value))
+
+
+def token_response(issued: Issued) -> bytes:
+    """RFC 8693 §2.2.1, byte for byte what ``json_response`` made of the same dict, without a JSON encoder per
+    token: the token is compact JWS (base64url and dots, nothing to escape) and the rest is constant or a number."""
+    return b"".join(
+        (
+            b'{"access_token": "',
+            issued.token.encode("ascii"),
+            b'", "issued_token_type": ',
+            _json_string(issued.issued_token_type),
+            b', "token_type": "Bearer", "expires_in": ',
+            str(issued.expires_in).encode("ascii"),
+            b"}",
+        )
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _json_string(value: str) -> bytes:
+    return json.dumps(value).encode()
 
 
 def _public(jwk: dict[str, str]) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from agentid.tokens.accounts import AccountCache
 from agentid.tokens.agents import AgentCache, published_keys
 from agentid.tokens.keyring import IssuerKeyring
 from agentid.tokens.replay import SharedReplayGuard
-from agentid.tokens.reviews import ServiceAccountReviewer
+from agentid.tokens.reviews import ServiceAccountReviewer, ServiceAccountUser
 from agentid.tokens.settings import TokenServiceSettings
 
 SPIFFE_PREFIX = "spiffe://"
@@ -101,6 +101,9 @@ class Exchanger:
         self._reviewer = reviewer
         self._replay = replay
         self._clock = clock
+        # The agent claim per agent object (by UID, for that same object only): it is a function of the object alone.
+        self._described: dict[str, tuple[AgentIdentity, dict[str, Any]]] = {}
+        agents.subscribe(self._forget_described)
 
     async def exchange(self, request: ExchangeRequest, *, client: str | None = None) -> Issued:
         """Issue a token or raise ``Refused``; both outcomes leave one audit record."""
@@ -197,6 +200,7 @@ class Exchanger:
             jti=str(uuid.uuid4()),
             act=act,
             access_token_profile=access_token_profile,
+            described=self._agent_claim(subject.agent),
         )
         if lineage:
             payload[claims.ANCESTORS] = claims.ancestors(lineage)
@@ -208,6 +212,20 @@ class Exchanger:
             expires_in=int(lifetime.total_seconds()),
             issued_token_type=request.requested_token_type or claims.TOKEN_TYPE_ACCESS_TOKEN,
         )
+
+    def _agent_claim(self, agent: AgentIdentity) -> dict[str, Any]:
+        uid = str(agent.metadata.uid)
+        known = self._described.get(uid)
+        if known is not None and known[0] is agent:
+            return known[1]
+        described = claims.agent_claim(agent)
+        self._described[uid] = (agent, described)
+        return described
+
+    def _forget_described(self, old: AgentIdentity | None, new: AgentIdentity | None) -> None:
+        """AgentCache listener: a changed or deleted agent's claim is made again from its new object (or never)."""
+        if old is not None:
+            self._described.pop(str(old.metadata.uid), None)
 
     # -- who is presenting? -----------------------------------------------------------------------------------
 
@@ -240,6 +258,9 @@ class Exchanger:
 
     async def _authenticate(self, token: str, *, what: str) -> Presented:
         """Route by the (unverified) issuer to the one verifier that may vouch for the token, then verify fully."""
+        user = self._reviewer.recall(token)  # routed here before, judged by the apiserver within the review TTL
+        if user is not None:
+            return self._service_account_agent(user, what=what)
         max_bytes = self._settings.limits.max_token_bytes
         issuer = verification.unverified_claims(token, max_bytes).get("iss")
         if issuer == self._settings.issuer:
@@ -249,9 +270,12 @@ class Exchanger:
         return await self._authenticate_service_account(token, what=what)
 
     async def _authenticate_service_account(self, token: str, *, what: str) -> Presented:
-        user = await self._reviewer.review(token)
+        user = await self._reviewer.review(token, routed=True)
         if user is None:
             raise claims.invalid_token(what)
+        return self._service_account_agent(user, what=what)
+
+    def _service_account_agent(self, user: ServiceAccountUser, *, what: str) -> Presented:
         # The ServiceAccount itself says whose it is (its controller, by UID); status is never asked.
         account = self._accounts.by_uid(user.uid)
         if account is None and (departed := self._accounts.departed(user.uid)) is not None:

@@ -34,6 +34,7 @@ class ServiceAccountUser:
 class _Entry:
     user: ServiceAccountUser
     expires: float
+    routed: bool  # reviewed for a token exchange, which sends a token here only after reading its issuer
 
 
 class ServiceAccountReviewer:
@@ -57,22 +58,36 @@ class ServiceAccountReviewer:
         self._by_service_account: dict[str, set[bytes]] = collections.defaultdict(set)
         self.reviews = 0  # TokenReviews sent (metrics, benchmarks)
 
-    async def review(self, token: str) -> ServiceAccountUser | None:
-        """The ServiceAccount the token authenticates with one of our audiences, or None."""
+    async def review(self, token: str, *, routed: bool = False) -> ServiceAccountUser | None:
+        """The ServiceAccount the token authenticates with one of our audiences, or None. ``routed``: the token
+        exchange sent it here by its issuer (``recall`` then answers for the same token without reading it)."""
         digest = hashlib.sha256(token.encode()).digest()
         entry = self._cache.get(digest)
         now = self._clock()
         if entry is not None:
             if entry.expires > now:
                 self._cache.move_to_end(digest)
+                entry.routed = entry.routed or routed
                 return entry.user
             self._forget(digest)
         self.reviews += 1
         status = await self._client.create_review(TOKEN_REVIEWS, {"token": token, "audiences": self._audiences})
         user = _service_account_user(status, self._audiences)
         if user is not None:
-            self._remember(digest, user, now + self._lifetime(token))
+            self._remember(digest, _Entry(user, now + self._lifetime(token), routed))
         return user
+
+    def recall(self, token: str) -> ServiceAccountUser | None:
+        """A live judgement of this very token that a token exchange asked for, or None (then route and ``review``).
+
+        The same bytes have the same issuer and passed the same shape checks, so a warm exchange skips reading the
+        token again (a twentieth of its CPU, profiled); the entry's lifetime and LRU order are ``review``'s."""
+        digest = hashlib.sha256(token.encode()).digest()
+        entry = self._cache.get(digest)
+        if entry is None or not entry.routed or entry.expires <= self._clock():
+            return None
+        self._cache.move_to_end(digest)
+        return entry.user
 
     def forget_service_account(self, uid: str | None) -> None:
         for digest in list(self._by_service_account.pop(uid or "", ())):
@@ -97,11 +112,11 @@ class ServiceAccountReviewer:
             return 0.0
         return max(0.0, min(self._ttl, float(exp) - self._wall_clock()))
 
-    def _remember(self, digest: bytes, user: ServiceAccountUser, expires: float) -> None:
-        if expires <= self._clock():
+    def _remember(self, digest: bytes, entry: _Entry) -> None:
+        if entry.expires <= self._clock():
             return
-        self._cache[digest] = _Entry(user, expires)
-        self._by_service_account[user.uid].add(digest)
+        self._cache[digest] = entry
+        self._by_service_account[entry.user.uid].add(digest)
         while len(self._cache) > self._max_entries:
             oldest, _ = next(iter(self._cache.items()))
             self._forget(oldest)
