@@ -49,7 +49,7 @@ def test_operator_and_token_service_write_the_same_json_schema(
     )  # fmt: skip
     operated = json_lines_of(
         ["run", f"--namespace={namespace}", "--log-format=json", "--verbose", "--resync-seconds=3600"],
-        cluster, tmp_path, want="agentidentities",
+        cluster, tmp_path, want="view listed",
     )  # fmt: skip
     for source, lines in (("token service", served), ("operator", operated)):
         assert lines, source

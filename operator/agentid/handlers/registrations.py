@@ -8,6 +8,7 @@ list+watch and one work queue: at thousands of agents Kopf's per-object machiner
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import kopf
@@ -19,6 +20,7 @@ from agentid.webhooks import admission, configuration
 
 AGENTS = (v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL)
 POLICIES = (v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.POLICY_PLURAL)
+logger = logging.getLogger(__name__)
 
 
 def _runtime(memo: Any) -> Runtime:
@@ -39,6 +41,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
         runtime = _runtime(memo)
         runtime.start_background_tasks()
         await runtime.synced()  # ready (and admitting) once the operator's view is complete
+        logger.info("view listed: %d agentidentities; ready", len(runtime.view.indexes.agents))
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
