@@ -18,10 +18,9 @@ import pytest
 import yaml
 
 from agentid.cli import agents
-from agentid.devcluster.cluster import LocalCluster
 from agentid.webhooks.configuration import webhook_configurations
 from tests.support.cluster_setup import KUBE_AUDIENCE, reserved_port
-from tests.support.clusters import ClusterHandle
+from tests.support.clusters import ClusterHandle, second_cluster
 from tests.support.tokens import TokenServiceHandle, provisioned
 
 pytestmark = pytest.mark.cluster
@@ -48,14 +47,8 @@ def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
 @pytest.fixture(scope="module")
 def bare_cluster(cluster: ClusterHandle) -> Iterator[ClusterHandle]:
     """A second control plane where nothing of agentid is installed."""
-    if cluster.local is None:
-        pytest.skip("needs the embedded control plane (a second, bare cluster)")
-    bare = LocalCluster(audit=False)
-    bare.start()
-    try:
-        yield ClusterHandle(kubeconfig=bare.kubeconfig, local=bare)
-    finally:
-        bare.stop()
+    with second_cluster(cluster, "a second, bare cluster") as bare:
+        yield bare
 
 
 # -- error paths ----------------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import kubernetes
@@ -26,7 +26,7 @@ from tests.support import audit_log
 from tests.support.agents import agent_manifest, create_agent
 from tests.support.cluster_setup import reserved_port
 from tests.support.clusters import ClusterHandle
-from tests.support.operator import OperatorProcess, elected_operator
+from tests.support.operator import FAST_LEASES, OperatorProcess, elected_operator
 from tests.support.polling import eventually
 from tests.support.replicas import delete_agents, lease_holder, operator_writes
 
@@ -40,6 +40,32 @@ def wait_for_leader(cluster: ClusterHandle, namespace: str, among: dict[str, Ope
         timeout=60,
         what="one of the replicas holds the Lease",
     )
+
+
+def start_pair(
+    cluster: ClusterHandle,
+    namespace: str,
+    replicas: dict[str, OperatorProcess],
+    log_dir: Path,
+    *,
+    timings: ElectionTimings = FAST_LEASES,
+    args_for: Callable[[str], list[str]] = lambda _: [],
+) -> tuple[str, str]:
+    """Two replicas electing in ``namespace`` (``args_for``: extra arguments per instance); (leader, follower)."""
+    for role in ("first", "second"):
+        instance = _instance(role)
+        replicas[instance] = elected_operator(
+            cluster.kubeconfig,
+            namespaces=[namespace],
+            lease_namespace=namespace,
+            instance=instance,
+            log_dir=log_dir,
+            timings=timings,
+            extra_args=args_for(instance),
+        )
+    leader = wait_for_leader(cluster, namespace, replicas)
+    (follower,) = set(replicas) - {leader}
+    return leader, follower
 
 
 @pytest.fixture
@@ -88,25 +114,17 @@ def test_one_leader_reconciles_and_the_follower_writes_nothing_but_serves_admiss
     ports: dict[str, int] = {}
     health: dict[str, int] = {}
     since = dt.datetime.now(dt.UTC)
-    for role in ("first", "second"):
-        instance, port = _instance(role), reserved_port()
-        ports[instance], health[instance] = port, reserved_port()
-        webhook = [
-            f"--webhook-port={port}",
+
+    def webhook(instance: str) -> list[str]:
+        ports[instance], health[instance] = reserved_port(), reserved_port()
+        return [
+            f"--webhook-port={ports[instance]}",
             f"--webhook-cert={serving.cert}",
             f"--webhook-key={serving.key}",
             f"--liveness=http://127.0.0.1:{health[instance]}/healthz",
         ]
-        replicas[instance] = elected_operator(
-            cluster.kubeconfig,
-            namespaces=[namespace],
-            lease_namespace=namespace,
-            instance=instance,
-            log_dir=tmp_path,
-            extra_args=webhook,
-        )
-    leader = wait_for_leader(cluster, namespace, replicas)
-    (follower,) = set(replicas) - {leader}
+
+    leader, follower = start_pair(cluster, namespace, replicas, tmp_path, args_for=webhook)
 
     # Admission goes to the follower only: it must answer, with the same decisions as a leader's.
     label = f"agentid.dev/ha-{uuid.uuid4().hex[:6]}"
@@ -179,18 +197,7 @@ def test_a_leader_stopped_gracefully_releases_its_lease_and_the_follower_takes_o
     namespace = own_operator_namespace
     # A long Lease: without the release on SIGTERM the follower would wait a minute, past the deadline below.
     patient = ElectionTimings(lease_duration=60, renew_deadline=40, retry_period=0.5)
-    for role in ("first", "second"):
-        instance = _instance(role)
-        replicas[instance] = elected_operator(
-            cluster.kubeconfig,
-            namespaces=[namespace],
-            lease_namespace=namespace,
-            instance=instance,
-            log_dir=tmp_path,
-            timings=patient,
-        )
-    leader = wait_for_leader(cluster, namespace, replicas)
-    (follower,) = set(replicas) - {leader}
+    leader, follower = start_pair(cluster, namespace, replicas, tmp_path, timings=patient)
     create_agent(cluster, namespace, "before").wait_ready(timeout=60)
 
     stopped = time.monotonic()
@@ -217,13 +224,7 @@ def test_a_crashed_leader_is_replaced_once_its_lease_expires(
     replicas: dict[str, OperatorProcess],
 ) -> None:
     namespace = own_operator_namespace
-    for role in ("first", "second"):
-        instance = _instance(role)
-        replicas[instance] = elected_operator(
-            cluster.kubeconfig, namespaces=[namespace], lease_namespace=namespace, instance=instance, log_dir=tmp_path
-        )
-    leader = wait_for_leader(cluster, namespace, replicas)
-    (follower,) = set(replicas) - {leader}
+    leader, follower = start_pair(cluster, namespace, replicas, tmp_path)
     create_agent(cluster, namespace, "before").wait_ready(timeout=60)
 
     killed = time.monotonic()

@@ -27,7 +27,6 @@ import yaml
 
 from agentid.api import crdgen, v1alpha1
 from agentid.cli import agents as exit_codes
-from agentid.devcluster.cluster import LocalCluster
 from agentid.domain import naming
 from agentid.domain.issuer_keys import RotationPolicy
 from agentid.handlers.runtime import WebhookConfig
@@ -38,7 +37,7 @@ from agentid.webhooks.configuration import webhook_configurations
 from tests.integration.test_chart import CHART, helm
 from tests.support.agents import Agent, create_agent
 from tests.support.cluster_setup import reserved_port
-from tests.support.clusters import ClusterHandle, status_of
+from tests.support.clusters import ClusterHandle, second_cluster, status_of
 from tests.support.operator import OperatorThread
 from tests.support.polling import eventually
 
@@ -56,14 +55,8 @@ ISSUER_SECRET = "agentid-token-issuer"
 @pytest.fixture(scope="module")
 def teardown_cluster(cluster: ClusterHandle) -> Iterator[ClusterHandle]:
     """A control plane of its own (with the controller manager: namespaces, garbage collection)."""
-    if cluster.local is None:
-        pytest.skip("needs the embedded control plane (a second cluster to uninstall from)")
-    local = LocalCluster(audit=False)
-    local.start()
-    try:
-        yield ClusterHandle(kubeconfig=local.kubeconfig, local=local)
-    finally:
-        local.stop()
+    with second_cluster(cluster, "a second cluster to uninstall from") as own:
+        yield own
 
 
 @pytest.fixture

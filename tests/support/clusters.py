@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import kubernetes
+import pytest
 
 from agentid.devcluster import assets
 from agentid.devcluster.cluster import LocalCluster
@@ -83,3 +86,17 @@ def status_of(call: object, *args: object, **kwargs: object) -> int:
     except kubernetes.client.ApiException as error:
         return int(error.status)
     return 200
+
+
+@contextlib.contextmanager
+def second_cluster(cluster: ClusterHandle, why: str) -> Iterator[ClusterHandle]:
+    """A control plane of its own next to the session's (with the controller manager; no audit log), for tests
+    that change what the whole cluster holds; skipped on an existing cluster, where there is no second one."""
+    if cluster.local is None:
+        pytest.skip(f"needs the embedded control plane ({why})")
+    local = LocalCluster(audit=False)
+    local.start()
+    try:
+        yield ClusterHandle(kubeconfig=local.kubeconfig, local=local)
+    finally:
+        local.stop()
