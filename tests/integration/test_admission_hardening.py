@@ -25,9 +25,9 @@ from tests.support.cluster_setup import reserved_port
 from tests.support.clusters import ClusterHandle
 from tests.support.operator import OperatorThread
 from tests.support.polling import eventually
+from tests.support.rbac import bind_user
 
 pytestmark = [pytest.mark.cluster, pytest.mark.existing_cluster]
-RBAC_GROUP = "rbac.authorization.k8s.io"
 READER = "rita@example.com"  # may read configmaps and write agents in the test namespace, nothing else
 
 
@@ -46,11 +46,7 @@ def reader(cluster: ClusterHandle, agent_namespace: str, admission_webhook: None
         {"apiGroups": [v1alpha1.GROUP], "resources": [v1alpha1.PLURAL], "verbs": ["get", "create", "update", "patch"]},
     ]
     rbac.create_namespaced_role(agent_namespace, {"metadata": {"name": "reader"}, "rules": rules})
-    subject = {"apiGroup": RBAC_GROUP, "kind": "User", "name": READER}
-    binding = {"apiGroup": RBAC_GROUP, "kind": "Role", "name": "reader"}
-    rbac.create_namespaced_role_binding(
-        agent_namespace, {"metadata": {"name": "reader"}, "roleRef": binding, "subjects": [subject]}
-    )
+    bind_user(cluster, agent_namespace, READER, "Role", "reader", name="reader")
     return READER
 
 

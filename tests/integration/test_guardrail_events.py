@@ -15,6 +15,7 @@ from agentid.api import v1alpha1
 from tests.support.agents import Agent, create_agent
 from tests.support.clusters import ClusterHandle
 from tests.support.polling import eventually
+from tests.support.rbac import bind
 
 pytestmark = pytest.mark.cluster
 PROMPT = 10.0  # seconds: generous on a shared CPU, and far below the hour-long resync
@@ -119,7 +120,7 @@ def test_an_owner_who_loses_a_right_takes_it_from_their_agent_and_gives_it_back(
     }
     rule = {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "update"]}
     rbac.create_namespaced_role(agent_namespace, {"metadata": {"name": "configmap-writer"}, "rules": [rule]})
-    rbac.create_namespaced_role_binding(agent_namespace, binding)
+    bind(cluster, agent_namespace, binding)
     _policy(policies, {"kubernetes.io/metadata.name": agent_namespace}, ownerCeiling=True)
     agent = create_agent(cluster, agent_namespace, "owned", owner={"kind": "User", "name": owner})
     agent.wait_ready()
@@ -135,5 +136,5 @@ def test_an_owner_who_loses_a_right_takes_it_from_their_agent_and_gives_it_back(
     assert owner in ready["message"]
     eventually(lambda: agent.can(token, "list") == 403, timeout=PROMPT, what="access withdrawn")
 
-    rbac.create_namespaced_role_binding(agent_namespace, binding)
+    bind(cluster, agent_namespace, binding)
     _restored(agent, token)

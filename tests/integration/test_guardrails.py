@@ -19,6 +19,7 @@ from tests.support.agents import Agent, agent_manifest, create_agent
 from tests.support.clusters import ClusterHandle, status_of
 from tests.support.operator import LogCapture
 from tests.support.polling import eventually
+from tests.support.rbac import bind, bind_user
 
 pytestmark = pytest.mark.cluster
 RBAC_GROUP = "rbac.authorization.k8s.io"
@@ -31,14 +32,7 @@ def _needs_local_webhook(cluster: ClusterHandle) -> None:
 
 
 def _bind(cluster: ClusterHandle, namespace: str, user: str, cluster_role: str) -> None:
-    kubernetes.client.RbacAuthorizationV1Api(cluster.admin()).create_namespaced_role_binding(
-        namespace,
-        {
-            "metadata": {"name": f"{user.split('@', maxsplit=1)[0]}-{cluster_role}"[:63]},
-            "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": cluster_role},
-            "subjects": [{"apiGroup": RBAC_GROUP, "kind": "User", "name": user}],
-        },
-    )
+    bind_user(cluster, namespace, user, "ClusterRole", cluster_role)
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +124,8 @@ def test_the_owner_ceiling_holds_even_when_a_powerful_sync_identity_applies_the_
     cluster: ClusterHandle, agent_namespace: str, policy: Any
 ) -> None:
     argocd = "system:serviceaccount:argocd:argocd-application-controller"
-    kubernetes.client.RbacAuthorizationV1Api(cluster.admin()).create_namespaced_role_binding(
+    bind(
+        cluster,
         agent_namespace,
         {
             "metadata": {"name": "argocd-admin"},

@@ -28,10 +28,10 @@ from tests.support.cluster_setup import reserved_port
 from tests.support.clusters import ClusterHandle
 from tests.support.operator import FAST_LEASES, OperatorProcess, elected_operator
 from tests.support.polling import eventually
+from tests.support.rbac import bind_user
 from tests.support.replicas import delete_agents, lease_holder, operator_writes
 
 pytestmark = pytest.mark.cluster
-RBAC_GROUP = "rbac.authorization.k8s.io"
 
 
 def wait_for_leader(cluster: ClusterHandle, namespace: str, among: dict[str, OperatorProcess]) -> str:
@@ -276,12 +276,5 @@ def _agent_writer(cluster: ClusterHandle, namespace: str) -> str:
     rbac = kubernetes.client.RbacAuthorizationV1Api(cluster.admin())
     rules = [{"apiGroups": [v1alpha1.GROUP], "resources": [v1alpha1.PLURAL], "verbs": ["get", "create", "patch"]}]
     rbac.create_namespaced_role(namespace, {"metadata": {"name": "writer"}, "rules": rules})
-    rbac.create_namespaced_role_binding(
-        namespace,
-        {
-            "metadata": {"name": "writer"},
-            "roleRef": {"apiGroup": RBAC_GROUP, "kind": "Role", "name": "writer"},
-            "subjects": [{"apiGroup": RBAC_GROUP, "kind": "User", "name": user}],
-        },
-    )
+    bind_user(cluster, namespace, user, "Role", "writer", name="writer")
     return user

@@ -17,6 +17,7 @@ import kubernetes
 from agentid.verify import InvalidToken, IssuerUnavailable, JWKSCache, JWTVerifier, SignalReceiver, Verifier
 from agentid.verify.introspection import ClientCredentials
 from tests.support.clusters import ClusterHandle
+from tests.support.rbac import wait_until_authorized
 from tests.support.tokens import SERVICE_NAMESPACE, TokenServiceHandle, tool_service_account_token
 
 RECEIVER_ROLE = "agentid-test-signals-receiver"
@@ -41,6 +42,7 @@ def receiver_token(cluster: ClusterHandle, issuer: str, name: str = "signals-rec
         except kubernetes.client.ApiException as error:
             if error.status != 409:
                 raise
+    wait_until_authorized(cluster, None, binding)
     return token
 
 
