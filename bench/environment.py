@@ -390,7 +390,8 @@ class ReadyWatch:
                 raise BenchError(f"{len(missing)} agents not Ready within {within}s, e.g. {missing[:3]}")
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout=min(remaining, 1.0))
+                async with asyncio.timeout(min(remaining, 1.0)):
+                    await self._changed.wait()
 
 
 @contextlib.contextmanager

@@ -78,7 +78,8 @@ async def run(cluster: BenchCluster, *, agents: int, repeat: int, receivers: int
                     issuer, http=http, keys=keys_cache, credentials=lambda: credentials, name=unique("bench")
                 )
                 task = asyncio.create_task(receiver.run())
-                await asyncio.wait_for(receiver.connected.wait(), 30)
+                async with asyncio.timeout(30):
+                    await receiver.connected.wait()
                 local = JWTVerifier(issuer=issuer, audience=KUBE_AUDIENCE, keys=keys_cache)
                 guarded, offline = Verifier(jwt=local, signals=receiver), Verifier(jwt=local)
                 exchange = Exchange(tokens, issuer, caller)

@@ -547,7 +547,8 @@ async def _offline_verifier_story(demo: Demo, caller: str, token: str) -> list[s
         credentials = ClientCredentials(headers={"Authorization": f"Bearer {caller}"}, form={})
         receiver = SignalReceiver(demo.issuer, http=http, keys=keys, credentials=lambda: credentials, name="demo")
         listening = asyncio.create_task(receiver.run())
-        await asyncio.wait_for(receiver.connected.wait(), 30)
+        async with asyncio.timeout(30):
+            await receiver.connected.wait()
         local = JWTVerifier(issuer=demo.issuer, audience=KUBE_AUDIENCE, keys=keys)
         guarded, offline = Verifier(jwt=local, signals=receiver), Verifier(jwt=local)
 

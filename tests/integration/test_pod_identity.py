@@ -257,14 +257,23 @@ def test_the_agent_label_of_a_pod_cannot_be_added_changed_or_removed_later(
     labelled = create(cluster, agent_namespace, pod_manifest("triage"))["metadata"]["name"]
     plain = create(cluster, agent_namespace, pod_manifest(None))["metadata"]["name"]
 
-    def refused(name: str, label: str | None) -> str:
-        with pytest.raises(kubernetes.client.ApiException) as raised:
-            core.patch_namespaced_pod(name, agent_namespace, {"metadata": {"labels": {podidentity.LABEL: label}}})
-        assert raised.value.status in (403, 422), raised.value.body
-        return str(raised.value.body)
+    def refused(name: str, label: str | None, dry_run: str | None = None) -> str:
+        """The refusal's body; an AssertionError (so ``eventually`` retries) when the change was admitted."""
+        patch = {"metadata": {"labels": {podidentity.LABEL: label}}}
+        try:
+            core.patch_namespaced_pod(name, agent_namespace, patch, dry_run=dry_run)
+        except kubernetes.client.ApiException as raised:
+            refusal = raised
+        else:
+            raise AssertionError(f"changing the agent label of {name} to {label!r} was admitted")
+        assert refusal.status in (403, 422), refusal.body
+        return str(refusal.body)
 
-    # a ValidatingAdmissionPolicy takes effect once the apiserver's policy informer has it
-    assert configuration.POD_LABEL_MESSAGE in eventually(lambda: refused(labelled, "other"), what="policy in effect")
+    # A ValidatingAdmissionPolicy takes effect once the apiserver's policy informer has it; the dry run waits for
+    # that without changing the Pod while the policy is not in effect yet.
+    in_effect = eventually(lambda: refused(labelled, "other", dry_run="All"), what="policy in effect")
+    assert configuration.POD_LABEL_MESSAGE in in_effect
+    assert configuration.POD_LABEL_MESSAGE in refused(labelled, "other")
     assert configuration.POD_LABEL_MESSAGE in refused(labelled, None)
     assert configuration.POD_LABEL_MESSAGE in refused(plain, "triage")
     core.patch_namespaced_pod(labelled, agent_namespace, {"metadata": {"labels": {"team": "finance"}}})

@@ -88,8 +88,12 @@ class ReceiverThread:
 
     def start(self) -> ReceiverThread:
         self._task = asyncio.run_coroutine_threadsafe(self.receiver.run(), self._loop)
-        self.call(asyncio.wait_for(self.receiver.connected.wait(), 30))
+        self.call(self._connected())
         return self
+
+    async def _connected(self) -> None:
+        async with asyncio.timeout(30):
+            await self.receiver.connected.wait()
 
     def verdict(self, token: str) -> str:
         """``accepted``, ``refused: <reason>`` or ``unavailable``."""

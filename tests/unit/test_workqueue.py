@@ -37,7 +37,8 @@ def test_a_key_added_while_processed_is_handed_out_after_done_never_twice_at_onc
         await asyncio.sleep(0)
         assert not second.done()
         queue.done(key)
-        assert await asyncio.wait_for(second, 1) == "a"
+        async with asyncio.timeout(1):
+            assert await second == "a"
 
     run(scenario())
 
@@ -49,7 +50,8 @@ def test_add_after_keeps_the_earliest_time_and_fires() -> None:
         queue.add_after("a", 0.01)
         queue.add_after("a", 7200)
         assert queue.scheduled("a")
-        assert await asyncio.wait_for(queue.get(), 1) == "a"
+        async with asyncio.timeout(1):
+            assert await queue.get() == "a"
         assert not queue.scheduled("a")
 
     run(scenario())
@@ -78,7 +80,8 @@ def test_a_shut_down_queue_releases_its_getters() -> None:
         await asyncio.sleep(0)
         queue.shut_down()
         with pytest.raises(QueueShutDown):
-            await asyncio.wait_for(getter, 1)
+            async with asyncio.timeout(1):
+                await getter
 
     run(scenario())
 

@@ -113,7 +113,10 @@ class ShardElector:
         try:
             while True:
                 try:
-                    await asyncio.wait_for(self.round(), timeout=max(min(budget, self._until_deadline()), 0.001))
+                    # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancellation that arrives as
+                    # the round completes, and a stopped elector would then campaign on (and shutdown hang).
+                    async with asyncio.timeout(max(min(budget, self._until_deadline()), 0.001)):
+                        await self.round()
                 except (errors.ApiError, TimeoutError) as error:
                     logger.warning("lease round of %s failed: %s", self.instance, error or type(error).__name__)
                 except Exception:  # a bug must not end the loop: leadership would then outlive its Lease
@@ -139,7 +142,8 @@ class ShardElector:
                 return
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout=at - now)
+                async with asyncio.timeout(at - now):  # not wait_for: see run
+                    await self._changed.wait()
 
     def _foreign_expiries(self) -> list[float]:
         """When each shard Lease observed held by another replica expires unless renewed."""
