@@ -30,7 +30,8 @@ import yaml
 
 from agentid.api import v1alpha1
 from agentid.devcluster import assets
-from agentid.devcluster.cluster import LocalCluster, free_port
+from agentid.devcluster.cluster import LocalCluster
+from agentid.devcluster.ports import free_port
 from agentid.devcluster.processes import ManagedProcess
 from agentid.domain import naming
 from agentid.kube import resources, watch

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentid.devcluster.cluster import free_port
+from agentid.devcluster.ports import free_port
 from agentid.domain import shards
 from agentid.kube import errors, resources
 from agentid.kube.client import KubeClient

@@ -31,7 +31,7 @@ from typing import Any
 import aiohttp
 import psutil
 
-from agentid.devcluster.cluster import free_port
+from agentid.devcluster.ports import free_port
 from bench import report
 from bench.environment import (
     BenchCluster,

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from agentid.client import environment as env
-from agentid.devcluster.cluster import free_port
+from agentid.devcluster.ports import free_port
 from agentid.kube import resources
 from agentid.kube.client import KubeClient
 from bench import report

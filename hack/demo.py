@@ -48,7 +48,8 @@ from mcp_types import TextContent
 
 from agentid.client import environment as agent_env
 from agentid.devcluster import assets
-from agentid.devcluster.cluster import LocalCluster, free_port
+from agentid.devcluster.cluster import LocalCluster
+from agentid.devcluster.ports import free_port
 from agentid.devcluster.processes import ManagedProcess
 from agentid.domain import claims
 from agentid.tokens import authnconfig

@@ -24,7 +24,7 @@ import requests
 import yaml
 from cryptography import x509
 
-from agentid.devcluster.cluster import free_port
+from agentid.devcluster.ports import free_port
 from agentid.devcluster.processes import ManagedProcess
 from agentid.domain import naming
 from tests.integration.test_chart import CHART, helm

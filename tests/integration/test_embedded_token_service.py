@@ -9,7 +9,7 @@ import kubernetes
 import pytest
 import requests
 
-from agentid.devcluster.cluster import free_port
+from agentid.devcluster.ports import free_port
 from agentid.domain import claims
 from tests.support.agents import create_agent
 from tests.support.clusters import ClusterHandle

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from agentid.devcluster.cluster import free_port
+from agentid.devcluster.ports import free_port
 from tests.support.clusters import ClusterHandle
 from tests.support.polling import eventually
 

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.parser import text_string_to_metric_families
 
 from agentid import metrics
-from agentid.devcluster.cluster import free_port
+from agentid.devcluster.ports import free_port
 from agentid.devcluster.processes import ManagedProcess
 from tests.support.agents import agent_manifest, create_agent
 from tests.support.clusters import ClusterHandle

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import yaml
 
-from agentid.devcluster.cluster import LocalCluster, free_port
+from agentid.devcluster.cluster import LocalCluster
+from agentid.devcluster.ports import free_port
 from agentid.tokens import authnconfig
 
 TOKEN_SERVICE_FILE = "token-service.json"

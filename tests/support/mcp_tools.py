@@ -22,7 +22,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult, TextContent
 
-from agentid.devcluster.cluster import free_port
+from agentid.devcluster.ports import free_port
 from tests.support.polling import eventually
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "mcp-server" / "server.py"

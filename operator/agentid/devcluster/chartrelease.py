@@ -20,7 +20,8 @@ import yaml
 
 from agentid.devcluster import assets, images
 from agentid.devcluster import node as devnode
-from agentid.devcluster.cluster import LocalCluster, free_port
+from agentid.devcluster.cluster import LocalCluster
+from agentid.devcluster.ports import free_port
 from agentid.tokens import authnconfig
 
 KUBE_AUDIENCE = authnconfig.DEFAULT_KUBE_AUDIENCE

@@ -8,9 +8,7 @@ admission webhook) hook in through ``apiserver_args`` and ``write_file`` before 
 from __future__ import annotations
 
 import json
-import random
 import shutil
-import socket
 import ssl
 import tempfile
 import time
@@ -23,6 +21,7 @@ from types import TracebackType
 import yaml
 
 from agentid.devcluster import assets, pki
+from agentid.devcluster.ports import free_port
 from agentid.devcluster.processes import ManagedProcess
 
 CONTROLLERS = (
@@ -52,32 +51,6 @@ KUBERNETES_SERVICE_IP = "10.0.0.1"  # the first address of SERVICE_CIDR: the `ku
 
 class ClusterStartError(RuntimeError):
     """A component did not become ready; the message carries the tail of its log."""
-
-
-def free_port() -> int:
-    """A loopback port that was free a moment ago, *below* the kernel's ephemeral range.
-
-    Ports are bound only later, by the processes that listen on them; a port from the ephemeral range (what
-    binding to port 0 returns) can meanwhile become the source port of another outgoing connection.
-    """
-    low = _ephemeral_low()
-    rng = random.SystemRandom()
-    for _ in range(200):
-        port = rng.randrange(max(1024, low - 12_000), low)
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise ClusterStartError("no free loopback port below the ephemeral range")
-
-
-def _ephemeral_low() -> int:
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
 
 
 class LocalCluster:
