@@ -16,18 +16,17 @@ from aiohttp.test_utils import make_mocked_request
 
 from agentid.api.v1alpha1 import KeyAlgorithm
 from agentid.domain import claims, keys
-from agentid.tokens.app import (
+from agentid.tokens.app import AccessLogger, token_response
+from agentid.tokens.exchange import Issued
+from agentid.tokens.oauth_http import (
     CHALLENGE,
     KNOWN_VALUES,
     MAX_FIELDS,
     NO_STORE,
-    AccessLogger,
     AuditedResponse,
     oauth_error,
     parse_form,
-    token_response,
 )
-from agentid.tokens.exchange import Issued
 
 
 @pytest.mark.parametrize("token_type", [claims.TOKEN_TYPE_ACCESS_TOKEN, claims.TOKEN_TYPE_JWT])

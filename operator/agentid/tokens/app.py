@@ -16,13 +16,12 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import quote_plus, unquote
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from agentid import httpbounds
-from agentid.domain import claims, keys
+from agentid.domain import keys
 from agentid.domain.claims import Error, Refused
 from agentid.kube import errors
 from agentid.tokens import metadata
@@ -32,40 +31,17 @@ from agentid.tokens.clients import AmbiguousClient, IntrospectionClients
 from agentid.tokens.exchange import Exchanger, ExchangeRequest, Issued
 from agentid.tokens.introspection import INACTIVE, Introspector
 from agentid.tokens.keyring import IssuerKeyring
+from agentid.tokens.oauth_http import NO_STORE, AuditedResponse, BadRequest, oauth_error, read_form, single
 from agentid.tokens.settings import TokenServiceSettings
 
 logger = logging.getLogger(__name__)
-FORM = "application/x-www-form-urlencoded"
-MULTI_VALUED = frozenset({"audience", "resource"})  # RFC 8693 §2.1: may repeat; everything else appears once
-MAX_FIELDS = 48
-# The URNs every request carries, as clients' form encoders write them (urlencode, quote_plus): decoded once.
-KNOWN_VALUES = {
-    quote_plus(urn): urn
-    for urn in (
-        claims.GRANT_TOKEN_EXCHANGE,
-        claims.GRANT_JWT_BEARER,
-        claims.CLIENT_ASSERTION_TYPE,
-        claims.TOKEN_TYPE_JWT,
-        claims.TOKEN_TYPE_ACCESS_TOKEN,
-    )
-}
-NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 TOKEN_RESPONSE_HEADERS = {**NO_STORE, "Content-Type": "application/json; charset=utf-8"}  # as json_response
 JWKS_CACHE = {"Cache-Control": "public, max-age=60"}
-CHALLENGE = 'Bearer realm="agentid"'  # RFC 6749 §5.2: a 401 invalid_client names the scheme to use
 NO_INTERACTIVE_LOGIN = (
     "this authorization server issues tokens to workloads only (token exchange, JWT bearer, client credentials); "
     "there is no interactive authorization"
 )
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class BadRequest(Exception):
-    """A 400 carrying its own description."""
-
-    def __init__(self, description: str) -> None:
-        super().__init__(description)
-        self.description = description
 
 
 class AccessLogger(AbstractAccessLogger):
@@ -82,23 +58,6 @@ class AccessLogger(AbstractAccessLogger):
     @property
     def enabled(self) -> bool:
         return self.logger.isEnabledFor(logging.INFO)
-
-
-class AuditedResponse(web.Response):
-    """The answer to a token request the exchange decided on: its audit record names the request already."""
-
-
-def oauth_error(
-    status: int, error: str, description: str, reason: str | None = None, *, audited: bool = False
-) -> web.Response:
-    """RFC 6749 §5.2 (401 carries ``WWW-Authenticate``); ``reason`` (an extension member) is agentid's stable name
-    for why a token was refused, so agents can tell a suspension from a revocation without parsing the description."""
-    body = {"error": error, "error_description": description}
-    if reason is not None:
-        body["reason"] = reason
-    headers = {**NO_STORE, "WWW-Authenticate": CHALLENGE} if status == 401 else NO_STORE
-    kind = AuditedResponse if audited else web.Response
-    return kind(text=json.dumps(body), status=status, headers=headers, content_type="application/json")
 
 
 @web.middleware
@@ -186,7 +145,7 @@ class Routes:
         if not self.ready:
             return oauth_error(503, "temporarily_unavailable", "the token service is starting")
         try:
-            form = await _form(request)
+            form = await read_form(request)
             exchange = _exchange_request(form, self.settings.limits.max_audiences)
             issued = await self.exchanger.exchange(exchange, client=request.remote)
         except BadRequest as error:
@@ -206,9 +165,9 @@ class Routes:
 
     async def introspect(self, request: web.Request) -> web.Response:
         try:
-            form = await _form(request)
+            form = await read_form(request)
             caller = await self.clients.authenticate(request.headers.get("Authorization"), form)
-            token = _single(form, "token")
+            token = single(form, "token")
             if caller is not None and token is None:
                 raise BadRequest("token is required")
         except BadRequest as error:
@@ -234,53 +193,8 @@ def build_app(routes: Routes) -> web.Application:
 # -- request parsing --------------------------------------------------------------------------------------------
 
 
-async def _form(request: web.Request) -> dict[str, list[str]]:
-    if request.content_type != FORM:
-        raise BadRequest(f"the body must be {FORM}")
-    body = await request.read()  # bounded by client_max_size (413 above it)
-    try:
-        pairs = parse_form(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise BadRequest("the body is not a valid form") from None
-    form: dict[str, list[str]] = {}
-    for name, value in pairs:
-        form.setdefault(name, []).append(value)
-    for name, values in form.items():
-        if len(values) > 1 and name not in MULTI_VALUED:
-            raise BadRequest(f"parameter {name[:40]!r} appears more than once")
-    return form
-
-
-def parse_form(text: str) -> list[tuple[str, str]]:
-    """``parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_FIELDS, errors="strict")``, the same pairs and
-    the same ``ValueError`` / ``UnicodeDecodeError``, without percent-decoding what has nothing to decode (the
-    kilobyte of a token, every request) or the grant and token type URNs each request repeats."""
-    if not text:
-        return []
-    if text.count("&") + 1 > MAX_FIELDS:
-        raise ValueError("Max number of fields exceeded")
-    pairs = []
-    for field in text.split("&"):
-        if field:
-            name, _, value = field.partition("=")
-            pairs.append((_unquote(name), _unquote(value)))
-    return pairs
-
-
-def _unquote(text: str) -> str:
-    if "%" not in text and "+" not in text:
-        return text
-    known = KNOWN_VALUES.get(text)
-    return known if known is not None else unquote(text.replace("+", " "), errors="strict")
-
-
-def _single(form: dict[str, list[str]], name: str) -> str | None:
-    values = form.get(name)
-    return values[0] if values else None
-
-
 def _exchange_request(form: dict[str, list[str]], max_audiences: int) -> ExchangeRequest:
-    grant_type = _single(form, "grant_type")
+    grant_type = single(form, "grant_type")
     if not grant_type:
         raise BadRequest("grant_type is required")
     audiences = tuple(value for value in form.get("audience", []) if value)
@@ -289,18 +203,18 @@ def _exchange_request(form: dict[str, list[str]], max_audiences: int) -> Exchang
         raise BadRequest("too many audiences")
     return ExchangeRequest(
         grant_type=grant_type,
-        subject_token=_single(form, "subject_token"),
-        subject_token_type=_single(form, "subject_token_type"),
-        actor_token=_single(form, "actor_token"),
-        actor_token_type=_single(form, "actor_token_type"),
-        assertion=_single(form, "assertion"),
+        subject_token=single(form, "subject_token"),
+        subject_token_type=single(form, "subject_token_type"),
+        actor_token=single(form, "actor_token"),
+        actor_token_type=single(form, "actor_token_type"),
+        assertion=single(form, "assertion"),
         audiences=audiences,
         resources=resources,
-        client_id=_single(form, "client_id"),
-        client_assertion_type=_single(form, "client_assertion_type"),
-        client_assertion=_single(form, "client_assertion"),
-        requested_token_type=_single(form, "requested_token_type"),
-        lifetime=_lifetime(_single(form, "expires_in")),
+        client_id=single(form, "client_id"),
+        client_assertion_type=single(form, "client_assertion_type"),
+        client_assertion=single(form, "client_assertion"),
+        requested_token_type=single(form, "requested_token_type"),
+        lifetime=_lifetime(single(form, "expires_in")),
     )
 
 

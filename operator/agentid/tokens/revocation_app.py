@@ -17,9 +17,9 @@ from aiohttp import web
 from agentid import audit, metrics
 from agentid.domain.claims import Error, Refused
 from agentid.kube import errors
-from agentid.tokens.app import NO_STORE, BadRequest, _form, _single, oauth_error
 from agentid.tokens.clients import AmbiguousClient, IntrospectionClients
 from agentid.tokens.keyring import IssuerKeyring
+from agentid.tokens.oauth_http import NO_STORE, BadRequest, oauth_error, read_form, single
 from agentid.tokens.revocations import RevocationStore
 from agentid.tokens.settings import TokenServiceSettings
 
@@ -45,9 +45,9 @@ class RevocationRoutes:
 
     async def revoke(self, request: web.Request) -> web.Response:
         try:
-            form = await _form(request)
+            form = await read_form(request)
             caller = await self._clients.authenticate(request.headers.get("Authorization"), form)
-            token = _single(form, "token")
+            token = single(form, "token")
             if caller is None:
                 return oauth_error(401, Error.INVALID_CLIENT.value, "revocation requires client authentication")
             if not token:
