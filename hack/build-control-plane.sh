@@ -13,6 +13,8 @@
 # and that folder is printed (kube-controller-manager, kubectl and helm are still built if missing there).
 # Versions are pinned in operator/agentid/devcluster/versions.env (the one place).
 set -euo pipefail
+# A failed step names itself (set -e alone exits without a word when a pipeline inside $(...) or { } fails).
+trap 'echo "error: hack/build-control-plane.sh line ${LINENO}: \"${BASH_COMMAND}\" failed" >&2' ERR
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=../operator/agentid/devcluster/versions.env
@@ -80,6 +82,10 @@ prepare_module() {
   upstream_mod="$(cd "${dir}" && go mod download -json "${module}@${version}" \
     | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')"
   [[ -f "${upstream_mod}" ]] || { echo "error: could not download ${module}@${version}" >&2; exit 4; }
+  # Relative replaces only (none in containerd's go.mod: grep finding nothing is not a failure).
+  local replaces
+  replaces="$(grep -E '^[[:space:]]*[^[:space:]]+ => \.\.?/' "${upstream_mod}" \
+    | awk -v v="${sibling_version}" '{print "\t" $1 " => " $1 " " v}' || true)"
   {
     echo "module agentid.dev/controlplane-build"
     echo
@@ -87,11 +93,12 @@ prepare_module() {
     grep -E '^godebug ' "${upstream_mod}" || true
     echo
     echo "require ${module} ${version}"
-    echo
-    echo "replace ("
-    grep -E '^[[:space:]]*[^[:space:]]+ => \.\.?/' "${upstream_mod}" \
-      | awk -v v="${sibling_version}" '{print "\t" $1 " => " $1 " " v}'
-    echo ")"
+    if [[ -n "${replaces}" ]]; then
+      echo
+      echo "replace ("
+      echo "${replaces}"
+      echo ")"
+    fi
   } > "${dir}/go.mod.tmp"
   mv "${dir}/go.mod.tmp" "${dir}/go.mod"
 }
