@@ -707,8 +707,13 @@ def workload(demo: Demo) -> None:
         say(f"$ ls $AGENTID_TOKENS_DIR: {', '.join(sorted(path.name for path in tokens.iterdir()))}")
         demo.kubectl("agentid", "suspend", "invoice-triage", "-n", "finance-agents", "--reason=demo: sidecar")
         elapsed = wait_until("token file removed", lambda: not token_file.exists(), timeout=30)
-        state = json.loads((tokens / agent_env.STATUS_FILE).read_text()).get("state")
-        say(f"token file removed {elapsed * 1000:.0f} ms after the suspension; the sidecar's status: {state}")
+
+        def sidecar_state() -> str:
+            return str(json.loads((tokens / agent_env.STATUS_FILE).read_text()).get("state"))
+
+        # Introspection going inactive removes the files first; the exchange that follows says why, in the status.
+        wait_until("the sidecar's status says why", lambda: sidecar_state() == "suspended", timeout=30)
+        say(f"token file removed {elapsed * 1000:.0f} ms after the suspension; the sidecar's status: {sidecar_state()}")
         demo.kubectl(
             "agentid", "resume", "invoice-triage", "-n", "finance-agents", "--mode=Autonomous", "--wait", quiet=True
         )
